@@ -1,0 +1,113 @@
+/* forward.c - the whole model, streaming: mg_eval.
+ *
+ *   x      = embed[tokens] (* sqrt(D) with scale_emb)
+ *   x      = Block_i(x)                 i = 0 .. n_layer-1
+ *            Block(x) = x + FFN(LayerNorm(y)),  y = MEGA(x)     (two-hop residual)
+ *   x      = TimestepNorm_final(x)      its own running statistics
+ *   logits = x W_out^T                  W_out = embed when share_emb
+ *
+ * A call takes any number of tokens; they are processed in steps of at most n_batch tokens
+ * (whole chunks when n_batch exceeds the chunk size), each step carrying the state. */
+#include "config.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "error.h"
+#include "model.h"
+
+#define TRY(x)                                                                             \
+    do {                                                                                   \
+        int rc_ = (x);                                                                     \
+        if (rc_) return rc_;                                                               \
+    } while (0)
+
+static void emit(const mg_state *st, const char *name, int layer, const float *data, int rows,
+                 int cols)
+{
+    if (st->params.cb_eval)
+        st->params.cb_eval(st->params.cb_user, name, layer, data, (size_t)rows, (size_t)cols);
+}
+
+/* One step of L tokens (L <= scratch capacity). logits: NULL, or L rows (all) / 1 row (last). */
+static int eval_step(mg_state *st, const int32_t *tokens, int L, float *logits,
+                     mg_logits_mode mode)
+{
+    const mg_model *m = st->model;
+    const mg_hparams *hp = &m->hp;
+    mg_backend *be = m->be;
+    mg_scratch *s = &st->s;
+    const int D = hp->n_embd;
+
+    for (int t = 0; t < L; t++)
+        memcpy(s->x + (size_t)t * D, m->tok_embd + (size_t)tokens[t] * D, sizeof(float) * D);
+    if (hp->scale_emb) TRY(be->scale(be, s->x, sqrtf((float)D), s->x, (size_t)L * D));
+    emit(st, "embd", -1, s->x, L, D);
+
+    for (int il = 0; il < hp->n_layer; il++) {
+        TRY(mg_mega_forward(m, il, &st->layers[il], st->n_kv, st->params.cema, s, L, s->x,
+                            s->y));
+        emit(st, "blk.attn_out", il, s->y, L, D);
+        TRY(mg_ffn_forward(m, il, s, L, s->x, s->y, s->x));
+        emit(st, "blk.out", il, s->x, L, D);
+    }
+
+    TRY(be->timestep_norm(be, s->x, L, D, hp->norm_groups, m->out_norm.w, m->out_norm.b,
+                          hp->norm_eps, &st->out_norm.count, st->out_norm.mean,
+                          st->out_norm.var, s->y));
+    emit(st, "output_norm", -1, s->y, L, D);
+
+    if (mode == MG_LOGITS_ALL)
+        TRY(be->matmul(be, s->y, L, D, m->output, hp->n_output, NULL, logits));
+    else if (mode == MG_LOGITS_LAST && logits)
+        TRY(be->matmul(be, s->y + (size_t)(L - 1) * D, 1, D, m->output, hp->n_output, NULL,
+                       logits));
+
+    st->n_kv = (int)((st->n_kv + L) % hp->chunk_size);
+    st->n_past += (uint64_t)L;
+    return MG_OK;
+}
+
+int mg_eval(mg_state *st, const int32_t *tokens, size_t n_tokens, float *logits,
+            mg_logits_mode mode)
+{
+    if (!st || (n_tokens && !tokens))
+        return mg_seterr(MG_ERR_INVALID_ARG, "mg_eval: NULL state or tokens");
+    if (mode != MG_LOGITS_NONE && mode != MG_LOGITS_LAST && mode != MG_LOGITS_ALL)
+        return mg_seterr(MG_ERR_INVALID_ARG, "mg_eval: unknown logits mode %d", (int)mode);
+    if (mode != MG_LOGITS_NONE && !logits)
+        return mg_seterr(MG_ERR_INVALID_ARG, "mg_eval: logits requested but buffer is NULL");
+    const mg_hparams *hp = &st->model->hp;
+    for (size_t i = 0; i < n_tokens; i++)
+        if (tokens[i] < 0 || tokens[i] >= hp->n_vocab)
+            return mg_seterr(MG_ERR_INVALID_ARG,
+                             "token id %ld at position %zu is out of range [0, %d)",
+                             (long)tokens[i], i, hp->n_vocab);
+    if (n_tokens == 0) return MG_OK;
+
+    const int C = hp->chunk_size, cap = st->s.cap;
+    size_t done = 0;
+    while (done < n_tokens) {
+        size_t left = n_tokens - done;
+        /* Realign to a chunk boundary first when steps are whole chunks. */
+        int L = cap;
+        if (cap >= C && st->n_kv > 0) L = C - st->n_kv;
+        if ((size_t)L > left) L = (int)left;
+        int last = done + (size_t)L == n_tokens;
+        float *lg = NULL;
+        mg_logits_mode md = MG_LOGITS_NONE;
+        if (mode == MG_LOGITS_ALL) {
+            lg = logits + done * (size_t)hp->n_output;
+            md = MG_LOGITS_ALL;
+        } else if (mode == MG_LOGITS_LAST && last) {
+            lg = logits;
+            md = MG_LOGITS_LAST;
+        }
+        int rc = eval_step(st, tokens + done, L, lg, md);
+        if (rc) return mg_adderr_context(rc, "mg_eval at token %llu",
+                                         (unsigned long long)(st->n_past));
+        done += (size_t)L;
+    }
+    return MG_OK;
+}

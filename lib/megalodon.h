@@ -1,0 +1,152 @@
+/* megalodon.h - public C API of libmegalodon, a CPU-first engine for the Megalodon
+ * architecture (Ma et al., 2024).
+ *
+ * Conventions:
+ *  - Handles are opaque. Objects are created with *_default_params() + a params struct.
+ *  - Functions that can fail return MG_OK (0) or a negative mg_status; mg_last_error()
+ *    gives a message for the calling thread's last failure. The library never exits or
+ *    aborts the process.
+ *  - A loaded mg_model is read-only and may be shared by any number of mg_state objects;
+ *    one mg_state must be used by one thread at a time.
+ *
+ * Minimal use:
+ *     mg_model *m; mg_state *s;
+ *     mg_model_load("model.gguf", NULL, &m);
+ *     mg_state_new(m, NULL, &s);
+ *     mg_eval(s, tokens, n, logits, MG_LOGITS_LAST);   // logits: mg_model_n_vocab(m) floats
+ */
+#ifndef MEGALODON_H
+#define MEGALODON_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(_WIN32)
+#define MG_API
+#elif defined(__GNUC__)
+#define MG_API __attribute__((visibility("default")))
+#else
+#define MG_API
+#endif
+
+/* ------------------------------------------------------------------ errors */
+
+typedef enum {
+    MG_OK = 0,
+    MG_ERR_INVALID_ARG = -1, /* a bad argument or option */
+    MG_ERR_NOMEM = -2,       /* an allocation failed */
+    MG_ERR_IO = -3,          /* open/read/write/mmap failed */
+    MG_ERR_FORMAT = -4,      /* the file is not valid GGUF (truncated, corrupt) */
+    MG_ERR_MODEL = -5,       /* valid GGUF but not a usable Megalodon model */
+    MG_ERR_UNSUPPORTED = -6, /* a feature this build or machine does not have */
+    MG_ERR_STATE = -7,       /* a state (file) that does not fit the model */
+    MG_ERR_BACKEND = -8      /* a compute backend failed */
+} mg_status;
+
+/* Message for the calling thread's last failure ("no error" if none). */
+MG_API const char *mg_last_error(void);
+/* Short generic text for a status code. */
+MG_API const char *mg_status_str(int status);
+/* Library version, "MAJOR.MINOR.PATCH". */
+MG_API const char *mg_version(void);
+
+/* ------------------------------------------------------------------ model */
+
+typedef struct mg_model mg_model;
+
+/* Hyper-parameters of a loaded model (the megalodon.* keys of the model file). */
+typedef struct {
+    int32_t n_layer;     /* num_layers */
+    int32_t n_embd;      /* model_dim D */
+    int32_t z_dim;       /* Z (all heads) */
+    int32_t value_dim;   /* E (all heads) */
+    int32_t n_head;      /* H */
+    int32_t n_ff;        /* ffn_hidden_dim F */
+    int32_t cema_ndim;   /* N */
+    int32_t chunk_size;  /* C */
+    int32_t norm_groups; /* G */
+    int32_t n_vocab;     /* rows of the embedding */
+    int32_t n_output;    /* rows of the output head (output_size, usually n_vocab) */
+    float norm_eps;
+    float rope_base;
+    int32_t swiglu, scale_emb, share_emb, rescale_nffn, norm_affine; /* 0 or 1 */
+} mg_hparams;
+
+typedef struct {
+    int n_threads;  /* threads for compute; 0 = all online CPUs */
+    int use_mmap;   /* map f32 tensors from the file instead of copying (default 1) */
+} mg_model_params;
+
+MG_API mg_model_params mg_model_default_params(void);
+
+/* Load a GGUF model. params may be NULL (defaults). On failure *out is NULL. */
+MG_API int mg_model_load(const char *path, const mg_model_params *params, mg_model **out);
+MG_API void mg_model_free(mg_model *model);
+
+MG_API const mg_hparams *mg_model_hparams(const mg_model *model);
+MG_API int32_t mg_model_n_vocab(const mg_model *model);   /* logits per token (n_output) */
+MG_API uint64_t mg_model_n_params(const mg_model *model); /* parameters, tied head once */
+
+/* ------------------------------------------------------------------ streaming state */
+
+typedef struct mg_state mg_state;
+
+typedef enum {
+    MG_CEMA_AUTO = 0, /* choose per call (FFT for long inputs, the recurrence otherwise) */
+    MG_CEMA_FFT = 1,  /* causal convolution with the CEMA kernel through FFTW */
+    MG_CEMA_SCAN = 2  /* the recurrence h_t = q h_{t-1} + p x_t */
+} mg_cema_algo;
+
+typedef enum {
+    MG_LOGITS_NONE = 0, /* compute no logits (prefill only) */
+    MG_LOGITS_LAST = 1, /* logits of the last token: n_vocab floats */
+    MG_LOGITS_ALL = 2   /* logits of every token: n_tokens * n_vocab floats, row-major */
+} mg_logits_mode;
+
+/* Called with intermediate activations during mg_eval (for debugging and tests).
+ * name: "embd", "blk.attn_out" (MEGA sub-layer output y, per layer), "blk.out" (block
+ * output), "output_norm"; layer is -1 for non-layer tensors; data is rows x cols. */
+typedef void (*mg_eval_cb)(void *user, const char *name, int layer, const float *data,
+                           size_t rows, size_t cols);
+
+typedef struct {
+    mg_cema_algo cema;  /* default MG_CEMA_AUTO */
+    int n_batch;        /* most tokens processed per internal step (rounded to whole chunks
+                           when larger than the chunk size); 0 = 2 chunks */
+    mg_eval_cb cb_eval; /* optional */
+    void *cb_user;
+} mg_state_params;
+
+MG_API mg_state_params mg_state_default_params(void);
+
+/* A fresh state (position 0) for `model`; params may be NULL. The state keeps a pointer to
+ * the model, which must outlive it. */
+MG_API int mg_state_new(const mg_model *model, const mg_state_params *params, mg_state **out);
+MG_API void mg_state_free(mg_state *state);
+/* Back to position 0 (prior statistics, zero CEMA state, empty chunk). */
+MG_API void mg_state_reset(mg_state *state);
+/* Tokens consumed since the last reset. */
+MG_API uint64_t mg_state_n_past(const mg_state *state);
+/* Bytes of state carried between calls: fixed by the config, independent of context. */
+MG_API size_t mg_state_size(const mg_state *state);
+MG_API int mg_state_set_cema(mg_state *state, mg_cema_algo algo);
+
+/* Feed n_tokens new tokens (any number, any position; they are split at chunk boundaries
+ * internally) and write logits as asked. Every id must be in [0, n_vocab). On failure
+ * the state is unchanged. */
+MG_API int mg_eval(mg_state *state, const int32_t *tokens, size_t n_tokens, float *logits,
+                   mg_logits_mode mode);
+
+/* Save the state to a file (atomically: temporary file, fsync, rename) and load it back.
+ * Loading checks that the file was made for a model with the same shapes. */
+MG_API int mg_state_save(const mg_state *state, const char *path);
+MG_API int mg_state_load(mg_state *state, const char *path);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

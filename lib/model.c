@@ -1,0 +1,361 @@
+/* model.c - load a Megalodon model from a GGUF file (docs/model-format.md) and check that
+ * it is complete and consistent before anything computes with it. */
+#include "config.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "error.h"
+#include "kernels.h"
+#include "model.h"
+
+#define MAX_DIM (1 << 24)   /* any single size above this is rejected as implausible */
+#define MAX_LAYERS 4096
+
+const char *mg_version(void) { return PACKAGE_VERSION; }
+
+mg_model_params mg_model_default_params(void)
+{
+    mg_model_params p;
+    memset(&p, 0, sizeof p);
+    p.n_threads = 0;
+    p.use_mmap = 1;
+    return p;
+}
+
+static int own(mg_model *m, void *ptr)
+{
+    if (m->n_owned == m->cap_owned) {
+        size_t cap = m->cap_owned ? 2 * m->cap_owned : 64;
+        void **o = realloc(m->owned, cap * sizeof *o);
+        if (!o) {
+            free(ptr);
+            return mg_seterr(MG_ERR_NOMEM, "out of memory while loading the model");
+        }
+        m->owned = o;
+        m->cap_owned = cap;
+    }
+    m->owned[m->n_owned++] = ptr;
+    return MG_OK;
+}
+
+/* ---------------------------------------------------------------- hyper-parameters */
+
+static int read_u32_key(const gguf_file *f, const char *key, int32_t *out)
+{
+    uint32_t v;
+    int rc = gguf_get_u32(f, key, &v);
+    if (rc) return mg_seterr(MG_ERR_MODEL, "%s", mg_last_error());
+    if (v == 0 || v > MAX_DIM)
+        return mg_seterr(MG_ERR_MODEL, "hyper-parameter %s = %u is out of range [1, %d]", key,
+                         v, MAX_DIM);
+    *out = (int32_t)v;
+    return MG_OK;
+}
+
+static int read_bool_key(const gguf_file *f, const char *key, int32_t *out, int dflt)
+{
+    int v = dflt;
+    int rc = gguf_get_bool_opt(f, key, &v);
+    if (rc) return mg_seterr(MG_ERR_MODEL, "%s", mg_last_error());
+    *out = v ? 1 : 0;
+    return MG_OK;
+}
+
+static int read_hparams(const gguf_file *f, mg_hparams *hp)
+{
+    const char *arch;
+    uint64_t len;
+    int rc = gguf_get_str(f, "general.architecture", &arch, &len);
+    if (rc) return mg_seterr(MG_ERR_MODEL, "%s", mg_last_error());
+    if (len != 9 || memcmp(arch, "megalodon", 9) != 0)
+        return mg_seterr(MG_ERR_MODEL,
+                         "wrong architecture '%.*s': this library runs 'megalodon' models",
+                         (int)(len > 64 ? 64 : len), arch);
+    memset(hp, 0, sizeof *hp);
+    struct { const char *key; int32_t *dst; } req[] = {
+        {"megalodon.block_count", &hp->n_layer},
+        {"megalodon.embedding_length", &hp->n_embd},
+        {"megalodon.z_dim", &hp->z_dim},
+        {"megalodon.value_dim", &hp->value_dim},
+        {"megalodon.head_count", &hp->n_head},
+        {"megalodon.feed_forward_length", &hp->n_ff},
+        {"megalodon.cema_ndim", &hp->cema_ndim},
+        {"megalodon.chunk_size", &hp->chunk_size},
+        {"megalodon.norm_groups", &hp->norm_groups},
+        {"megalodon.vocab_size", &hp->n_vocab},
+    };
+    for (size_t i = 0; i < sizeof req / sizeof req[0]; i++)
+        if ((rc = read_u32_key(f, req[i].key, req[i].dst))) return rc;
+    hp->n_output = hp->n_vocab;
+    if (gguf_find_key(f, "megalodon.output_size") >= 0 &&
+        (rc = read_u32_key(f, "megalodon.output_size", &hp->n_output)))
+        return rc;
+    if ((rc = gguf_get_f32(f, "megalodon.norm_epsilon", &hp->norm_eps)))
+        return mg_seterr(MG_ERR_MODEL, "%s", mg_last_error());
+    hp->rope_base = 10000.0f;
+    if ((rc = gguf_get_f32_opt(f, "megalodon.rope_freq_base", &hp->rope_base)))
+        return mg_seterr(MG_ERR_MODEL, "%s", mg_last_error());
+    if ((rc = read_bool_key(f, "megalodon.swiglu", &hp->swiglu, 0)) ||
+        (rc = read_bool_key(f, "megalodon.scale_emb", &hp->scale_emb, 0)) ||
+        (rc = read_bool_key(f, "megalodon.share_emb", &hp->share_emb, 0)) ||
+        (rc = read_bool_key(f, "megalodon.rescale_nffn", &hp->rescale_nffn, 0)) ||
+        (rc = read_bool_key(f, "megalodon.norm_affine", &hp->norm_affine, 1)))
+        return rc;
+
+    /* consistency */
+    if (hp->n_layer > MAX_LAYERS)
+        return mg_seterr(MG_ERR_MODEL, "block_count %d exceeds %d", hp->n_layer, MAX_LAYERS);
+    if (hp->z_dim % hp->n_head)
+        return mg_seterr(MG_ERR_MODEL, "z_dim %d is not divisible by head_count %d", hp->z_dim,
+                         hp->n_head);
+    if ((hp->z_dim / hp->n_head) % 2)
+        return mg_seterr(MG_ERR_MODEL, "per-head z dimension %d is odd (RoPE needs pairs)",
+                         hp->z_dim / hp->n_head);
+    if (hp->value_dim % hp->n_head)
+        return mg_seterr(MG_ERR_MODEL, "value_dim %d is not divisible by head_count %d",
+                         hp->value_dim, hp->n_head);
+    if (hp->n_embd % hp->norm_groups)
+        return mg_seterr(MG_ERR_MODEL, "embedding_length %d is not divisible by norm_groups %d",
+                         hp->n_embd, hp->norm_groups);
+    if (!(hp->norm_eps > 0.0f) || !isfinite(hp->norm_eps))
+        return mg_seterr(MG_ERR_MODEL, "norm_epsilon %g must be positive and finite",
+                         (double)hp->norm_eps);
+    if (hp->share_emb && hp->n_output != hp->n_vocab)
+        return mg_seterr(MG_ERR_MODEL, "share_emb needs output_size (%d) == vocab_size (%d)",
+                         hp->n_output, hp->n_vocab);
+    return MG_OK;
+}
+
+/* ---------------------------------------------------------------- tensors */
+
+static int n_dims_stripped(const uint64_t *ne, int nd)
+{
+    while (nd > 1 && ne[nd - 1] == 1) nd--;
+    return nd;
+}
+
+/* Fetch tensor `name` as fp32 with GGUF dims ne[0..nd). Missing and !required: *out = NULL. */
+static int get_f32(mg_model *m, const mg_model_params *mp, int required, const float **out,
+                   int nd, const uint64_t *ne, const char *name)
+{
+    *out = NULL;
+    int64_t i = gguf_find_tensor(m->file, name);
+    if (i < 0) {
+        if (!required) return MG_OK;
+        return mg_seterr(MG_ERR_MODEL, "missing tensor '%s'", name);
+    }
+    const gguf_tensor_info *t = gguf_tensor(m->file, i);
+    int a = n_dims_stripped(t->ne, (int)t->n_dims), b = n_dims_stripped(ne, nd);
+    int same = a == b;
+    for (int d = 0; same && d < a; d++) same = t->ne[d] == ne[d];
+    if (!same) {
+        char got[96] = "", want[96] = "";
+        for (int d = 0; d < (int)t->n_dims; d++)
+            snprintf(got + strlen(got), sizeof got - strlen(got), "%s%llu", d ? ", " : "",
+                     (unsigned long long)t->ne[d]);
+        for (int d = 0; d < nd; d++)
+            snprintf(want + strlen(want), sizeof want - strlen(want), "%s%llu", d ? ", " : "",
+                     (unsigned long long)ne[d]);
+        return mg_seterr(MG_ERR_MODEL, "tensor '%s' has shape [%s], expected [%s]", name, got,
+                         want);
+    }
+    size_t n = (size_t)t->n_elements;
+    if (t->type == GGML_TYPE_F32 && mp->use_mmap && ((uintptr_t)t->data % sizeof(float)) == 0) {
+        *out = t->data;
+        return MG_OK;
+    }
+    float *buf = malloc(sizeof(float) * n);
+    if (!buf) return mg_seterr(MG_ERR_NOMEM, "out of memory for tensor '%s'", name);
+    switch (t->type) {
+    case GGML_TYPE_F32: memcpy(buf, t->data, sizeof(float) * n); break;
+    case GGML_TYPE_F16: mg_kernels_scalar.f16_to_f32(t->data, buf, n); break;
+    case GGML_TYPE_BF16: mg_kernels_scalar.bf16_to_f32(t->data, buf, n); break;
+    default:
+        free(buf);
+        return mg_seterr(MG_ERR_MODEL, "tensor '%s' has type %s; expected f32, f16 or bf16",
+                         name, gguf_type_name(t->type));
+    }
+    int rc = own(m, buf);
+    if (rc) return rc;
+    *out = buf;
+    return MG_OK;
+}
+
+/* Shorthand: GGUF dims given as arguments, name as printf format. */
+static int tensor(mg_model *m, const mg_model_params *mp, int required, const float **out,
+                  int nd, uint64_t n0, uint64_t n1, uint64_t n2, const char *fmt, ...)
+    MG_PRINTF(9, 10);
+static int tensor(mg_model *m, const mg_model_params *mp, int required, const float **out,
+                  int nd, uint64_t n0, uint64_t n1, uint64_t n2, const char *fmt, ...)
+{
+    char name[96];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(name, sizeof name, fmt, ap);
+    va_end(ap);
+    const uint64_t ne[3] = {n0, n1, n2};
+    return get_f32(m, mp, required, out, nd, ne, name);
+}
+
+static int load_tnorm(mg_model *m, const mg_model_params *mp, const char *prefix,
+                      mg_tnorm_params *tn)
+{
+    const uint64_t D = m->hp.n_embd, G = m->hp.norm_groups;
+    int rc;
+    if ((rc = tensor(m, mp, 1, &tn->w, 1, D, 1, 1, "%s.weight", prefix)) ||
+        (rc = tensor(m, mp, 1, &tn->b, 1, D, 1, 1, "%s.bias", prefix)) ||
+        (rc = tensor(m, mp, 1, &tn->prior_mean, 1, G, 1, 1, "%s.prior_mean", prefix)) ||
+        (rc = tensor(m, mp, 1, &tn->prior_logv, 1, G, 1, 1, "%s.prior_logv", prefix)))
+        return rc;
+    char name[96];
+    snprintf(name, sizeof name, "%s.prior_count", prefix);
+    int64_t i = gguf_find_tensor(m->file, name);
+    if (i < 0) return mg_seterr(MG_ERR_MODEL, "missing tensor '%s'", name);
+    const gguf_tensor_info *t = gguf_tensor(m->file, i);
+    if (t->n_elements != 1 || (t->type != GGML_TYPE_I32 && t->type != GGML_TYPE_I64))
+        return mg_seterr(MG_ERR_MODEL, "tensor '%s' must be one i32 or i64 value", name);
+    int64_t c;
+    if (t->type == GGML_TYPE_I32) {
+        int32_t c32;
+        memcpy(&c32, t->data, 4);
+        c = c32;
+    } else {
+        memcpy(&c, t->data, 8);
+    }
+    if (c < 0) return mg_seterr(MG_ERR_MODEL, "tensor '%s' is negative (%lld)", name, (long long)c);
+    tn->prior_count = c;
+    return MG_OK;
+}
+
+static int load_layer(mg_model *m, const mg_model_params *mp, int il)
+{
+    const mg_hparams *hp = &m->hp;
+    mg_layer *w = &m->layers[il];
+    const uint64_t D = hp->n_embd, Z = hp->z_dim, E = hp->value_dim, F = hp->n_ff,
+                   N = hp->cema_ndim;
+    const int aff = hp->norm_affine;
+    char prefix[32];
+    snprintf(prefix, sizeof prefix, "blk.%d.tnorm", il);
+    int rc = load_tnorm(m, mp, prefix, &w->tnorm);
+    if (rc) return rc;
+
+    const float *alpha, *delta, *theta, *gamma, *omega, *qk_gamma;
+    if ((rc = tensor(m, mp, 1, &alpha, 3, 1, N, D, "blk.%d.cema.alpha", il)) ||
+        (rc = tensor(m, mp, 1, &delta, 3, 1, N, D, "blk.%d.cema.delta", il)) ||
+        (rc = tensor(m, mp, 1, &theta, 3, 1, 1, D, "blk.%d.cema.theta", il)) ||
+        (rc = tensor(m, mp, 1, &gamma, 3, 2, N, D, "blk.%d.cema.gamma", il)) ||
+        (rc = tensor(m, mp, 1, &omega, 2, 1, D, 1, "blk.%d.cema.omega", il)) ||
+        (rc = tensor(m, mp, aff, &w->attn_norm_w, 1, D, 1, 1, "blk.%d.attn_norm.weight", il)) ||
+        (rc = tensor(m, mp, 1, &w->wz, 2, D, Z, 1, "blk.%d.attn_z.weight", il)) ||
+        (rc = tensor(m, mp, 1, &w->bz, 1, Z, 1, 1, "blk.%d.attn_z.bias", il)) ||
+        (rc = tensor(m, mp, 1, &w->wv, 2, D, E, 1, "blk.%d.attn_v.weight", il)) ||
+        (rc = tensor(m, mp, 1, &w->bv, 1, E, 1, 1, "blk.%d.attn_v.bias", il)) ||
+        (rc = tensor(m, mp, 1, &w->wr, 2, D, E, 1, "blk.%d.attn_r.weight", il)) ||
+        (rc = tensor(m, mp, 1, &w->br, 1, E, 1, 1, "blk.%d.attn_r.bias", il)) ||
+        (rc = tensor(m, mp, 1, &w->wh1, 2, D, D, 1, "blk.%d.attn_h1.weight", il)) ||
+        (rc = tensor(m, mp, 1, &w->bh1, 1, D, 1, 1, "blk.%d.attn_h1.bias", il)) ||
+        (rc = tensor(m, mp, 1, &w->wh2, 2, E, D, 1, "blk.%d.attn_h2.weight", il)) ||
+        (rc = tensor(m, mp, 1, &qk_gamma, 2, Z, 2, 1, "blk.%d.attn_qk.gamma", il)) ||
+        (rc = tensor(m, mp, 1, &w->qk_shift, 2, Z, 2, 1, "blk.%d.attn_qk.beta", il)) ||
+        (rc = tensor(m, mp, aff, &w->ffn_norm_w, 1, D, 1, 1, "blk.%d.ffn_norm.weight", il)) ||
+        (rc = tensor(m, mp, aff, &w->ffn_norm_b, 1, D, 1, 1, "blk.%d.ffn_norm.bias", il)) ||
+        (rc = tensor(m, mp, 1, &w->ffn_up, 2, D, F, 1, "blk.%d.ffn_up.weight", il)) ||
+        (rc = tensor(m, mp, hp->swiglu, &w->ffn_gate, 2, D, F, 1, "blk.%d.ffn_gate.weight", il)) ||
+        (rc = tensor(m, mp, 1, &w->ffn_down, 2, F, D, 1, "blk.%d.ffn_down.weight", il)) ||
+        (rc = tensor(m, mp, hp->rescale_nffn, &w->ffn_alpha, 1, D, 1, 1, "blk.%d.ffn_alpha", il)))
+        return rc;
+    /* options that are off: their tensors, if present, are ignored */
+    if (!aff) w->attn_norm_w = w->ffn_norm_w = w->ffn_norm_b = NULL;
+    if (!hp->swiglu) w->ffn_gate = NULL;
+    if (!hp->rescale_nffn) w->ffn_alpha = NULL;
+
+    if ((rc = mg_cema_coeffs_init(&w->cema, (int)D, (int)N, alpha, delta, theta, gamma, omega)))
+        return rc;
+
+    /* q = z (1 + gamma_0)/sqrt(dz) + beta_0 ; k = z (1 + gamma_1)/sqrt(dz) + beta_1 */
+    w->qk_scale = malloc(sizeof(float) * 2 * Z);
+    if (!w->qk_scale) return mg_seterr(MG_ERR_NOMEM, "out of memory loading layer %d", il);
+    const float rs = 1.0f / sqrtf((float)(Z / hp->n_head));
+    for (uint64_t j = 0; j < 2 * Z; j++) w->qk_scale[j] = (1.0f + qk_gamma[j]) * rs;
+    return MG_OK;
+}
+
+static void count_params(mg_model *m)
+{
+    uint64_t n = 0;
+    for (int64_t i = 0; i < gguf_n_tensors(m->file); i++) {
+        const gguf_tensor_info *t = gguf_tensor(m->file, i);
+        const char *s = t->name;
+        if (strstr(s, ".prior_") || strcmp(s, "rope.freqs") == 0) continue; /* buffers */
+        if (m->hp.share_emb && strcmp(s, "output.weight") == 0) continue;
+        n += t->n_elements;
+    }
+    m->n_params = n;
+}
+
+void mg_model_free(mg_model *m)
+{
+    if (!m) return;
+    if (m->layers) {
+        for (int il = 0; il < m->hp.n_layer; il++) {
+            mg_cema_coeffs_free(&m->layers[il].cema);
+            free(m->layers[il].qk_scale);
+        }
+        free(m->layers);
+    }
+    for (size_t i = 0; i < m->n_owned; i++) free(m->owned[i]);
+    free(m->owned);
+    if (m->be) m->be->free(m->be);
+    gguf_close(m->file);
+    free(m);
+}
+
+static int load(mg_model *m, const mg_model_params *mp)
+{
+    mg_hparams *hp = &m->hp;
+    int rc = read_hparams(m->file, hp);
+    if (rc) return rc;
+    const uint64_t D = hp->n_embd, V = hp->n_vocab;
+    if ((rc = tensor(m, mp, 1, &m->tok_embd, 2, D, V, 1, "token_embd.weight")) ||
+        (rc = tensor(m, mp, 1, &m->rope_freqs, 1, (uint64_t)hp->z_dim / hp->n_head / 2, 1, 1,
+                     "rope.freqs")))
+        return rc;
+    m->layers = calloc((size_t)hp->n_layer, sizeof *m->layers);
+    if (!m->layers) return mg_seterr(MG_ERR_NOMEM, "out of memory for %d layers", hp->n_layer);
+    for (int il = 0; il < hp->n_layer; il++)
+        if ((rc = load_layer(m, mp, il))) return rc;
+    if ((rc = load_tnorm(m, mp, "output_norm", &m->out_norm))) return rc;
+    if (hp->share_emb)
+        m->output = m->tok_embd;
+    else if ((rc = tensor(m, mp, 1, &m->output, 2, D, (uint64_t)hp->n_output, 1, "output.weight")))
+        return rc;
+    count_params(m);
+    return mg_backend_cpu_new(mp->n_threads, &m->be);
+}
+
+int mg_model_load(const char *path, const mg_model_params *params, mg_model **out)
+{
+    if (!out) return mg_seterr(MG_ERR_INVALID_ARG, "mg_model_load: out is NULL");
+    *out = NULL;
+    if (!path) return mg_seterr(MG_ERR_INVALID_ARG, "mg_model_load: path is NULL");
+    mg_model_params mp = params ? *params : mg_model_default_params();
+    mg_model *m = calloc(1, sizeof *m);
+    if (!m) return mg_seterr(MG_ERR_NOMEM, "out of memory");
+    int rc = gguf_open(path, &m->file);
+    if (!rc) rc = load(m, &mp);
+    if (rc) {
+        mg_model_free(m);
+        return mg_adderr_context(rc, "%s", path);
+    }
+    *out = m;
+    return MG_OK;
+}
+
+const mg_hparams *mg_model_hparams(const mg_model *m) { return m ? &m->hp : NULL; }
+int32_t mg_model_n_vocab(const mg_model *m) { return m ? m->hp.n_output : 0; }
+uint64_t mg_model_n_params(const mg_model *m) { return m ? m->n_params : 0; }

@@ -1,0 +1,98 @@
+/* model.h - the loaded model, the streaming state and the layer entry points (internal). */
+#ifndef MG_MODEL_H
+#define MG_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "backend.h"
+#include "gguf.h"
+#include "megalodon.h"
+
+/* Parameters of one TimestepNorm (the block's and the final one). */
+typedef struct {
+    const float *w, *b;                   /* (D) offsets: the norm multiplies by 1 + w */
+    const float *prior_mean, *prior_logv; /* (G) */
+    int64_t prior_count;
+} mg_tnorm_params;
+
+/* Weights of one Megalodon block. Matrices are row-major (out, in), fp32. */
+typedef struct {
+    mg_tnorm_params tnorm;
+    mg_cema_coeffs cema;            /* derived at load from alpha, delta, theta, gamma, omega */
+    const float *attn_norm_w;       /* (D) or NULL when norm_affine is off */
+    const float *wz, *bz;           /* (Z, D), (Z) */
+    const float *wv, *bv;           /* (E, D), (E) */
+    const float *wr, *br;           /* (E, D), (E) */
+    const float *wh1, *bh1;         /* (D, D), (D) */
+    const float *wh2;               /* (D, E) */
+    float *qk_scale;                /* (2, Z): (1 + gamma) / sqrt(dz), row 0 q, row 1 k */
+    const float *qk_shift;          /* (2, Z): beta */
+    const float *ffn_norm_w, *ffn_norm_b; /* (D) or NULL */
+    const float *ffn_up;            /* fc1 (F, D) */
+    const float *ffn_gate;          /* fc3 (F, D) or NULL */
+    const float *ffn_down;          /* fc2 (D, F) */
+    const float *ffn_alpha;         /* (D) or NULL */
+} mg_layer;
+
+struct mg_model {
+    mg_hparams hp;
+    gguf_file *file;
+    mg_layer *layers;
+    const float *tok_embd;   /* (V, D) */
+    const float *output;     /* (V', D); tok_embd when share_emb */
+    const float *rope_freqs; /* (dz/2) */
+    mg_tnorm_params out_norm;
+    mg_backend *be;
+    void **owned; /* buffers allocated at load (converted weights, coefficients) */
+    size_t n_owned, cap_owned;
+    uint64_t n_params;
+};
+
+/* Streaming statistics of one TimestepNorm. */
+typedef struct {
+    int64_t count;
+    float *mean, *var; /* (G) */
+} mg_tnorm_state;
+
+typedef struct {
+    mg_tnorm_state tnorm;
+    float *h;      /* CEMA hidden state, D*N complex */
+    float *k, *v;  /* keys (C, Z) after RoPE and values (C, E) after SiLU of the current chunk */
+} mg_layer_state;
+
+/* Activation buffers for one step of at most cap tokens (not part of the carried state). */
+typedef struct {
+    int cap;
+    float *x, *y, *xt, *mx, *z, *q, *k, *v, *r, *a, *h, *u, *u3;
+} mg_scratch;
+
+struct mg_state {
+    const mg_model *model;
+    mg_state_params params;
+    uint64_t n_past;
+    int n_kv; /* tokens of the current, unfinished chunk (0 .. C-1) */
+    mg_layer_state *layers;
+    mg_tnorm_state out_norm;
+    mg_scratch s;
+};
+
+/* cema.c: coefficients from the official parameters (D,N,1 alpha/delta, D theta, D,N,2
+ * gamma, D omega). */
+int mg_cema_coeffs_init(mg_cema_coeffs *c, int D, int N, const float *alpha,
+                        const float *delta, const float *theta, const float *gamma,
+                        const float *omega);
+void mg_cema_coeffs_free(mg_cema_coeffs *c);
+
+/* attention.c: the MEGA sub-layer for L tokens at chunk position n_kv; x -> y = x + h. */
+int mg_mega_forward(const mg_model *m, int il, mg_layer_state *ls, int n_kv, mg_cema_algo algo,
+                    mg_scratch *s, int L, const float *x, float *y);
+
+/* ffn.c: out = x_block_input + FFN(LayerNorm(y)) (two-hop residual). out may alias x. */
+int mg_ffn_forward(const mg_model *m, int il, mg_scratch *s, int L, const float *x,
+                   const float *y, float *out);
+
+/* state.c */
+void mg_tnorm_state_reset(mg_tnorm_state *st, const mg_tnorm_params *p, int G);
+
+#endif

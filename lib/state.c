@@ -1,0 +1,341 @@
+/* state.c - the per-sequence streaming state: creation, reset, save and load.
+ *
+ * Carried between calls, per layer: the timestep-norm (count, mean, var), the CEMA hidden
+ * state (D x N complex) and the keys/values of the current, unfinished chunk (fewer than C
+ * tokens); plus the final norm's statistics. The size is fixed by the config. */
+#include "config.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "error.h"
+#include "model.h"
+
+mg_state_params mg_state_default_params(void)
+{
+    mg_state_params p;
+    memset(&p, 0, sizeof p);
+    p.cema = MG_CEMA_AUTO;
+    p.n_batch = 0;
+    return p;
+}
+
+void mg_tnorm_state_reset(mg_tnorm_state *st, const mg_tnorm_params *p, int G)
+{
+    /* fresh statistics = the prior: (prior_count, prior_mean, exp(prior_logv)) */
+    st->count = p->prior_count;
+    for (int g = 0; g < G; g++) {
+        st->mean[g] = p->prior_mean[g];
+        st->var[g] = expf(p->prior_logv[g]);
+    }
+}
+
+void mg_state_reset(mg_state *st)
+{
+    if (!st) return;
+    const mg_model *m = st->model;
+    const mg_hparams *hp = &m->hp;
+    for (int il = 0; il < hp->n_layer; il++) {
+        mg_layer_state *ls = &st->layers[il];
+        mg_tnorm_state_reset(&ls->tnorm, &m->layers[il].tnorm, hp->norm_groups);
+        memset(ls->h, 0, sizeof(float) * (size_t)hp->n_embd * hp->cema_ndim * 2);
+    }
+    mg_tnorm_state_reset(&st->out_norm, &m->out_norm, hp->norm_groups);
+    st->n_kv = 0;
+    st->n_past = 0;
+}
+
+static void scratch_free(mg_scratch *s)
+{
+    float **bufs[] = {&s->x, &s->y, &s->xt, &s->mx, &s->z, &s->q, &s->k,
+                      &s->v, &s->r, &s->a, &s->h, &s->u, &s->u3};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
+        free(*bufs[i]);
+        *bufs[i] = NULL;
+    }
+}
+
+static int scratch_alloc(mg_scratch *s, const mg_hparams *hp, int cap)
+{
+    const size_t D = hp->n_embd, Z = hp->z_dim, E = hp->value_dim, F = hp->n_ff, n = cap;
+    s->cap = cap;
+    s->x = malloc(sizeof(float) * n * D);
+    s->y = malloc(sizeof(float) * n * D);
+    s->xt = malloc(sizeof(float) * n * D);
+    s->mx = malloc(sizeof(float) * n * D);
+    s->h = malloc(sizeof(float) * n * D);
+    s->z = malloc(sizeof(float) * n * Z);
+    s->q = malloc(sizeof(float) * n * Z);
+    s->k = malloc(sizeof(float) * n * Z);
+    s->v = malloc(sizeof(float) * n * E);
+    s->r = malloc(sizeof(float) * n * E);
+    s->a = malloc(sizeof(float) * n * E);
+    s->u = malloc(sizeof(float) * n * F);
+    s->u3 = hp->swiglu ? malloc(sizeof(float) * n * F) : NULL;
+    if (!s->x || !s->y || !s->xt || !s->mx || !s->h || !s->z || !s->q || !s->k || !s->v ||
+        !s->r || !s->a || !s->u || (hp->swiglu && !s->u3)) {
+        scratch_free(s);
+        return mg_seterr(MG_ERR_NOMEM, "out of memory for activations of %d tokens", cap);
+    }
+    return MG_OK;
+}
+
+static void tnorm_free(mg_tnorm_state *t)
+{
+    free(t->mean);
+    free(t->var);
+}
+
+void mg_state_free(mg_state *st)
+{
+    if (!st) return;
+    if (st->layers) {
+        for (int il = 0; il < st->model->hp.n_layer; il++) {
+            mg_layer_state *ls = &st->layers[il];
+            tnorm_free(&ls->tnorm);
+            free(ls->h);
+            free(ls->k);
+            free(ls->v);
+        }
+        free(st->layers);
+    }
+    tnorm_free(&st->out_norm);
+    scratch_free(&st->s);
+    free(st);
+}
+
+int mg_state_new(const mg_model *m, const mg_state_params *params, mg_state **out)
+{
+    if (!out) return mg_seterr(MG_ERR_INVALID_ARG, "mg_state_new: out is NULL");
+    *out = NULL;
+    if (!m) return mg_seterr(MG_ERR_INVALID_ARG, "mg_state_new: model is NULL");
+    mg_state_params p = params ? *params : mg_state_default_params();
+    if (p.cema != MG_CEMA_AUTO && p.cema != MG_CEMA_FFT && p.cema != MG_CEMA_SCAN)
+        return mg_seterr(MG_ERR_INVALID_ARG, "unknown CEMA algorithm %d", (int)p.cema);
+    if (p.n_batch < 0)
+        return mg_seterr(MG_ERR_INVALID_ARG, "n_batch must be >= 0, got %d", p.n_batch);
+    const mg_hparams *hp = &m->hp;
+    const int C = hp->chunk_size;
+    int cap = p.n_batch ? p.n_batch : 2 * C;
+    if (cap > C) cap -= cap % C; /* whole chunks */
+
+    mg_state *st = calloc(1, sizeof *st);
+    if (!st) return mg_seterr(MG_ERR_NOMEM, "out of memory for the state");
+    st->model = m;
+    st->params = p;
+    const size_t G = hp->norm_groups, DN2 = (size_t)hp->n_embd * hp->cema_ndim * 2;
+    int ok = (st->layers = calloc(hp->n_layer, sizeof *st->layers)) != NULL;
+    for (int il = 0; ok && il < hp->n_layer; il++) {
+        mg_layer_state *ls = &st->layers[il];
+        ls->tnorm.mean = malloc(sizeof(float) * G);
+        ls->tnorm.var = malloc(sizeof(float) * G);
+        ls->h = malloc(sizeof(float) * DN2);
+        ls->k = malloc(sizeof(float) * (size_t)C * hp->z_dim);
+        ls->v = malloc(sizeof(float) * (size_t)C * hp->value_dim);
+        ok = ls->tnorm.mean && ls->tnorm.var && ls->h && ls->k && ls->v;
+    }
+    if (ok) {
+        st->out_norm.mean = malloc(sizeof(float) * G);
+        st->out_norm.var = malloc(sizeof(float) * G);
+        ok = st->out_norm.mean && st->out_norm.var;
+    }
+    if (!ok) {
+        mg_state_free(st);
+        return mg_seterr(MG_ERR_NOMEM, "out of memory for the streaming state");
+    }
+    int rc = scratch_alloc(&st->s, hp, cap);
+    if (rc) {
+        mg_state_free(st);
+        return rc;
+    }
+    mg_state_reset(st);
+    *out = st;
+    return MG_OK;
+}
+
+uint64_t mg_state_n_past(const mg_state *st) { return st ? st->n_past : 0; }
+
+size_t mg_state_size(const mg_state *st)
+{
+    if (!st) return 0;
+    const mg_hparams *hp = &st->model->hp;
+    size_t tn = sizeof(int64_t) + 2 * sizeof(float) * hp->norm_groups;
+    size_t layer = tn + sizeof(float) * (size_t)hp->n_embd * hp->cema_ndim * 2 +
+                   sizeof(float) * (size_t)hp->chunk_size * (hp->z_dim + hp->value_dim);
+    return layer * hp->n_layer + tn + sizeof st->n_kv + sizeof st->n_past;
+}
+
+int mg_state_set_cema(mg_state *st, mg_cema_algo algo)
+{
+    if (!st) return mg_seterr(MG_ERR_INVALID_ARG, "mg_state_set_cema: NULL state");
+    if (algo != MG_CEMA_AUTO && algo != MG_CEMA_FFT && algo != MG_CEMA_SCAN)
+        return mg_seterr(MG_ERR_INVALID_ARG, "unknown CEMA algorithm %d", (int)algo);
+    st->params.cema = algo;
+    return MG_OK;
+}
+
+/* ---------------------------------------------------------------- save / load */
+
+static const char *const shape_keys[] = {
+    "megalodon.block_count", "megalodon.embedding_length", "megalodon.z_dim",
+    "megalodon.value_dim",   "megalodon.cema_ndim",        "megalodon.chunk_size",
+    "megalodon.norm_groups"};
+
+static void shape_values(const mg_hparams *hp, uint32_t v[7])
+{
+    v[0] = hp->n_layer;
+    v[1] = hp->n_embd;
+    v[2] = hp->z_dim;
+    v[3] = hp->value_dim;
+    v[4] = hp->cema_ndim;
+    v[5] = hp->chunk_size;
+    v[6] = hp->norm_groups;
+}
+
+static int add_tnorm(gguf_writer *w, const char *prefix, const mg_tnorm_state *t, int G)
+{
+    char name[64];
+    uint64_t one = 1, g = (uint64_t)G;
+    int rc;
+    snprintf(name, sizeof name, "%s.count", prefix);
+    if ((rc = gguf_add_tensor(w, name, GGML_TYPE_I64, 1, &one, &t->count))) return rc;
+    snprintf(name, sizeof name, "%s.mean", prefix);
+    if ((rc = gguf_add_tensor(w, name, GGML_TYPE_F32, 1, &g, t->mean))) return rc;
+    snprintf(name, sizeof name, "%s.var", prefix);
+    return gguf_add_tensor(w, name, GGML_TYPE_F32, 1, &g, t->var);
+}
+
+int mg_state_save(const mg_state *st, const char *path)
+{
+    if (!st || !path) return mg_seterr(MG_ERR_INVALID_ARG, "mg_state_save: NULL argument");
+    const mg_hparams *hp = &st->model->hp;
+    gguf_writer *w = gguf_writer_new();
+    if (!w) return MG_ERR_NOMEM;
+    uint32_t sv[7];
+    shape_values(hp, sv);
+    int rc = gguf_set_str(w, "general.architecture", "megalodon-state");
+    for (int i = 0; !rc && i < 7; i++) rc = gguf_set_u32(w, shape_keys[i], sv[i]);
+    if (!rc) rc = gguf_set_u64(w, "megalodon_state.n_past", st->n_past);
+    if (!rc) rc = gguf_set_u32(w, "megalodon_state.n_kv", (uint32_t)st->n_kv);
+    char name[64];
+    for (int il = 0; !rc && il < hp->n_layer; il++) {
+        const mg_layer_state *ls = &st->layers[il];
+        snprintf(name, sizeof name, "blk.%d.tnorm", il);
+        rc = add_tnorm(w, name, &ls->tnorm, hp->norm_groups);
+        uint64_t ne_h[3] = {2, (uint64_t)hp->cema_ndim, (uint64_t)hp->n_embd};
+        snprintf(name, sizeof name, "blk.%d.cema.h", il);
+        if (!rc) rc = gguf_add_tensor(w, name, GGML_TYPE_F32, 3, ne_h, ls->h);
+        if (!rc && st->n_kv > 0) {
+            uint64_t ne_k[2] = {(uint64_t)hp->z_dim, (uint64_t)st->n_kv};
+            uint64_t ne_v[2] = {(uint64_t)hp->value_dim, (uint64_t)st->n_kv};
+            snprintf(name, sizeof name, "blk.%d.k", il);
+            rc = gguf_add_tensor(w, name, GGML_TYPE_F32, 2, ne_k, ls->k);
+            snprintf(name, sizeof name, "blk.%d.v", il);
+            if (!rc) rc = gguf_add_tensor(w, name, GGML_TYPE_F32, 2, ne_v, ls->v);
+        }
+    }
+    if (!rc) rc = add_tnorm(w, "output_norm", &st->out_norm, hp->norm_groups);
+    if (!rc) rc = gguf_write_file(w, path);
+    gguf_writer_free(w);
+    if (rc) return mg_adderr_context(rc, "saving state to '%s'", path);
+    return MG_OK;
+}
+
+/* Check that tensor `name` has exactly n elements of `type`; copy it into dst unless NULL. */
+static int read_exact(const gguf_file *f, const char *name, uint32_t type, uint64_t n, void *dst)
+{
+    int64_t i = gguf_find_tensor(f, name);
+    if (i < 0) return mg_seterr(MG_ERR_STATE, "missing tensor '%s'", name);
+    const gguf_tensor_info *t = gguf_tensor(f, i);
+    if (t->type != type || t->n_elements != n)
+        return mg_seterr(MG_ERR_STATE, "tensor '%s' is %s with %llu elements, expected %s with %llu",
+                         name, gguf_type_name(t->type), (unsigned long long)t->n_elements,
+                         gguf_type_name(type), (unsigned long long)n);
+    if (dst) memcpy(dst, t->data, t->n_bytes);
+    return MG_OK;
+}
+
+static int read_tnorm(const gguf_file *f, const char *prefix, mg_tnorm_state *t, int G, int apply)
+{
+    char name[64];
+    int64_t count;
+    int rc;
+    snprintf(name, sizeof name, "%s.count", prefix);
+    if ((rc = read_exact(f, name, GGML_TYPE_I64, 1, &count))) return rc;
+    if (count < 0) return mg_seterr(MG_ERR_STATE, "tensor '%s' is negative", name);
+    if (apply) t->count = count;
+    snprintf(name, sizeof name, "%s.mean", prefix);
+    if ((rc = read_exact(f, name, GGML_TYPE_F32, G, apply ? t->mean : NULL))) return rc;
+    snprintf(name, sizeof name, "%s.var", prefix);
+    return read_exact(f, name, GGML_TYPE_F32, G, apply ? t->var : NULL);
+}
+
+/* Validate the file against the model; with apply, also copy it into the state. */
+static int load_into(mg_state *st, const gguf_file *f, int apply)
+{
+    const mg_hparams *hp = &st->model->hp;
+    const char *arch;
+    uint64_t len;
+    int rc = gguf_get_str(f, "general.architecture", &arch, &len);
+    if (rc) return mg_seterr(MG_ERR_STATE, "not a state file: %s", mg_last_error());
+    if (len != strlen("megalodon-state") || memcmp(arch, "megalodon-state", len) != 0)
+        return mg_seterr(MG_ERR_STATE, "not a state file (general.architecture is '%.*s')",
+                         (int)(len > 64 ? 64 : len), arch);
+    uint32_t sv[7], v;
+    shape_values(hp, sv);
+    for (int i = 0; i < 7; i++) {
+        if ((rc = gguf_get_u32(f, shape_keys[i], &v))) return mg_seterr(MG_ERR_STATE, "%s", mg_last_error());
+        if (v != sv[i])
+            return mg_seterr(MG_ERR_STATE, "state was made for another model: %s is %u, the model has %u",
+                             shape_keys[i], v, sv[i]);
+    }
+    uint32_t n_kv;
+    int64_t n_past;
+    if ((rc = gguf_get_u32(f, "megalodon_state.n_kv", &n_kv)) ||
+        (rc = gguf_get_i64(f, "megalodon_state.n_past", &n_past)))
+        return mg_seterr(MG_ERR_STATE, "%s", mg_last_error());
+    if (n_kv >= (uint32_t)hp->chunk_size || n_past < 0 || (uint64_t)n_past % hp->chunk_size != n_kv)
+        return mg_seterr(MG_ERR_STATE, "inconsistent state: n_kv %u, n_past %lld, chunk size %d",
+                         n_kv, (long long)n_past, hp->chunk_size);
+    char name[64];
+    const uint64_t DN2 = (uint64_t)hp->n_embd * hp->cema_ndim * 2;
+    for (int il = 0; il < hp->n_layer; il++) {
+        mg_layer_state *ls = &st->layers[il];
+        snprintf(name, sizeof name, "blk.%d.tnorm", il);
+        if ((rc = read_tnorm(f, name, &ls->tnorm, hp->norm_groups, apply))) return rc;
+        snprintf(name, sizeof name, "blk.%d.cema.h", il);
+        if ((rc = read_exact(f, name, GGML_TYPE_F32, DN2, apply ? ls->h : NULL))) return rc;
+        if (n_kv > 0) {
+            snprintf(name, sizeof name, "blk.%d.k", il);
+            if ((rc = read_exact(f, name, GGML_TYPE_F32, (uint64_t)n_kv * hp->z_dim,
+                                   apply ? ls->k : NULL)))
+                return rc;
+            snprintf(name, sizeof name, "blk.%d.v", il);
+            if ((rc = read_exact(f, name, GGML_TYPE_F32, (uint64_t)n_kv * hp->value_dim,
+                                   apply ? ls->v : NULL)))
+                return rc;
+        }
+    }
+    if ((rc = read_tnorm(f, "output_norm", &st->out_norm, hp->norm_groups, apply))) return rc;
+    if (apply) {
+        st->n_kv = (int)n_kv;
+        st->n_past = (uint64_t)n_past;
+    }
+    return MG_OK;
+}
+
+int mg_state_load(mg_state *st, const char *path)
+{
+    if (!st || !path) return mg_seterr(MG_ERR_INVALID_ARG, "mg_state_load: NULL argument");
+    gguf_file *f;
+    int rc = gguf_open(path, &f);
+    if (rc) return mg_adderr_context(rc, "loading state '%s'", path);
+    /* validate everything first, so that a bad file leaves the state as it was */
+    rc = load_into(st, f, 0);
+    if (!rc) rc = load_into(st, f, 1);
+    gguf_close(f);
+    if (rc) return mg_adderr_context(rc, "loading state '%s'", path);
+    return MG_OK;
+}

@@ -1,0 +1,206 @@
+/* scalar.c - the reference kernel table: plain C, the specification of every kernel.
+ * Accumulations that decide accuracy (norm moments) are done in double. */
+#include "config.h"
+
+#include "kernels.h"
+
+#include <math.h>
+#include <string.h>
+
+/* y = x * rsqrt(mean(x^2) + eps) * (1 + w) */
+static void rms_norm(const float *x, const float *w, float eps, int n, float *y)
+{
+    double ss = 0.0;
+    for (int i = 0; i < n; i++) ss += (double)x[i] * x[i];
+    float r = (float)(1.0 / sqrt(ss / n + eps));
+    for (int i = 0; i < n; i++) y[i] = x[i] * r * (w ? 1.0f + w[i] : 1.0f);
+}
+
+/* y = (x - mean) * rsqrt(var + eps) * (1 + w) + b */
+static void layer_norm(const float *x, const float *w, const float *b, float eps, int n,
+                       float *y)
+{
+    double s = 0.0;
+    for (int i = 0; i < n; i++) s += x[i];
+    double mean = s / n, v = 0.0;
+    for (int i = 0; i < n; i++) v += ((double)x[i] - mean) * ((double)x[i] - mean);
+    float r = (float)(1.0 / sqrt(v / n + eps)), m = (float)mean;
+    for (int i = 0; i < n; i++)
+        y[i] = (x[i] - m) * r * (w ? 1.0f + w[i] : 1.0f) + (b ? b[i] : 0.0f);
+}
+
+/* Welford combine of the running (n, mu, var) with one token's group moments (gm, gv). */
+static void timestep_norm(const float *x, int L, int D, int G, const float *w, const float *b,
+                          float eps, int64_t *count, float *mean, float *var, float *y)
+{
+    const int Dg = D / G;
+    for (int t = 0; t < L; t++) {
+        const float *xt = x + (size_t)t * D;
+        float *yt = y + (size_t)t * D;
+        int64_t n = *count;
+        double c1 = (double)n / (double)(n + 1), c2 = 1.0 / (double)(n + 1);
+        for (int g = 0; g < G; g++) {
+            const float *xg = xt + g * Dg;
+            double s = 0.0;
+            for (int k = 0; k < Dg; k++) s += xg[k];
+            double gm = s / Dg, sv = 0.0;
+            for (int k = 0; k < Dg; k++) sv += (xg[k] - gm) * (xg[k] - gm);
+            double gv = sv / Dg;
+            double d = gm - mean[g];
+            double mu = c1 * mean[g] + c2 * gm;
+            double va = c1 * var[g] + c2 * gv + (c1 * d) * (c2 * d);
+            mean[g] = (float)mu;
+            var[g] = (float)va;
+            float r = (float)(1.0 / sqrt(va + eps)), m = (float)mu;
+            for (int k = 0; k < Dg; k++) {
+                int j = g * Dg + k;
+                yt[j] = (xg[k] - m) * r * (w ? 1.0f + w[j] : 1.0f) + (b ? b[j] : 0.0f);
+            }
+        }
+        *count = n + 1;
+    }
+}
+
+/* h_t = q h_{t-1} + p x_t ;  y_t = Re(sum_n eta_n h_{t,n}) + omega x_t */
+static void cema_scan(const float *x, int L, int D, int N, int d0, int d1, const float *p,
+                      const float *q, const float *eta, const float *omega, float *h, float *y)
+{
+    for (int d = d0; d < d1; d++) {
+        const float *pd = p + (size_t)d * N;
+        const float *qd = q + (size_t)d * N * 2;
+        const float *ed = eta + (size_t)d * N * 2;
+        float *hd = h + (size_t)d * N * 2;
+        for (int t = 0; t < L; t++) {
+            float xt = x[(size_t)t * D + d];
+            float acc = omega[d] * xt;
+            for (int n = 0; n < N; n++) {
+                float hr = hd[2 * n], hi = hd[2 * n + 1];
+                float qr = qd[2 * n], qi = qd[2 * n + 1];
+                float nr = qr * hr - qi * hi + pd[n] * xt;
+                float ni = qr * hi + qi * hr;
+                hd[2 * n] = nr;
+                hd[2 * n + 1] = ni;
+                acc += ed[2 * n] * nr - ed[2 * n + 1] * ni; /* Re(eta h) */
+            }
+            y[(size_t)t * D + d] = acc;
+        }
+    }
+}
+
+static void complex_mul(const float *a, const float *b, float *y, int n)
+{
+    for (int i = 0; i < n; i++) {
+        float ar = a[2 * i], ai = a[2 * i + 1], br = b[2 * i], bi = b[2 * i + 1];
+        y[2 * i] = ar * br - ai * bi;
+        y[2 * i + 1] = ar * bi + ai * br;
+    }
+}
+
+/* (x[2i] + i x[2i+1]) * exp(i pos freqs[i]); the angle is formed in fp32 as the official
+ * code does (t * freqs[i]). */
+static void rope(float *x, int dh, int pos, const float *freqs)
+{
+    for (int i = 0; i < dh / 2; i++) {
+        float th = (float)pos * freqs[i];
+        float c = cosf(th), s = sinf(th);
+        float a = x[2 * i], b = x[2 * i + 1];
+        x[2 * i] = a * c - b * s;
+        x[2 * i + 1] = a * s + b * c;
+    }
+}
+
+static void softmax(float *x, int n)
+{
+    float m = x[0];
+    for (int i = 1; i < n; i++) m = x[i] > m ? x[i] : m;
+    double s = 0.0;
+    for (int i = 0; i < n; i++) {
+        x[i] = expf(x[i] - m);
+        s += x[i];
+    }
+    float r = (float)(1.0 / s);
+    for (int i = 0; i < n; i++) x[i] *= r;
+}
+
+static void silu(const float *x, float *y, size_t n)
+{
+    for (size_t i = 0; i < n; i++) y[i] = x[i] / (1.0f + expf(-x[i]));
+}
+
+static void mul(const float *a, const float *b, float *y, size_t n)
+{
+    for (size_t i = 0; i < n; i++) y[i] = a[i] * b[i];
+}
+
+static void add(const float *a, const float *b, float *y, size_t n)
+{
+    for (size_t i = 0; i < n; i++) y[i] = a[i] + b[i];
+}
+
+static void affine_rows(const float *x, size_t rows, int m, const float *s, const float *t,
+                        float *y)
+{
+    for (size_t r = 0; r < rows; r++)
+        for (int i = 0; i < m; i++) {
+            size_t j = r * (size_t)m + i;
+            y[j] = x[j] * s[i] + (t ? t[i] : 0.0f);
+        }
+}
+
+static void scale(const float *x, float a, float *y, size_t n)
+{
+    for (size_t i = 0; i < n; i++) y[i] = a * x[i];
+}
+
+/* IEEE half to float, including subnormals, infinities and NaN. */
+static float half_to_float(uint16_t h)
+{
+    uint32_t sign = (uint32_t)(h >> 15) << 31, e = (h >> 10) & 0x1f, m = h & 0x3ff, bits;
+    if (e == 0) {
+        if (m == 0) {
+            bits = sign;
+        } else { /* subnormal: normalize */
+            e = 127 - 15 + 1;
+            while (!(m & 0x400)) { m <<= 1; e--; }
+            bits = sign | (e << 23) | ((m & 0x3ff) << 13);
+        }
+    } else if (e == 31) {
+        bits = sign | 0x7f800000u | (m << 13);
+    } else {
+        bits = sign | ((e - 15 + 127) << 23) | (m << 13);
+    }
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+static void f16_to_f32(const uint16_t *x, float *y, size_t n)
+{
+    for (size_t i = 0; i < n; i++) y[i] = half_to_float(x[i]);
+}
+
+static void bf16_to_f32(const uint16_t *x, float *y, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        uint32_t bits = (uint32_t)x[i] << 16;
+        memcpy(&y[i], &bits, 4);
+    }
+}
+
+const mg_kernels mg_kernels_scalar = {
+    .name = "scalar",
+    .rms_norm = rms_norm,
+    .layer_norm = layer_norm,
+    .timestep_norm = timestep_norm,
+    .cema_scan = cema_scan,
+    .complex_mul = complex_mul,
+    .rope = rope,
+    .softmax = softmax,
+    .silu = silu,
+    .mul = mul,
+    .add = add,
+    .affine_rows = affine_rows,
+    .scale = scale,
+    .f16_to_f32 = f16_to_f32,
+    .bf16_to_f32 = bf16_to_f32,
+};

@@ -1,0 +1,247 @@
+/* test-badinput - every kind of bad input gets a clear error naming the problem, a negative
+ * status, and no crash: broken model files, inconsistent hyper-parameters, bad tokens and
+ * bad options. */
+#include "config.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "megalodon.h"
+#include "test.h"
+#include "tiny_model.h"
+
+static char dir[256], path[512];
+
+/* Write the model described by o, load it, and expect status `want` with `msg` in the error. */
+static void expect_load(const char *what, const tiny_opts *o, int want, const char *msg)
+{
+    int rc = tiny_model_write(path, o);
+    CHECK(rc == MG_OK, "%s: writing the model failed: %s", what, mg_last_error());
+    mg_model *m = (mg_model *)1;
+    rc = mg_model_load(path, NULL, &m);
+    CHECK(rc == want, "%s: status %d (%s), expected %d", what, rc, mg_last_error(), want);
+    if (want != MG_OK) {
+        CHECK(m == NULL, "%s: *out not NULL on failure", what);
+        CHECK(strstr(mg_last_error(), msg) != NULL, "%s: message '%s' lacks '%s'", what,
+              mg_last_error(), msg);
+    }
+    if (rc == MG_OK) mg_model_free(m);
+}
+
+static void test_models(void)
+{
+    tiny_opts o = tiny_default_opts();
+    expect_load("valid tiny model", &o, MG_OK, "");
+
+    o = tiny_default_opts();
+    o.arch = "llama";
+    expect_load("wrong architecture", &o, MG_ERR_MODEL, "wrong architecture 'llama'");
+
+    o = tiny_default_opts();
+    o.skip_tensor = "blk.1.attn_v.weight";
+    expect_load("missing tensor", &o, MG_ERR_MODEL, "missing tensor 'blk.1.attn_v.weight'");
+
+    o = tiny_default_opts();
+    o.skip_tensor = "output_norm.prior_count";
+    expect_load("missing buffer", &o, MG_ERR_MODEL, "missing tensor 'output_norm.prior_count'");
+
+    o = tiny_default_opts();
+    o.misshape_tensor = "blk.0.attn_z.weight";
+    expect_load("wrong shape", &o, MG_ERR_MODEL,
+                "tensor 'blk.0.attn_z.weight' has shape [33, 16], expected [32, 16]");
+
+    o = tiny_default_opts();
+    o.misshape_tensor = "blk.1.cema.gamma";
+    expect_load("wrong CEMA shape", &o, MG_ERR_MODEL, "tensor 'blk.1.cema.gamma' has shape");
+
+    o = tiny_default_opts();
+    o.swiglu = 1;
+    o.skip_tensor = "blk.0.ffn_gate.weight";
+    expect_load("swiglu without fc3", &o, MG_ERR_MODEL, "missing tensor 'blk.0.ffn_gate.weight'");
+
+    o = tiny_default_opts();
+    o.share_emb = 0;
+    o.skip_tensor = "output.weight";
+    expect_load("untied model without head", &o, MG_ERR_MODEL, "missing tensor 'output.weight'");
+
+    o = tiny_default_opts();
+    o.z_dim = 18;
+    o.n_head = 4;
+    expect_load("z_dim % heads", &o, MG_ERR_MODEL, "z_dim 18 is not divisible by head_count 4");
+
+    o = tiny_default_opts();
+    o.z_dim = 6;
+    o.n_head = 2;
+    expect_load("odd head dim", &o, MG_ERR_MODEL, "per-head z dimension 3 is odd");
+
+    o = tiny_default_opts();
+    o.value_dim = 33;
+    expect_load("value_dim % heads", &o, MG_ERR_MODEL, "value_dim 33 is not divisible by head_count 2");
+
+    o = tiny_default_opts();
+    o.n_embd = 30;
+    expect_load("D % groups", &o, MG_ERR_MODEL,
+                "embedding_length 30 is not divisible by norm_groups 4");
+
+    o = tiny_default_opts();
+    o.chunk_size = 0;
+    expect_load("zero chunk", &o, MG_ERR_MODEL, "megalodon.chunk_size = 0 is out of range");
+
+    o = tiny_default_opts();
+    o.skip_key = "megalodon.cema_ndim";
+    expect_load("missing key", &o, MG_ERR_MODEL, "megalodon.cema_ndim");
+
+    /* every option combination loads */
+    for (int bits = 0; bits < 32; bits++) {
+        o = tiny_default_opts();
+        o.swiglu = bits & 1;
+        o.scale_emb = (bits >> 1) & 1;
+        o.share_emb = (bits >> 2) & 1;
+        o.rescale_nffn = (bits >> 3) & 1;
+        o.norm_affine = (bits >> 4) & 1;
+        char what[64];
+        snprintf(what, sizeof what, "options 0x%02x", bits);
+        expect_load(what, &o, MG_OK, "");
+    }
+}
+
+static void test_file_damage(void)
+{
+    tiny_opts o = tiny_default_opts();
+    CHECK(tiny_model_write(path, &o) == MG_OK, "write");
+    FILE *f = fopen(path, "rb");
+    fseek(f, 0, SEEK_END);
+    long size = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    unsigned char *bytes = malloc(size);
+    CHECK(fread(bytes, 1, size, f) == (size_t)size, "read");
+    fclose(f);
+    char bad[600];
+    snprintf(bad, sizeof bad, "%s/damaged.gguf", dir);
+
+    /* truncated anywhere: refused as a malformed file */
+    int refused = 0, tried = 0, named = 0;
+    for (long cut = 0; cut < size; cut += 1 + cut / 16) {
+        FILE *w = fopen(bad, "wb");
+        fwrite(bytes, 1, cut, w);
+        fclose(w);
+        mg_model *m = NULL;
+        int rc = mg_model_load(bad, NULL, &m);
+        tried++;
+        if (rc == MG_ERR_FORMAT || rc == MG_ERR_IO) refused++;
+        if (strstr(mg_last_error(), "damaged.gguf")) named++;
+        if (rc == MG_OK) mg_model_free(m);
+    }
+    CHECK(refused == tried, "%d of %d truncated models were not refused as malformed",
+          tried - refused, tried);
+    CHECK(named == tried, "error messages do not name the file");
+
+    /* random byte damage: load or refuse, never crash (the sanitizer build checks memory) */
+    uint32_t s = 99;
+    int loaded = 0;
+    for (int it = 0; it < 300; it++) {
+        unsigned char *c = malloc(size);
+        memcpy(c, bytes, size);
+        for (int k = 0; k < 4; k++) {
+            s ^= s << 13;
+            s ^= s >> 17;
+            s ^= s << 5;
+            c[s % (uint32_t)size] ^= (unsigned char)(1u << (s >> 29));
+        }
+        FILE *w = fopen(bad, "wb");
+        fwrite(c, 1, size, w);
+        fclose(w);
+        free(c);
+        mg_model *m = NULL;
+        int rc = mg_model_load(bad, NULL, &m);
+        CHECK(rc <= 0, "status %d", rc);
+        if (rc == MG_OK) {
+            loaded++;
+            mg_state *st;
+            int32_t tok[3] = {1, 2, 3};
+            float *lg = malloc(sizeof(float) * mg_model_n_vocab(m));
+            if (mg_state_new(m, NULL, &st) == MG_OK) {
+                CHECK(mg_eval(st, tok, 3, lg, MG_LOGITS_LAST) == MG_OK, "eval of a loaded model");
+                mg_state_free(st);
+            }
+            free(lg);
+            mg_model_free(m);
+        }
+    }
+    printf("  random damage: %d of 300 damaged files still loaded (damage in weight data)\n", loaded);
+    free(bytes);
+    unlink(bad);
+
+    mg_model *m = NULL;
+    int rc = mg_model_load("/nonexistent/model.gguf", NULL, &m);
+    CHECK(rc == MG_ERR_IO && strstr(mg_last_error(), "/nonexistent/model.gguf"), "missing file: %d %s",
+          rc, mg_last_error());
+    CHECK(mg_model_load(NULL, NULL, &m) == MG_ERR_INVALID_ARG, "NULL path");
+}
+
+static void test_eval_args(void)
+{
+    tiny_opts o = tiny_default_opts();
+    CHECK(tiny_model_write(path, &o) == MG_OK, "write");
+    mg_model *m;
+    CHECK(mg_model_load(path, NULL, &m) == MG_OK, "load: %s", mg_last_error());
+    mg_state *st;
+    CHECK(mg_state_new(m, NULL, &st) == MG_OK, "state");
+    float *lg = malloc(sizeof(float) * mg_model_n_vocab(m));
+    int32_t ok[2] = {1, 2}, high[3] = {1, 64, 2}, neg[2] = {-1, 0};
+    CHECK(mg_eval(st, ok, 2, lg, MG_LOGITS_LAST) == MG_OK, "eval");
+    int rc = mg_eval(st, high, 3, lg, MG_LOGITS_LAST);
+    CHECK(rc == MG_ERR_INVALID_ARG && strstr(mg_last_error(), "token id 64 at position 1 is out of range [0, 64)"),
+          "token too large: %d %s", rc, mg_last_error());
+    rc = mg_eval(st, neg, 2, lg, MG_LOGITS_LAST);
+    CHECK(rc == MG_ERR_INVALID_ARG && strstr(mg_last_error(), "token id -1"), "negative token: %s",
+          mg_last_error());
+    CHECK(mg_state_n_past(st) == 2, "a refused call moved the state (n_past %llu)",
+          (unsigned long long)mg_state_n_past(st));
+    rc = mg_eval(st, ok, 2, NULL, MG_LOGITS_LAST);
+    CHECK(rc == MG_ERR_INVALID_ARG && strstr(mg_last_error(), "NULL"), "NULL logits: %s", mg_last_error());
+    rc = mg_eval(st, ok, 2, lg, (mg_logits_mode)7);
+    CHECK(rc == MG_ERR_INVALID_ARG, "bad mode");
+    CHECK(mg_state_set_cema(st, (mg_cema_algo)9) == MG_ERR_INVALID_ARG, "bad CEMA algo");
+
+    mg_state_params sp = mg_state_default_params();
+    sp.n_batch = -3;
+    mg_state *bad = (mg_state *)1;
+    rc = mg_state_new(m, &sp, &bad);
+    CHECK(rc == MG_ERR_INVALID_ARG && bad == NULL && strstr(mg_last_error(), "n_batch"), "n_batch: %s",
+          mg_last_error());
+    sp = mg_state_default_params();
+    sp.cema = (mg_cema_algo)5;
+    rc = mg_state_new(m, &sp, &bad);
+    CHECK(rc == MG_ERR_INVALID_ARG && strstr(mg_last_error(), "CEMA"), "cema: %s", mg_last_error());
+    free(lg);
+    mg_state_free(st);
+    mg_model_free(m);
+
+    /* an instruction set that this build or CPU does not have */
+    setenv("MEGALODON_ISA", "avx9000", 1);
+    rc = mg_model_load(path, NULL, &m);
+    CHECK(rc == MG_ERR_UNSUPPORTED && strstr(mg_last_error(), "MEGALODON_ISA=avx9000"), "ISA: %d %s",
+          rc, mg_last_error());
+    unsetenv("MEGALODON_ISA");
+    CHECK(strcmp(mg_status_str(MG_ERR_MODEL), "invalid model") == 0, "status text");
+}
+
+int main(void)
+{
+    const char *t = getenv("TMPDIR");
+    snprintf(dir, sizeof dir, "%s/mg-test-bad-XXXXXX", t && *t ? t : "/tmp");
+    if (!mkdtemp(dir)) {
+        perror("mkdtemp");
+        return 1;
+    }
+    snprintf(path, sizeof path, "%s/model.gguf", dir);
+    test_models();
+    test_file_damage();
+    test_eval_args();
+    unlink(path);
+    rmdir(dir);
+    return test_finish("test-badinput");
+}

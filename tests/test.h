@@ -1,0 +1,63 @@
+/* test.h - the small test harness shared by the C tests.
+ *
+ * Each test program runs its checks and exits 0 only if every CHECK passed; a skip exits
+ * 77 (automake's SKIP) after saying why. Failures print file:line and the message. */
+#ifndef MG_TEST_H
+#define MG_TEST_H
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+static int test_failures = 0;
+static int test_checks = 0;
+
+#define CHECK(cond, ...)                                                                   \
+    do {                                                                                   \
+        test_checks++;                                                                     \
+        if (!(cond)) {                                                                     \
+            test_failures++;                                                               \
+            fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);                \
+            fprintf(stderr, __VA_ARGS__);                                                  \
+            fputc('\n', stderr);                                                           \
+        }                                                                                  \
+    } while (0)
+
+/* Check that |a - b| <= tol for n floats; reports the worst index. Returns max abs error. */
+static inline double check_close_(const char *file, int line, const char *what,
+                                  const float *a, const float *b, size_t n, double tol)
+{
+    double worst = 0.0;
+    size_t wi = 0;
+    int bad_nan = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - (double)b[i]);
+        if (isnan(a[i]) != isnan(b[i])) bad_nan = 1;
+        if (d > worst || isnan(d)) { worst = isnan(d) ? INFINITY : d; wi = i; }
+    }
+    test_checks++;
+    if (worst > tol || bad_nan) {
+        test_failures++;
+        fprintf(stderr, "FAIL %s:%d: %s: max abs error %.3g > %.3g at [%zu] (%.9g vs %.9g)\n",
+                file, line, what, worst, tol, wi, n ? (double)a[wi] : 0.0,
+                n ? (double)b[wi] : 0.0);
+    }
+    return worst;
+}
+#define CHECK_CLOSE(what, a, b, n, tol) check_close_(__FILE__, __LINE__, what, a, b, n, tol)
+
+#define TEST_SKIP(...)                                                                     \
+    do {                                                                                   \
+        printf("SKIP: ");                                                                  \
+        printf(__VA_ARGS__);                                                               \
+        printf("\n");                                                                      \
+        exit(77);                                                                          \
+    } while (0)
+
+static inline int test_finish(const char *name)
+{
+    printf("%s: %d checks, %d failed\n", name, test_checks, test_failures);
+    return test_failures ? 1 : 0;
+}
+
+#endif
