@@ -107,7 +107,22 @@ static int read_hparams(const gguf_file *f, mg_hparams *hp)
         (rc = read_bool_key(f, "megalodon.norm_affine", &hp->norm_affine, 1)))
         return rc;
 
-    /* consistency */
+    return mg_hparams_validate(hp);
+}
+
+int mg_hparams_validate(const mg_hparams *hp)
+{
+    const struct { const char *name; int32_t v; } dims[] = {
+        {"block_count", hp->n_layer},     {"embedding_length", hp->n_embd},
+        {"z_dim", hp->z_dim},             {"value_dim", hp->value_dim},
+        {"head_count", hp->n_head},       {"feed_forward_length", hp->n_ff},
+        {"cema_ndim", hp->cema_ndim},     {"chunk_size", hp->chunk_size},
+        {"norm_groups", hp->norm_groups}, {"vocab_size", hp->n_vocab},
+        {"output_size", hp->n_output}};
+    for (size_t i = 0; i < sizeof dims / sizeof dims[0]; i++)
+        if (dims[i].v < 1 || dims[i].v > MAX_DIM)
+            return mg_seterr(MG_ERR_MODEL, "hyper-parameter %s = %d is out of range [1, %d]",
+                             dims[i].name, dims[i].v, MAX_DIM);
     if (hp->n_layer > MAX_LAYERS)
         return mg_seterr(MG_ERR_MODEL, "block_count %d exceeds %d", hp->n_layer, MAX_LAYERS);
     if (hp->z_dim % hp->n_head)
@@ -129,6 +144,25 @@ static int read_hparams(const gguf_file *f, mg_hparams *hp)
         return mg_seterr(MG_ERR_MODEL, "share_emb needs output_size (%d) == vocab_size (%d)",
                          hp->n_output, hp->n_vocab);
     return MG_OK;
+}
+
+/* Parameters implied by the hyper-parameters (buffers excluded, a tied head counted once),
+ * term by term as the tensors of docs/model-format.md. */
+uint64_t mg_hparams_n_params(const mg_hparams *hp)
+{
+    const uint64_t D = hp->n_embd, Z = hp->z_dim, E = hp->value_dim, F = hp->n_ff,
+                   N = hp->cema_ndim, V = hp->n_vocab, Vo = hp->n_output;
+    uint64_t blk = 2 * D                          /* tnorm weight, bias */
+                   + 4 * D * N + 2 * D            /* cema alpha, delta, gamma (2), theta, omega */
+                   + (hp->norm_affine ? D : 0)    /* rmsnorm */
+                   + Z * D + Z + 2 * (E * D + E)  /* wz, wv, wr */
+                   + D * D + D + D * E            /* wh1, wh2 */
+                   + 4 * Z                        /* gamma, beta (2, Z) */
+                   + (hp->norm_affine ? 2 * D : 0) /* nffn norm */
+                   + (hp->swiglu ? 3 : 2) * F * D /* fc1, fc2 [, fc3] */
+                   + (hp->rescale_nffn ? D : 0);  /* nffn alpha */
+    return blk * (uint64_t)hp->n_layer + 2 * D /* final norm */ + V * D +
+           (hp->share_emb ? 0 : Vo * D);
 }
 
 /* ---------------------------------------------------------------- tensors */

@@ -92,6 +92,12 @@ int mg_mega_forward(const mg_model *m, int il, mg_layer_state *ls, int n_kv, mg_
 int mg_ffn_forward(const mg_model *m, int il, mg_scratch *s, int L, const float *x,
                    const float *y, float *out);
 
+/* model.c: check hyper-parameters for consistency (sizes in range, Z and E divisible by H,
+ * Z/H even, D divisible by G, eps > 0, share_emb needs output_size == vocab_size). */
+int mg_hparams_validate(const mg_hparams *hp);
+/* Parameter count implied by the hyper-parameters (buffers excluded, tied head once). */
+uint64_t mg_hparams_n_params(const mg_hparams *hp);
+
 /* state.c */
 void mg_tnorm_state_reset(mg_tnorm_state *st, const mg_tnorm_params *p, int G);
 
