@@ -73,8 +73,11 @@ struct mg_backend {
                        const float *t, float *y);
 };
 
-/* The CPU backend: OpenBLAS, FFTW, OpenMP and the best simd/ kernel table (or the one
+/* The CPU backend: OpenBLAS, FFTW, OpenMP and a simd/ kernel table: `isa` names one
+ * ("scalar", "avx2", ...), or NULL/"auto" takes the best for this CPU (or the one
  * MEGALODON_ISA names). n_threads <= 0 means all online CPUs. */
-int mg_backend_cpu_new(int n_threads, mg_backend **out);
+int mg_backend_cpu_new(int n_threads, const char *isa, mg_backend **out);
+/* Set the thread count of a backend (OpenMP regions and OpenBLAS). */
+void mg_backend_set_threads(mg_backend *be, int n_threads);
 
 #endif

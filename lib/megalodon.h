@@ -77,8 +77,10 @@ typedef struct {
 } mg_hparams;
 
 typedef struct {
-    int n_threads;  /* threads for compute; 0 = all online CPUs */
-    int use_mmap;   /* map f32 tensors from the file instead of copying (default 1) */
+    int n_threads;   /* threads for compute; 0 = all online CPUs */
+    int use_mmap;    /* map f32 tensors from the file instead of copying (default 1) */
+    const char *isa; /* kernel table: NULL or "auto" = best for this CPU (or $MEGALODON_ISA);
+                        "scalar", "avx2", "avx512", "neon" force one (an error if unusable) */
 } mg_model_params;
 
 MG_API mg_model_params mg_model_default_params(void);
@@ -88,6 +90,25 @@ MG_API int mg_model_load(const char *path, const mg_model_params *params, mg_mod
 MG_API void mg_model_free(mg_model *model);
 
 MG_API const mg_hparams *mg_model_hparams(const mg_model *model);
+/* The tensors of the model file, for listings. */
+typedef struct {
+    const char *name;      /* GGUF tensor name */
+    const char *type_name; /* "f32", "f16", "bf16", "i32", ... */
+    int n_dims;
+    int64_t ne[4];         /* GGUF order: ne[0] varies fastest */
+    uint64_t n_bytes;
+} mg_tensor_info;
+MG_API int64_t mg_model_n_tensors(const mg_model *model);
+MG_API int mg_model_tensor_info(const mg_model *model, int64_t i, mg_tensor_info *out);
+/* A string key of the model file ("general.name", "tokenizer.ggml.model", ...) or NULL. */
+MG_API const char *mg_model_meta_str(const mg_model *model, const char *key);
+
+/* The compute backend and kernel table in use, e.g. "cpu/avx2". */
+MG_API const char *mg_model_backend_name(const mg_model *model);
+/* Change the number of compute threads (not while the model is in use by another thread). */
+MG_API int mg_model_set_n_threads(mg_model *model, int n_threads);
+/* Kernel tables compiled in and supported by this CPU, best first, e.g. "avx2 scalar". */
+MG_API const char *mg_isa_available(void);
 MG_API int32_t mg_model_n_vocab(const mg_model *model);   /* logits per token (n_output) */
 MG_API uint64_t mg_model_n_params(const mg_model *model); /* parameters, tied head once */
 
@@ -141,10 +162,67 @@ MG_API int mg_state_set_cema(mg_state *state, mg_cema_algo algo);
 MG_API int mg_eval(mg_state *state, const int32_t *tokens, size_t n_tokens, float *logits,
                    mg_logits_mode mode);
 
+/* The official long-document evaluation's statistics window (spec section 9.4): replace the
+ * timestep-norm statistics of every layer and of the final norm by those of a fresh forward
+ * over `tokens` (the last 6 chunks, in the official code); CEMA state and keys/values stay. */
+MG_API int mg_state_window_norm_stats(mg_state *state, const int32_t *tokens, size_t n_tokens);
+
 /* Save the state to a file (atomically: temporary file, fsync, rename) and load it back.
  * Loading checks that the file was made for a model with the same shapes. */
 MG_API int mg_state_save(const mg_state *state, const char *path);
 MG_API int mg_state_load(mg_state *state, const char *path);
+
+/* ------------------------------------------------------------------ tokenizer
+ * The tokenizer travels in the model file (tokenizer.ggml.* keys, docs/tokenizer.md):
+ * "llama" (SentencePiece BPE with byte fallback, as LLaMA/LLaMA-2) or "byte" (one token per
+ * byte, for small models). A model without one still runs on token ids. */
+
+MG_API int mg_model_has_tokenizer(const mg_model *model);
+/* Special token ids, -1 when the tokenizer has none. */
+MG_API int32_t mg_token_bos(const mg_model *model);
+MG_API int32_t mg_token_eos(const mg_model *model);
+
+/* Encode `len` bytes of UTF-8 text (invalid UTF-8 is encoded through byte tokens). With
+ * add_bos, BOS comes first (ignored when the tokenizer has no BOS). *n_out receives the number of ids the text needs; at most n_max
+ * are written, and if n_max is too small the call returns MG_ERR_INVALID_ARG (call again
+ * with a larger buffer). Fails with MG_ERR_UNSUPPORTED when the model has no tokenizer. */
+MG_API int mg_tokenize(const mg_model *model, const char *text, size_t len, int add_bos,
+                       int32_t *tokens, size_t n_max, size_t *n_out);
+
+/* The vocabulary entry of a token as stored ("\u2581Hello", "<0x0A>", "<s>"); NULL (error
+ * set) when the model has no tokenizer or the id has no entry. */
+MG_API const char *mg_token_text(const mg_model *model, int32_t token);
+
+/* Decode ids to UTF-8 text as SentencePiece does (byte tokens become their bytes, U+2581
+ * becomes a space, the leading space of the dummy prefix is dropped when the first id is
+ * at the start of the text, control tokens produce nothing). `buf` receives at most size-1
+ * bytes and a NUL; *len receives the full length the text needs. `at_start`: the ids begin
+ * the text (drop the dummy-prefix space; a leading BOS does not count) - pass 0 when
+ * streaming later pieces. */
+MG_API int mg_detokenize(const mg_model *model, const int32_t *tokens, size_t n, int at_start,
+                         char *buf, size_t size, size_t *len);
+
+/* ------------------------------------------------------------------ sampling */
+
+typedef struct mg_sampler mg_sampler;
+
+typedef struct {
+    uint64_t seed;        /* random seed */
+    float temp;           /* <= 0: greedy (argmax) */
+    int32_t top_k;        /* <= 0: off */
+    float top_p;          /* >= 1: off */
+    float min_p;          /* <= 0: off */
+    float repeat_penalty; /* 1: off */
+    int32_t repeat_last_n;/* tokens of history the penalty looks at */
+} mg_sampler_params;
+
+MG_API mg_sampler_params mg_sampler_default_params(void);
+MG_API int mg_sampler_new(const mg_sampler_params *params, int32_t n_vocab, mg_sampler **out);
+MG_API void mg_sampler_free(mg_sampler *s);
+/* Remember a token (prompt or generated) for the repetition penalty. */
+MG_API void mg_sampler_accept(mg_sampler *s, int32_t token);
+/* Choose the next token from n_vocab logits (the array is not modified). */
+MG_API int32_t mg_sampler_sample(mg_sampler *s, const float *logits);
 
 #ifdef __cplusplus
 }

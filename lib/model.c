@@ -345,6 +345,7 @@ void mg_model_free(mg_model *m)
     for (size_t i = 0; i < m->n_owned; i++) free(m->owned[i]);
     free(m->owned);
     if (m->be) m->be->free(m->be);
+    mg_tokenizer_free(m->tok);
     gguf_close(m->file);
     free(m);
 }
@@ -369,7 +370,8 @@ static int load(mg_model *m, const mg_model_params *mp)
     else if ((rc = tensor(m, mp, 1, &m->output, 2, D, (uint64_t)hp->n_output, 1, "output.weight")))
         return rc;
     count_params(m);
-    return mg_backend_cpu_new(mp->n_threads, &m->be);
+    if ((rc = mg_tokenizer_load(m->file, hp->n_vocab, &m->tok))) return rc;
+    return mg_backend_cpu_new(mp->n_threads, mp->isa, &m->be);
 }
 
 int mg_model_load(const char *path, const mg_model_params *params, mg_model **out)
@@ -393,3 +395,36 @@ int mg_model_load(const char *path, const mg_model_params *params, mg_model **ou
 const mg_hparams *mg_model_hparams(const mg_model *m) { return m ? &m->hp : NULL; }
 int32_t mg_model_n_vocab(const mg_model *m) { return m ? m->hp.n_output : 0; }
 uint64_t mg_model_n_params(const mg_model *m) { return m ? m->n_params : 0; }
+int64_t mg_model_n_tensors(const mg_model *m) { return m ? gguf_n_tensors(m->file) : 0; }
+
+int mg_model_tensor_info(const mg_model *m, int64_t i, mg_tensor_info *out)
+{
+    if (!m || !out || i < 0 || i >= gguf_n_tensors(m->file))
+        return mg_seterr(MG_ERR_INVALID_ARG, "mg_model_tensor_info: no tensor #%lld", (long long)i);
+    const gguf_tensor_info *t = gguf_tensor(m->file, i);
+    memset(out, 0, sizeof *out);
+    out->name = t->name;
+    out->type_name = gguf_type_name(t->type);
+    out->n_dims = (int)t->n_dims;
+    for (int d = 0; d < 4; d++) out->ne[d] = d < (int)t->n_dims ? (int64_t)t->ne[d] : 1;
+    out->n_bytes = t->n_bytes;
+    return MG_OK;
+}
+
+const char *mg_model_meta_str(const mg_model *m, const char *key)
+{
+    const char *v;
+    uint64_t len;
+    if (!m || !key || gguf_find_key(m->file, key) < 0) return NULL;
+    return gguf_get_str(m->file, key, &v, &len) == MG_OK ? v : NULL; /* stored NUL-terminated */
+}
+
+const char *mg_model_backend_name(const mg_model *m) { return m ? m->be->name : ""; }
+const char *mg_isa_available(void) { return mg_kernels_available(); }
+
+int mg_model_set_n_threads(mg_model *m, int n_threads)
+{
+    if (!m) return mg_seterr(MG_ERR_INVALID_ARG, "mg_model_set_n_threads: NULL model");
+    mg_backend_set_threads(m->be, n_threads);
+    return MG_OK;
+}

@@ -8,6 +8,7 @@
 #include "backend.h"
 #include "gguf.h"
 #include "megalodon.h"
+#include "tokenizer.h"
 
 /* Parameters of one TimestepNorm (the block's and the final one). */
 typedef struct {
@@ -43,6 +44,7 @@ struct mg_model {
     const float *output;     /* (V', D); tok_embd when share_emb */
     const float *rope_freqs; /* (dz/2) */
     mg_tnorm_params out_norm;
+    mg_tokenizer *tok; /* NULL: the file has no tokenizer */
     mg_backend *be;
     void **owned; /* buffers allocated at load (converted weights, coefficients) */
     size_t n_owned, cap_owned;

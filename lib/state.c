@@ -339,3 +339,34 @@ int mg_state_load(mg_state *st, const char *path)
     if (rc) return mg_adderr_context(rc, "loading state '%s'", path);
     return MG_OK;
 }
+
+/* ---------------------------------------------------------------- statistics window */
+
+static void copy_tnorm(mg_tnorm_state *dst, const mg_tnorm_state *src, int G)
+{
+    dst->count = src->count;
+    memcpy(dst->mean, src->mean, sizeof(float) * G);
+    memcpy(dst->var, src->var, sizeof(float) * G);
+}
+
+/* Official eval/generation policy (inference.py, utils.py init_cache(truncate=True)): the
+ * norm statistics become those of a fresh forward (prior statistics, zero CEMA state, no
+ * keys/values) over the given tokens; everything else in the state is kept. */
+int mg_state_window_norm_stats(mg_state *st, const int32_t *tokens, size_t n_tokens)
+{
+    if (!st) return mg_seterr(MG_ERR_INVALID_ARG, "mg_state_window_norm_stats: NULL state");
+    mg_state_params p = st->params;
+    p.cb_eval = NULL;
+    mg_state *fresh;
+    int rc = mg_state_new(st->model, &p, &fresh);
+    if (rc) return rc;
+    rc = mg_eval(fresh, tokens, n_tokens, NULL, MG_LOGITS_NONE);
+    if (!rc) {
+        const int G = st->model->hp.norm_groups;
+        for (int il = 0; il < st->model->hp.n_layer; il++)
+            copy_tnorm(&st->layers[il].tnorm, &fresh->layers[il].tnorm, G);
+        copy_tnorm(&st->out_norm, &fresh->out_norm, G);
+    }
+    mg_state_free(fresh);
+    return rc;
+}

@@ -62,3 +62,83 @@ AC_DEFUN([MG_ENABLE_SANITIZERS], [
   ])
   AC_SUBST([SANITIZER_FLAGS])
 ])
+
+# MG_CHECK_CFLAGS(FLAGS, ACTION-IF-OK, ACTION-IF-NOT)
+# ---------------------------------------------------
+# Whether $CC compiles a program with FLAGS (added to CFLAGS for the test only).
+AC_DEFUN([MG_CHECK_CFLAGS], [
+  AC_MSG_CHECKING([whether $CC accepts $1])
+  mg_save_CFLAGS=$CFLAGS
+  CFLAGS="$CFLAGS $1"
+  AC_COMPILE_IFELSE([AC_LANG_PROGRAM([[]], [[]])],
+    [AC_MSG_RESULT([yes]); $2], [AC_MSG_RESULT([no]); $3])
+  CFLAGS=$mg_save_CFLAGS
+])
+
+# MG_SIMD
+# -------
+# The kernel tables of simd/: each is compiled with its own flags into the one library and
+# chosen at run time after a CPU check. --enable-avx2, --enable-avx512, --enable-neon
+# (default: on when the compiler supports them for this host).
+AC_DEFUN([MG_SIMD], [
+  AC_REQUIRE([AC_CANONICAL_HOST])
+  AC_ARG_ENABLE([avx2],
+    [AS_HELP_STRING([--enable-avx2], [build the AVX2+FMA kernel table (default: if supported)])],
+    [], [enable_avx2=auto])
+  AC_ARG_ENABLE([avx512],
+    [AS_HELP_STRING([--enable-avx512], [build the AVX-512 kernel table (default: if supported)])],
+    [], [enable_avx512=auto])
+  AC_ARG_ENABLE([neon],
+    [AS_HELP_STRING([--enable-neon], [build the NEON kernel table (default: on AArch64)])],
+    [], [enable_neon=auto])
+  AC_SUBST([AVX2_CFLAGS], ["-mavx2 -mfma -mf16c"])
+  AC_SUBST([AVX512_CFLAGS], ["-mavx512f -mavx512bw -mavx512dq -mavx512vl -mfma -mf16c"])
+  mg_isas=""
+  mg_x86=no
+  AS_CASE([$host_cpu], [x86_64|i?86], [mg_x86=yes])
+  mg_avx2=no
+  AS_IF([test "x$enable_avx2" != xno && test $mg_x86 = yes],
+        [MG_CHECK_CFLAGS([$AVX2_CFLAGS], [mg_avx2=yes])])
+  AS_IF([test "x$enable_avx2" = xyes && test $mg_avx2 = no],
+        [AC_MSG_ERROR([--enable-avx2: $CC cannot compile for AVX2 on $host_cpu])])
+  mg_avx512=no
+  AS_IF([test "x$enable_avx512" != xno && test $mg_x86 = yes],
+        [MG_CHECK_CFLAGS([$AVX512_CFLAGS], [mg_avx512=yes])])
+  AS_IF([test "x$enable_avx512" = xyes && test $mg_avx512 = no],
+        [AC_MSG_ERROR([--enable-avx512: $CC cannot compile for AVX-512 on $host_cpu])])
+  mg_neon=no
+  AS_IF([test "x$enable_neon" != xno && test "x$host_cpu" = xaarch64], [mg_neon=yes])
+  AS_IF([test "x$enable_neon" = xyes && test $mg_neon = no],
+        [AC_MSG_ERROR([--enable-neon: NEON kernels are built for AArch64 hosts only])])
+  AS_IF([test $mg_avx512 = yes], [AC_DEFINE([MG_HAVE_AVX512], [1], [AVX-512 table built]) mg_isas="$mg_isas avx512"])
+  AS_IF([test $mg_avx2 = yes], [AC_DEFINE([MG_HAVE_AVX2], [1], [AVX2 table built]) mg_isas="$mg_isas avx2"])
+  AS_IF([test $mg_neon = yes], [AC_DEFINE([MG_HAVE_NEON], [1], [NEON table built]) mg_isas="$mg_isas neon"])
+  mg_isas="${mg_isas# } scalar (chosen at run time; MEGALODON_ISA overrides)"
+  AM_CONDITIONAL([MG_AVX2], [test $mg_avx2 = yes])
+  AM_CONDITIONAL([MG_AVX512], [test $mg_avx512 = yes])
+  AM_CONDITIONAL([MG_NEON], [test $mg_neon = yes])
+])
+
+# MG_FIND_PYTHON
+# --------------
+# MG_PYTHON: a python3 that imports torch and gguf ($srcdir/.venv first, then PATH, then
+# /usr/bin/python3); MG_PYTHON_TORCH: one that imports torch (Debian's python3-torch).
+AC_DEFUN([MG_FIND_PYTHON], [
+  AC_ARG_VAR([MG_PYTHON], [python3 with torch and gguf (for megalodon-convert tests)])
+  AC_MSG_CHECKING([for python3 with torch and gguf])
+  AS_IF([test "x$MG_PYTHON" = x], [
+    for mg_py in "$srcdir/.venv/bin/python3" "`command -v python3`" /usr/bin/python3; do
+      AS_IF([test -n "$mg_py" && test -x "$mg_py" && "$mg_py" -c 'import torch, gguf' >/dev/null 2>&1],
+            [MG_PYTHON=$(cd "$(dirname "$mg_py")" && pwd)/$(basename "$mg_py"); break])
+    done])
+  AC_MSG_RESULT([${MG_PYTHON:-no (megalodon-convert tests will be skipped; run tools/install-deps.sh)}])
+  AC_MSG_CHECKING([for python3 with torch])
+  MG_PYTHON_TORCH=""
+  for mg_py in "$MG_PYTHON" /usr/bin/python3 "`command -v python3`"; do
+    AS_IF([test -n "$mg_py" && test -x "$mg_py" && "$mg_py" -c 'import torch' >/dev/null 2>&1],
+          [MG_PYTHON_TORCH=$mg_py; break])
+  done
+  AC_MSG_RESULT([${MG_PYTHON_TORCH:-no}])
+  AC_SUBST([MG_PYTHON])
+  AC_SUBST([MG_PYTHON_TORCH])
+])

@@ -72,6 +72,9 @@ extern const mg_kernels mg_kernels_scalar;
  * table that is not compiled in or not supported here. */
 const mg_kernels *mg_kernels_best(void);
 
+/* The names of the tables compiled in and supported here, best first ("avx2 scalar"). */
+const char *mg_kernels_available(void);
+
 /* The table with this name if compiled in and usable here, else NULL. */
 const mg_kernels *mg_kernels_by_name(const char *name);
 

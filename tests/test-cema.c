@@ -61,7 +61,7 @@ int main(void)
     for (int d = 0; d < D; d++) c.omega[d] = frand();
 
     mg_backend *be1, *be2;
-    if (mg_backend_cpu_new(1, &be1) || mg_backend_cpu_new(2, &be2)) {
+    if (mg_backend_cpu_new(1, NULL, &be1) || mg_backend_cpu_new(2, NULL, &be2)) {
         fprintf(stderr, "backend: %s\n", mg_last_error());
         return 1;
     }

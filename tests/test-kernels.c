@@ -12,6 +12,18 @@
 #include "kernels.h"
 #include "test.h"
 
+/* Declared in kernels.h by the lead later; defined in simd/cpu.c. */
+const char *mg_kernels_available(void);
+
+/* The x86 tables' vectorized exp over n floats (simd/avx2.c, simd/avx512.c), tested here for
+ * accuracy; only called where the table is usable. */
+#if defined(MG_HAVE_AVX2)
+void mg_avx2_exp(const float *x, float *y, size_t n);
+#endif
+#if defined(MG_HAVE_AVX512)
+void mg_avx512_exp(const float *x, float *y, size_t n);
+#endif
+
 static uint32_t seed = 12345;
 static float frand(void) /* uniform in [-1, 1) */
 {
@@ -245,25 +257,432 @@ static void test_conversions(const mg_kernels *K)
     free(y);
 }
 
+/* ------------------------------------------------------------------ each table against scalar */
+
+static int irand(int n) /* uniform in [0, n) */
+{
+    frand();
+    return (int)(seed % (uint32_t)n);
+}
+
+/* n floats at a random offset of 0..7 floats past an unaligned start; free with pfree */
+static float *pbuf(size_t n, float scale, float **base)
+{
+    int off = irand(8);
+    *base = ubuf(n + 8, scale);
+    return *base + off;
+}
+#define pfree(base) ufree(base)
+
+/* max over i of |a - b| / max(1, |b|): the absolute error for values up to 1, the relative
+ * error above; a NaN on one side only counts as infinite */
+static double mixed_err(const float *a, const float *b, size_t n)
+{
+    double worst = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (isnan(a[i]) || isnan(b[i])) {
+            if (isnan(a[i]) != isnan(b[i])) return INFINITY;
+            continue;
+        }
+        double d = fabs((double)a[i] - (double)b[i]) / fmax(1.0, fabs((double)b[i]));
+        if (d > worst || isnan(d)) worst = isnan(d) ? INFINITY : d;
+    }
+    return worst;
+}
+
+enum { K_RMS, K_LN, K_TS, K_CEMA, K_CMUL, K_ROPE, K_SOFTMAX, K_SILU, K_MUL, K_ADD, K_AFFINE,
+       K_SCALE, K_F16, K_BF16, K_COUNT };
+static const char *const kname[K_COUNT] = {
+    "rms_norm", "layer_norm", "timestep_norm", "cema_scan", "complex_mul", "rope", "softmax",
+    "silu", "mul", "add", "affine_rows", "scale", "f16_to_f32", "bf16_to_f32"};
+/* Tolerated difference from the scalar table (mixed_err; norms on values ~3). mul, add, scale
+ * and the conversions must be exact everywhere; affine_rows too for the x86 tables, which
+ * do not use FMA there (another table may: 2e-6, about 2 ulp). */
+static const double ktol[K_COUNT] = {8e-5, 8e-5, 1e-4, 1e-5, 1e-5, 1e-5, 1e-6,
+                                     1e-6, 0,    0,    2e-6, 0,    0,    0};
+static double kerr[K_COUNT];
+
+static int is_x86_table(const mg_kernels *K) { return strncmp(K->name, "avx", 3) == 0; }
+
+static void note(const mg_kernels *K, int k, const char *detail, double err)
+{
+    double tol = ktol[k];
+    if (k == K_AFFINE && is_x86_table(K)) tol = 0;
+    if (err > kerr[k] || isnan(err)) kerr[k] = isnan(err) ? INFINITY : err;
+    CHECK(err <= tol, "%s %s vs scalar, %s: error %.3g > %.3g", K->name, kname[k], detail, err, tol);
+}
+
+static void vs_scalar_norms(const mg_kernels *K, const mg_kernels *S)
+{
+    char what[64];
+    for (int n = 1; n <= 300; n++) {
+        float *bx, *bw, *bb, *by, *be;
+        float *x = pbuf(n, 3.0f, &bx), *w = pbuf(n, 0.5f, &bw), *b = pbuf(n, 0.5f, &bb);
+        float *y = pbuf(n, 0, &by), *e = pbuf(n, 0, &be);
+        const float *wn = n % 3 == 0 ? NULL : w, *bn = n % 5 == 0 ? NULL : b;
+        snprintf(what, sizeof what, "n=%d w%s b%s", n, wn ? "" : "=NULL", bn ? "" : "=NULL");
+        S->rms_norm(x, wn, 1e-5f, n, e);
+        K->rms_norm(x, wn, 1e-5f, n, y);
+        note(K, K_RMS, what, mixed_err(y, e, n));
+        S->layer_norm(x, wn, bn, 1e-5f, n, e);
+        K->layer_norm(x, wn, bn, 1e-5f, n, y);
+        note(K, K_LN, what, mixed_err(y, e, n));
+        pfree(bx); pfree(bw); pfree(bb); pfree(by); pfree(be);
+    }
+    const int Gs[] = {1, 2, 3, 4, 5, 8};
+    for (int trial = 0; trial < 60; trial++) {
+        int G = Gs[irand(6)], Dg = 1 + irand(70), D = G * Dg, L = 1 + irand(9);
+        float *bx, *bw, *bb, *by, *be;
+        float *x = pbuf((size_t)L * D, 2.0f, &bx), *w = pbuf(D, 0.3f, &bw), *b = pbuf(D, 0.3f, &bb);
+        float *y = pbuf((size_t)L * D, 0, &by), *e = pbuf((size_t)L * D, 0, &be);
+        const float *wn = trial % 4 == 1 ? NULL : w, *bn = trial % 4 == 2 ? NULL : b;
+        float m1[8], v1[8], m2[8], v2[8];
+        const int64_t counts[] = {0, 1, 7, 1000};
+        int64_t c1 = counts[trial % 4], c2 = c1;
+        for (int g = 0; g < G; g++) {
+            m1[g] = m2[g] = c1 ? 0.3f * frand() : 0.0f;
+            v1[g] = v2[g] = c1 ? 1.0f + 0.5f * frand() : 1.0f;
+        }
+        S->timestep_norm(x, L, D, G, wn, bn, 1e-5f, &c1, m1, v1, e);
+        K->timestep_norm(x, L, D, G, wn, bn, 1e-5f, &c2, m2, v2, y);
+        snprintf(what, sizeof what, "L=%d D=%d G=%d", L, D, G);
+        note(K, K_TS, what, fmax(mixed_err(y, e, (size_t)L * D), fmax(mixed_err(m2, m1, G), mixed_err(v2, v1, G))));
+        CHECK(c1 == c2, "%s timestep_norm %s: count %lld, scalar %lld", K->name, what, (long long)c2, (long long)c1);
+        pfree(bx); pfree(bw); pfree(bb); pfree(by); pfree(be);
+    }
+}
+
+static void vs_scalar_cema(const mg_kernels *K, const mg_kernels *S)
+{
+    const int Ns[] = {0, 1, 2, 3, 5, 7, 8, 9, 15, 16, 17, 31, 32, 33, 64, 65, 70};
+    char what[80];
+    for (int trial = 0; trial < 100; trial++) {
+        int D = 1 + irand(40), N = Ns[trial % 17], L = 1 + irand(24), DN = D * N;
+        float *bx, *bp, *bq, *be, *bo, *bh, *bh1, *bh2, *by1, *by2, *by3, *bh3;
+        float *x = pbuf((size_t)L * D, 1.0f, &bx), *p = pbuf(DN, 0, &bp), *q = pbuf(2 * DN, 0, &bq);
+        float *eta = pbuf(2 * DN, 1.0f / sqrtf(N + 1.0f), &be), *om = pbuf(D, 1.0f, &bo);
+        float *h = pbuf(2 * DN, 0.5f, &bh), *hs = pbuf(2 * DN, 0, &bh1), *hk = pbuf(2 * DN, 0, &bh2);
+        float *hk2 = pbuf(2 * DN, 0, &bh3);
+        float *ys = pbuf((size_t)L * D, 0, &by1), *yk = pbuf((size_t)L * D, 0, &by2), *yk2 = pbuf((size_t)L * D, 0, &by3);
+        for (int i = 0; i < DN; i++) {
+            p[i] = 0.5f + 0.4f * frand();
+            float r = 0.6f + 0.35f * frand(), ph = 3.0f * frand();
+            q[2 * i] = r * cosf(ph);
+            q[2 * i + 1] = r * sinf(ph);
+        }
+        /* a channel range, as one of the backend's threads gets it */
+        int d0 = irand(D), d1 = d0 + 1 + irand(D - d0);
+        memcpy(hs, h, sizeof(float) * 2 * DN);
+        memcpy(hk, h, sizeof(float) * 2 * DN);
+        memcpy(yk, ys, sizeof(float) * L * D);
+        S->cema_scan(x, L, D, N, d0, d1, p, q, eta, om, hs, ys);
+        K->cema_scan(x, L, D, N, d0, d1, p, q, eta, om, hk, yk);
+        snprintf(what, sizeof what, "L=%d D=%d N=%d d=%d..%d", L, D, N, d0, d1);
+        note(K, K_CEMA, what, fmax(mixed_err(yk, ys, (size_t)L * D), mixed_err(hk, hs, 2 * DN)));
+        /* The same bits however the channels are split among threads (tests/test-cema.c
+         * compares 1 and 2 threads bit for bit), so no remainder with its own rounding. */
+        int a = d0 + irand(d1 - d0 + 1);
+        memcpy(hk2, h, sizeof(float) * 2 * DN);
+        memcpy(yk2, ys, sizeof(float) * L * D);
+        K->cema_scan(x, L, D, N, d0, a, p, q, eta, om, hk2, yk2);
+        K->cema_scan(x, L, D, N, a, d1, p, q, eta, om, hk2, yk2);
+        int same = memcmp(hk, hk2, sizeof(float) * 2 * DN) == 0;
+        for (int t = 0; t < L; t++)
+            same &= memcmp(yk + (size_t)t * D + d0, yk2 + (size_t)t * D + d0, sizeof(float) * (d1 - d0)) == 0;
+        CHECK(same, "%s cema_scan %s: split at channel %d changes the result", K->name, what, a);
+        if (is_x86_table(K)) {
+            /* the x86 tables also give the same bits whatever L (one row at a time is done
+             * per channel, longer runs across channels) */
+            memcpy(hk2, h, sizeof(float) * 2 * DN);
+            for (int t = 0; t < L; t++)
+                K->cema_scan(x + (size_t)t * D, 1, D, N, d0, d1, p, q, eta, om, hk2, yk2 + (size_t)t * D);
+            same = memcmp(hk, hk2, sizeof(float) * 2 * DN) == 0;
+            for (int t = 0; t < L; t++)
+                same &= memcmp(yk + (size_t)t * D + d0, yk2 + (size_t)t * D + d0, sizeof(float) * (d1 - d0)) == 0;
+            CHECK(same, "%s cema_scan %s: one row at a time differs", K->name, what);
+        }
+        pfree(bx); pfree(bp); pfree(bq); pfree(be); pfree(bo); pfree(bh); pfree(bh1); pfree(bh2);
+        pfree(bh3); pfree(by1); pfree(by2); pfree(by3);
+    }
+}
+
+static void vs_scalar_elementwise(const mg_kernels *K, const mg_kernels *S)
+{
+    char what[64];
+    for (int n = 0; n <= 300; n++) {
+        float *ba, *bb, *by, *be;
+        float *a = pbuf(2 * n, 4.0f, &ba), *b = pbuf(2 * n, 4.0f, &bb);
+        float *y = pbuf(2 * n, 0, &by), *e = pbuf(2 * n, 0, &be);
+        snprintf(what, sizeof what, "n=%d", n);
+        S->complex_mul(a, b, e, n);
+        K->complex_mul(a, b, y, n);
+        note(K, K_CMUL, what, mixed_err(y, e, 2 * n));
+        memcpy(y, a, sizeof(float) * 2 * n); /* in place: y aliases a */
+        K->complex_mul(y, b, y, n);
+        note(K, K_CMUL, what, mixed_err(y, e, 2 * n));
+        if (n >= 1) {
+            float sc = n % 3 == 0 ? 1.0f : n % 3 == 1 ? 10.0f : 30.0f;
+            for (int i = 0; i < n; i++) e[i] = y[i] = sc * a[i] / 4.0f;
+            S->softmax(e, n);
+            K->softmax(y, n);
+            note(K, K_SOFTMAX, what, mixed_err(y, e, n));
+        }
+        float sc = 2.0f * (1 + n % 8); /* silu on [-2, 2) .. [-16, 16) */
+        for (int i = 0; i < n; i++) b[n + i] = sc * a[i] / 4.0f;
+        S->silu(b + n, e, n);
+        K->silu(b + n, y, n);
+        note(K, K_SILU, what, mixed_err(y, e, n));
+        S->mul(a, b, e, n);
+        K->mul(a, b, y, n);
+        note(K, K_MUL, what, memcmp(y, e, sizeof(float) * n) ? INFINITY : 0);
+        S->add(a, b, e, n);
+        K->add(a, b, y, n);
+        note(K, K_ADD, what, memcmp(y, e, sizeof(float) * n) ? INFINITY : 0);
+        S->scale(a, -0.37f, e, n);
+        K->scale(a, -0.37f, y, n);
+        note(K, K_SCALE, what, memcmp(y, e, sizeof(float) * n) ? INFINITY : 0);
+        if (n >= 1) { /* rows of m = 1 .. 70 */
+            int m = 1 + irand(n < 70 ? n : 70), rows = 2 * n / m;
+            const float *t = n % 4 == 3 ? NULL : b + m;
+            snprintf(what, sizeof what, "rows=%d m=%d%s", rows, m, t ? "" : " t=NULL");
+            S->affine_rows(a, rows, m, b, t, e);
+            K->affine_rows(a, rows, m, b, t, y);
+            note(K, K_AFFINE, what, mixed_err(y, e, (size_t)rows * m));
+        }
+        /* conversions of random bit patterns: equal bits, except that a table other than
+         * the x86 ones may give any NaN for a NaN */
+        uint16_t *hx = malloc(sizeof(uint16_t) * (n + 8) + 1), *h16 = hx + irand(8);
+        for (int i = 0; i < n; i++) h16[i] = (uint16_t)(irand(65536));
+        for (int c = 0; c < 2; c++) {
+            if (c == 0) { S->f16_to_f32(h16, e, n); K->f16_to_f32(h16, y, n); }
+            else { S->bf16_to_f32(h16, e, n); K->bf16_to_f32(h16, y, n); }
+            int bad = 0;
+            for (int i = 0; i < n; i++)
+                if (memcmp(&y[i], &e[i], 4) != 0 && (is_x86_table(K) || !isnan(y[i]) || !isnan(e[i]))) bad++;
+            snprintf(what, sizeof what, "n=%d", n);
+            note(K, c ? K_BF16 : K_F16, what, bad ? INFINITY : 0);
+        }
+        free(hx);
+        pfree(ba); pfree(bb); pfree(by); pfree(be);
+    }
+    /* rope at many positions and head sizes; beyond MG_TRIG_XMAX the x86 tables fall back to
+     * libm for the whole rest of the head */
+    const int dhs[] = {2, 4, 6, 14, 16, 18, 30, 32, 34, 62, 64, 66, 126, 128, 130, 256, 258};
+    const int poss[] = {0, 1, 5, 100, 1023, 2048, 4095, 4096, 65543, 1048575, 1048577,
+                        3000001, 123456789};
+    for (size_t di = 0; di < sizeof dhs / sizeof dhs[0]; di++)
+        for (size_t pi = 0; pi < sizeof poss / sizeof poss[0]; pi++) {
+            int dh = dhs[di], pos = poss[pi];
+            float *bx, *bf, *by, *be;
+            float *x = pbuf(dh, 1.0f, &bx), *fr = pbuf(dh / 2, 1.0f, &bf);
+            float *y = pbuf(dh, 0, &by), *e = pbuf(dh, 0, &be);
+            for (int i = 0; i < dh / 2; i++) fr[i] = (float)pow(10000.0, -2.0 * i / dh);
+            memcpy(y, x, sizeof(float) * dh);
+            memcpy(e, x, sizeof(float) * dh);
+            S->rope(e, dh, pos, fr);
+            K->rope(y, dh, pos, fr);
+            snprintf(what, sizeof what, "dh=%d pos=%d", dh, pos);
+            note(K, K_ROPE, what, mixed_err(y, e, dh));
+            if (pos <= 4096) { /* and against the double formula on the fp32 angle */
+                double worst = 0;
+                for (int i = 0; i < dh / 2; i++) {
+                    double th = (float)pos * fr[i];
+                    double re = x[2 * i] * cos(th) - x[2 * i + 1] * sin(th);
+                    double im = x[2 * i] * sin(th) + x[2 * i + 1] * cos(th);
+                    worst = fmax(worst, fmax(fabs(y[2 * i] - re), fabs(y[2 * i + 1] - im)));
+                }
+                CHECK(worst <= 1e-5, "%s rope %s: error %.3g against double", K->name, what, worst);
+            }
+            pfree(bx); pfree(bf); pfree(by); pfree(be);
+        }
+}
+
+static void test_against_scalar(const mg_kernels *K)
+{
+    const mg_kernels *S = &mg_kernels_scalar;
+    memset(kerr, 0, sizeof kerr);
+    vs_scalar_norms(K, S);
+    vs_scalar_cema(K, S);
+    vs_scalar_elementwise(K, S);
+    printf("  %s against scalar, max difference (absolute; relative above 1):\n   ", K->name);
+    for (int k = 0; k < K_COUNT; k++) printf(" %s %.2g%s", kname[k], kerr[k], k == 6 ? "\n   " : "");
+    printf("\n");
+}
+
+/* ------------------------------------------------------------------ approximation accuracy */
+
+/* Bounds of the approximations (simd/vecmath.h documents the x86 ones):
+ *  - exp: relative error < 1e-7 over [-87, 88] (measured over every fp32 there: 8.5e-8 for
+ *    the x86 vector exp); gradual underflow within 1 unit of 2^-149; inf, 0 and NaN right;
+ *  - silu: relative error < 2e-7 over [-80, 80] where |silu| > 1e-37 (measured over every
+ *    fp32 there: 1.75e-7, both for the scalar table with libm expf and the x86 tables);
+ *  - sin, cos (rope with x = (1, 0)): absolute error < 2e-7 for angles up to 2^20. */
+#define EXP_REL_BOUND 1e-7
+#define SILU_REL_BOUND 2e-7
+#define TRIG_ABS_BOUND 2e-7
+
+#if defined(MG_HAVE_AVX2) || defined(MG_HAVE_AVX512)
+static void test_exp(const char *name, void (*vexp)(const float *, float *, size_t))
+{
+    enum { NP = 1 << 22 };
+    float *x = malloc(sizeof(float) * NP), *y = malloc(sizeof(float) * NP);
+    /* a dense sweep of [-87, 88] plus the 64 floats after each of 4096 points of it */
+    for (int i = 0; i < NP / 2; i++) x[i] = -87.0f + 175.0f * (float)i / (NP / 2 - 1);
+    for (int i = 0; i < NP / 2; i++) {
+        float b = -87.0f + 175.0f * (float)(i / 64) / (NP / 128);
+        for (int k = 0; k < i % 64; k++) b = nextafterf(b, INFINITY);
+        x[NP / 2 + i] = b;
+    }
+    vexp(x, y, NP);
+    double worst = 0, wx = 0;
+    for (int i = 0; i < NP; i++) {
+        if (x[i] > 88.0f) continue;
+        double e = exp((double)x[i]), r = fabs((y[i] - e) / e);
+        if (r > worst) { worst = r; wx = x[i]; }
+    }
+    CHECK(worst < EXP_REL_BOUND, "%s exp: relative error %.3g at %.9g", name, worst, wx);
+    /* gradual underflow */
+    int nsub = 0;
+    for (int i = 0; i < 100000; i++) x[i] = -103.9f + 16.5f * i / 100000.0f;
+    vexp(x, y, 100000);
+    for (int i = 0; i < 100000; i++) {
+        double e = exp((double)x[i]);
+        nsub += fabs(y[i] - e) > ldexp(1.0, -149) + EXP_REL_BOUND * e;
+    }
+    CHECK(nsub == 0, "%s exp: %d results in [-103.9, -87.4] off by more than 2^-149", name, nsub);
+    const float sx[] = {0.0f, -0.0f, 88.72f, 88.73f, 89.0f, 1000.0f, INFINITY, -103.98f,
+                        -104.0f, -1000.0f, -INFINITY, NAN};
+    const int ns = (int)(sizeof sx / sizeof sx[0]);
+    vexp(sx, y, ns);
+    CHECK(y[0] == 1.0f && y[1] == 1.0f, "%s exp(0) = %.9g", name, y[0]);
+    CHECK(isfinite(y[2]) && fabs(y[2] / exp((double)sx[2]) - 1) < EXP_REL_BOUND, "%s exp(88.72) = %g", name, y[2]);
+    for (int i = 3; i <= 6; i++) CHECK(isinf(y[i]) && y[i] > 0, "%s exp(%g) = %g", name, sx[i], y[i]);
+    for (int i = 7; i <= 10; i++) CHECK(y[i] == 0.0f, "%s exp(%g) = %g", name, sx[i], y[i]);
+    CHECK(isnan(y[11]), "%s exp(NaN) = %g", name, y[11]);
+    /* tail lengths 0 .. 40 write exactly n results */
+    for (int n = 0; n <= 40; n++) {
+        for (int i = 0; i < 48; i++) { x[i] = 0.1f * i; y[i] = -1.0f; }
+        vexp(x, y, n);
+        int ok = 1;
+        for (int i = 0; i < 48; i++) ok &= i < n ? fabs(y[i] / exp(0.1 * i) - 1) < 1e-6 : y[i] == -1.0f;
+        CHECK(ok, "%s exp: n=%d writes wrong elements", name, n);
+    }
+    printf("  %s exp: max relative error %.3g over a dense sweep of [-87, 88]\n", name, worst);
+    free(x);
+    free(y);
+}
+#endif
+
+static void test_accuracy(const mg_kernels *K)
+{
+    enum { NP = 1 << 22 };
+    float *x = malloc(sizeof(float) * NP), *y = malloc(sizeof(float) * NP);
+    for (int i = 0; i < NP; i++) x[i] = -80.0f + 160.0f * (float)i / (NP - 1);
+    K->silu(x, y, NP);
+    double worst = 0, wx = 0;
+    for (int i = 0; i < NP; i++) {
+        double e = x[i] / (1.0 + exp(-(double)x[i]));
+        if (fabs(e) < 1e-37) continue;
+        double r = fabs((y[i] - e) / e);
+        if (r > worst) { worst = r; wx = x[i]; }
+    }
+    CHECK(worst < SILU_REL_BOUND, "%s silu: relative error %.3g at %.9g", K->name, worst, wx);
+    const float sx[] = {100.0f, 1e30f, INFINITY, NAN};
+    K->silu(sx, y, 4);
+    CHECK(y[0] == 100.0f && y[1] == 1e30f && isinf(y[2]) && isnan(y[3]),
+          "%s silu(100, 1e30, inf, NaN) = %g %g %g %g", K->name, y[0], y[1], y[2], y[3]);
+    /* sin and cos through rope: x = (1, 0) gives (cos th, sin th) */
+    enum { NPAIR = 4096 };
+    float *fr = malloc(sizeof(float) * NPAIR);
+    double tw = 0;
+    const int poss[] = {1, 7, 100, 4096, 65536, 1 << 20};
+    for (size_t pi = 0; pi < sizeof poss / sizeof poss[0]; pi++) {
+        for (int i = 0; i < NPAIR; i++) {
+            fr[i] = (float)i / NPAIR + 0.5f * (frand() + 1.0f) / NPAIR;
+            x[2 * i] = 1.0f;
+            x[2 * i + 1] = 0.0f;
+        }
+        K->rope(x, 2 * NPAIR, poss[pi], fr);
+        for (int i = 0; i < NPAIR; i++) {
+            double th = (float)poss[pi] * fr[i];
+            tw = fmax(tw, fmax(fabs(x[2 * i] - cos(th)), fabs(x[2 * i + 1] - sin(th))));
+        }
+    }
+    CHECK(tw < TRIG_ABS_BOUND, "%s rope: sin/cos absolute error %.3g", K->name, tw);
+    printf("  %s: silu max relative error %.3g, rope sin/cos max absolute error %.3g\n", K->name,
+           worst, tw);
+    free(fr);
+    free(x);
+    free(y);
+}
+
+/* ------------------------------------------------------------------ selection */
+
+static int compiled_in(const char *name)
+{
+    if (strcmp(name, "scalar") == 0) return 1;
+#if defined(MG_HAVE_AVX2)
+    if (strcmp(name, "avx2") == 0) return 1;
+#endif
+#if defined(MG_HAVE_AVX512)
+    if (strcmp(name, "avx512") == 0) return 1;
+#endif
+#if defined(MG_HAVE_NEON)
+    if (strcmp(name, "neon") == 0) return 1;
+#endif
+    return 0;
+}
+
 int main(void)
 {
-    const char *names[] = {"scalar", "avx2", "avx512", "neon"};
+    const char *names[] = {"avx512", "avx2", "neon", "scalar"}; /* best first */
+    char usable[64] = "";
     int ran = 0;
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         const mg_kernels *K = mg_kernels_by_name(names[i]);
         if (!K) {
-            printf("  %s: not built in or not supported by this CPU, not tested here\n", names[i]);
+            if (compiled_in(names[i]))
+                printf("  %s: compiled in, but not available on this CPU (or OS): not tested here\n", names[i]);
+            else
+                printf("  %s: not compiled in: not tested here\n", names[i]);
             continue;
         }
+        CHECK(strcmp(K->name, names[i]) == 0, "mg_kernels_by_name(%s) gives %s", names[i], K->name);
+        snprintf(usable + strlen(usable), sizeof usable - strlen(usable), "%s%s", *usable ? " " : "", names[i]);
         test_norms(K);
         test_timestep_norm(K);
         test_cema_scan(K);
         test_elementwise(K);
         test_conversions(K);
+        test_accuracy(K);
+        if (K != &mg_kernels_scalar) test_against_scalar(K);
         printf("  %s: tested\n", K->name);
         ran++;
     }
-    CHECK(ran >= 1, "the scalar table must always be available");
-    CHECK(mg_kernels_best() != NULL, "no kernel table chosen");
+#if defined(MG_HAVE_AVX2)
+    if (mg_kernels_by_name("avx2")) test_exp("avx2", mg_avx2_exp);
+#endif
+#if defined(MG_HAVE_AVX512)
+    if (mg_kernels_by_name("avx512")) test_exp("avx512", mg_avx512_exp);
+#endif
+    CHECK(ran >= 1 && mg_kernels_by_name("scalar") == &mg_kernels_scalar,
+          "the scalar table must always be available");
+    CHECK(mg_kernels_by_name("sse9") == NULL, "an unknown name gives a table");
+    const char *avail = mg_kernels_available();
+    printf("  available: %s\n", avail);
+    CHECK(strcmp(avail, usable) == 0, "mg_kernels_available() = \"%s\", expected \"%s\"", avail, usable);
+    /* MEGALODON_ISA names a table (NULL if unusable here); unset, the best usable one */
+    const char *env = getenv("MEGALODON_ISA");
+    const mg_kernels *best = mg_kernels_best();
+    if (env && *env) {
+        CHECK(best == mg_kernels_by_name(env), "MEGALODON_ISA=%s: mg_kernels_best() gives %s", env,
+              best ? best->name : "NULL");
+        printf("  MEGALODON_ISA=%s selects %s\n", env, best ? best->name : "nothing (NULL)");
+    } else {
+        CHECK(best && strncmp(avail, best->name, strlen(best->name)) == 0 &&
+                  (avail[strlen(best->name)] == ' ' || avail[strlen(best->name)] == 0),
+              "mg_kernels_best() gives %s, not the first of \"%s\"", best ? best->name : "NULL", avail);
+        printf("  selected: %s\n", best ? best->name : "NULL");
+    }
     return test_finish("test-kernels");
 }

@@ -102,13 +102,10 @@ static void test_bad_files(const mg_model *m, const golden_case *gc)
     CHECK(mg_state_save(st, good) == MG_OK, "save: %s", mg_last_error());
 
     /* truncated copies of a good file: every one refused, the state untouched */
-    FILE *f = fopen(good, "rb");
-    fseek(f, 0, SEEK_END);
-    long size = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    unsigned char *bytes = malloc(size);
-    CHECK(fread(bytes, 1, size, f) == (size_t)size, "read");
-    fclose(f);
+    long size = 0;
+    unsigned char *bytes = test_read_file(good, &size);
+    CHECK(bytes != NULL, "cannot read %s", good);
+    if (!bytes) return;
     int refused = 0, tried = 0;
     for (long cut = 0; cut < size; cut += 37) {
         FILE *o = fopen(bad, "wb");

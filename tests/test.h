@@ -54,6 +54,21 @@ static inline double check_close_(const char *file, int line, const char *what,
         exit(77);                                                                          \
     } while (0)
 
+/* The whole file at `path` in a malloc'd buffer (NULL on failure); *size gets its length. */
+static inline unsigned char *test_read_file(const char *path, long *size)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    unsigned char *b = NULL;
+    if (fseek(f, 0, SEEK_END) == 0 && (*size = ftell(f)) >= 0 && fseek(f, 0, SEEK_SET) == 0 &&
+        (b = malloc(*size ? (size_t)*size : 1)) != NULL && fread(b, 1, (size_t)*size, f) != (size_t)*size) {
+        free(b);
+        b = NULL;
+    }
+    fclose(f);
+    return b;
+}
+
 static inline int test_finish(const char *name)
 {
     printf("%s: %d checks, %d failed\n", name, test_checks, test_failures);

@@ -1,0 +1,478 @@
+/* args.c - megalodon-run: command-line options of every mode, their parsing and help texts.
+ *
+ * Every option is one row of the table below: its names, the modes that take it, its value
+ * and its help; the usage text of a mode is printed from the table, with the defaults. */
+#include "config.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "args.h"
+
+#define M_GEN (1u << MODE_GENERATE)
+#define M_PPL (1u << MODE_PERPLEXITY)
+#define M_TOK (1u << MODE_TOKENIZE)
+#define M_INFO (1u << MODE_INFO)
+#define M_ALL (M_GEN | M_PPL | M_TOK | M_INFO)
+
+enum {
+    O_HELP, O_VERSION, O_MODEL, O_THREADS, O_CEMA, O_STATE_IN, O_STATE_OUT, O_BATCH,
+    O_PROMPT, O_FILE, O_TOKENS, O_NO_BOS, O_NO_EOS, O_BOS,
+    O_N_PREDICT, O_TEMP, O_TOP_K, O_TOP_P, O_MIN_P, O_REPEAT_PENALTY, O_REPEAT_LAST_N, O_SEED,
+    O_INTERACTIVE, O_IGNORE_EOS, O_NO_DISPLAY_PROMPT,
+    O_JSON, O_PER_TOKEN, O_OFFICIAL_WINDOW, O_PIECES
+};
+
+typedef struct {
+    int id;
+    const char *shrt, *lng; /* "-m", "--model" (either may be NULL) */
+    const char *metavar;    /* NULL: a flag without a value */
+    unsigned modes;
+    const char *help;       /* the mode-independent text; the default is appended */
+} opt_def;
+
+static const opt_def options[] = {
+    {O_HELP, "-h", "--help", NULL, M_ALL, "show this help and exit"},
+    {O_VERSION, NULL, "--version", NULL, M_ALL, "show the library version and exit"},
+    {O_MODEL, "-m", "--model", "FILE", M_ALL, "model file (GGUF), required"},
+    {O_PROMPT, "-p", "--prompt", "TEXT", M_GEN | M_TOK, "prompt text"},
+    {O_FILE, "-f", "--file", "FILE", M_GEN | M_PPL | M_TOK,
+     "read the text from FILE (\"-\": standard input)"},
+    {O_TOKENS, NULL, "--tokens", "FILE", M_GEN | M_PPL,
+     "token ids separated by white space, used exactly as given (no BOS is added)"},
+    {O_NO_BOS, NULL, "--no-bos", NULL, M_GEN | M_PPL,
+     "do not put BOS before text (it is added when the model has one and the state is at "
+     "position 0)"},
+    {O_NO_EOS, NULL, "--no-eos", NULL, M_PPL,
+     "do not put EOS after the text (added when the model has one, as the official "
+     "evaluation does)"},
+    {O_BOS, NULL, "--bos", NULL, M_TOK, "put BOS first"},
+    {O_PIECES, NULL, "--pieces", NULL, M_TOK,
+     "print the vocabulary pieces instead of the ids (space, backslash and control bytes "
+     "escaped)"},
+    {O_N_PREDICT, "-n", "--n-predict", "N", M_GEN,
+     "tokens to generate (per turn with -i); -1: until end of text"},
+    {O_TEMP, NULL, "--temp", "T", M_GEN, "temperature; 0: greedy (the most likely token)"},
+    {O_TOP_K, NULL, "--top-k", "N", M_GEN, "keep the N most likely tokens; 0: off"},
+    {O_TOP_P, NULL, "--top-p", "P", M_GEN,
+     "keep the most likely tokens up to probability mass P; 1: off"},
+    {O_MIN_P, NULL, "--min-p", "P", M_GEN,
+     "keep the tokens at least P times as likely as the most likely one; 0: off"},
+    {O_REPEAT_PENALTY, NULL, "--repeat-penalty", "X", M_GEN,
+     "penalize tokens among the last --repeat-last-n; 1: off"},
+    {O_REPEAT_LAST_N, NULL, "--repeat-last-n", "N", M_GEN,
+     "tokens of history for the repetition penalty; 0: off"},
+    {O_SEED, "-s", "--seed", "N", M_GEN, "random seed; -1: from the clock"},
+    {O_INTERACTIVE, "-i", "--interactive", NULL, M_GEN,
+     "interactive: after the prompt, read a line at a time from standard input and continue "
+     "the same state (without a tokenizer, lines are token ids); Ctrl-C stops a turn, "
+     "end of input ends"},
+    {O_IGNORE_EOS, NULL, "--ignore-eos", NULL, M_GEN, "do not stop at the end-of-text token"},
+    {O_NO_DISPLAY_PROMPT, NULL, "--no-display-prompt", NULL, M_GEN,
+     "do not echo the prompt to standard output"},
+    {O_JSON, NULL, "--json", NULL, M_PPL,
+     "print {\"tokens\": SCORED, \"nll\": SUM_NATS, \"ppl\": P} as JSON"},
+    {O_PER_TOKEN, NULL, "--per-token", NULL, M_PPL,
+     "also give every scored token's NLL (\"per_token_nll\" with --json)"},
+    {O_OFFICIAL_WINDOW, NULL, "--official-window", NULL, M_PPL,
+     "reproduce the official evaluation: 2 chunks per call and, from 8 chunks on, norm "
+     "statistics of the last 6 chunks only (spec 9.4; not with -b or --state-in)"},
+    {O_BATCH, "-b", "--batch-size", "N", M_GEN | M_PPL, NULL /* per mode, below */},
+    {O_THREADS, "-t", "--threads", "N", M_GEN | M_PPL, "compute threads; 0: all CPUs"},
+    {O_CEMA, NULL, "--cema", "ALGO", M_GEN | M_PPL,
+     "CEMA algorithm: fft, scan or auto (auto: FFT for long calls)"},
+    {O_STATE_IN, NULL, "--state-in", "FILE", M_GEN | M_PPL | M_INFO,
+     "start from the streaming state saved in FILE (info: describe it)"},
+    {O_STATE_OUT, NULL, "--state-out", "FILE", M_GEN | M_PPL,
+     "save the streaming state to FILE at the end"},
+};
+#define N_OPTIONS (sizeof options / sizeof options[0])
+
+static const char *const mode_names[MODE_COUNT] = {"generate", "perplexity", "tokenize", "info"};
+
+const char *run_mode_name(run_mode mode) { return mode < MODE_COUNT ? mode_names[mode] : "?"; }
+
+run_mode run_mode_from_word(const char *word)
+{
+    for (int m = 0; m < MODE_COUNT; m++)
+        if (word && strcmp(word, mode_names[m]) == 0) return (run_mode)m;
+    return MODE_COUNT;
+}
+
+static run_mode usage_mode = MODE_GENERATE; /* for the hint after a usage error */
+
+int run_error(int code, const char *fmt, ...)
+{
+    va_list ap;
+    fflush(stdout);
+    fputs("error: ", stderr);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    if (code == EXIT_USAGE)
+        fprintf(stderr, "Run 'megalodon-run%s%s --help' for usage.\n",
+                usage_mode == MODE_GENERATE ? "" : " ", usage_mode == MODE_GENERATE ? "" :
+                run_mode_name(usage_mode));
+    return code;
+}
+
+int run_lib_error(const char *what) { return run_error(EXIT_RUNTIME, "%s: %s", what, mg_last_error()); }
+
+/* ---------------------------------------------------------------- help */
+
+static const char *batch_help(run_mode mode)
+{
+    return mode == MODE_PERPLEXITY
+               ? "tokens per call (1: token by token); the logits of a call take N x n_vocab "
+                 "floats"
+               : "most tokens per internal step of the prompt (0: 2 chunks)";
+}
+
+static void default_str(int id, run_mode mode, char *buf, size_t size)
+{
+    const mg_sampler_params sp = mg_sampler_default_params();
+    buf[0] = '\0';
+    switch (id) {
+    case O_N_PREDICT: snprintf(buf, size, "128"); break;
+    case O_TEMP: snprintf(buf, size, "%.2f", (double)sp.temp); break;
+    case O_TOP_K: snprintf(buf, size, "%d", (int)sp.top_k); break;
+    case O_TOP_P: snprintf(buf, size, "%.2f", (double)sp.top_p); break;
+    case O_MIN_P: snprintf(buf, size, "%.2f", (double)sp.min_p); break;
+    case O_REPEAT_PENALTY: snprintf(buf, size, "%.2f", (double)sp.repeat_penalty); break;
+    case O_REPEAT_LAST_N: snprintf(buf, size, "%d", (int)sp.repeat_last_n); break;
+    case O_SEED: snprintf(buf, size, "%llu", (unsigned long long)sp.seed); break;
+    case O_THREADS: snprintf(buf, size, "0"); break;
+    case O_CEMA: snprintf(buf, size, "auto"); break;
+    case O_BATCH:
+        snprintf(buf, size, "%s", mode == MODE_PERPLEXITY ? "the chunk size" : "0");
+        break;
+    default: break;
+    }
+}
+
+/* print `text` wrapped at 100 columns, continuation lines indented by `indent` */
+static void print_wrapped(const char *text, int col, int indent)
+{
+    const char *p = text;
+    while (*p) {
+        const char *sp = strchr(p, ' ');
+        size_t w = sp ? (size_t)(sp - p) : strlen(p);
+        if (col > indent && col + 1 + (int)w > 100) {
+            printf("\n%*s", indent, "");
+            col = indent;
+        } else if (col > indent) {
+            putchar(' ');
+            col++;
+        }
+        printf("%.*s", (int)w, p);
+        col += (int)w;
+        p += w;
+        while (*p == ' ') p++;
+    }
+    putchar('\n');
+}
+
+static const char *mode_summary(run_mode mode)
+{
+    switch (mode) {
+    case MODE_GENERATE:
+        return "Generate text from a prompt, streamed to standard output as it is made; load "
+               "time and speeds go to standard error. The same seed and settings give the same "
+               "text whatever the thread count. A model without a tokenizer reads the prompt "
+               "with --tokens and prints token ids.";
+    case MODE_PERPLEXITY:
+        return "Score a document: exact streaming through the whole of it in calls of -b "
+               "tokens; the first token is context only, every later token is scored with "
+               "nll = logsumexp(logits) - logit[token] (in double). The result goes to standard "
+               "output, progress to standard error. \"tokens\" is the number of scored tokens "
+               "(N - 1). With --state-out the state after all tokens but the last is saved: a "
+               "next part should start with the last token of this one.";
+    case MODE_TOKENIZE:
+        return "Print the token ids of a text (separated by spaces).";
+    case MODE_INFO:
+        return "Print the model's hyper-parameters, parameter count, vocabulary and tokenizer.";
+    default: return "";
+    }
+}
+
+void run_usage(run_mode mode, int whole_program)
+{
+    if (whole_program) {
+        printf("usage: megalodon-run [MODE] -m MODEL [options]\n\n"
+               "Run a Megalodon model (libmegalodon %s).\n\n"
+               "modes:\n"
+               "  generate     generate text from a prompt (the default when no mode is given)\n"
+               "  perplexity   score a document (exact streaming, or --official-window)\n"
+               "  tokenize     print the token ids of a text\n"
+               "  info         describe a model\n\n"
+               "Run 'megalodon-run MODE --help' for the options of a mode. Exit status: 0 "
+               "success, 1 runtime error, 2 usage error.\n\n"
+               "generate ",
+               mg_version());
+    } else {
+        static const char *const synopsis[MODE_COUNT] = {
+            "usage: megalodon-run [generate] -m MODEL [-p TEXT | -f FILE | --tokens FILE] [options]",
+            "usage: megalodon-run perplexity -m MODEL (-f FILE | --tokens FILE) [options]",
+            "usage: megalodon-run tokenize -m MODEL (-p TEXT | -f FILE) [options]",
+            "usage: megalodon-run info -m MODEL [options]"};
+        printf("%s\n\n", synopsis[mode]);
+        print_wrapped(mode_summary(mode), 0, 0);
+        printf("\nExit status: 0 success, 1 runtime error, 2 usage error.\n\n");
+    }
+    printf("options:\n");
+    for (size_t i = 0; i < N_OPTIONS; i++) {
+        const opt_def *d = &options[i];
+        if (!(d->modes & (1u << mode))) continue;
+        char names[64];
+        snprintf(names, sizeof names, "%s%s%s%s%s", d->shrt ? d->shrt : "",
+                 d->shrt && d->lng ? ", " : "", d->lng ? d->lng : "", d->metavar ? " " : "",
+                 d->metavar ? d->metavar : "");
+        char def[64], help[512];
+        default_str(d->id, mode, def, sizeof def);
+        const char *h = d->id == O_BATCH ? batch_help(mode) : d->help;
+        if (def[0])
+            snprintf(help, sizeof help, "%s (default: %s)", h, def);
+        else
+            snprintf(help, sizeof help, "%s", h);
+        int col = printf("  %-26s", names);
+        if (col > 28) {
+            printf("\n%28s", "");
+            col = 28;
+        }
+        print_wrapped(help, col, 28);
+    }
+}
+
+/* ---------------------------------------------------------------- values */
+
+static const char *opt_name(const opt_def *d) { return d->lng ? d->lng : d->shrt; }
+
+static int parse_long(const char *name, const char *v, long lo, long hi, long *out)
+{
+    char *end;
+    errno = 0;
+    long x = strtol(v, &end, 10);
+    if (end == v || *end != '\0' || errno == ERANGE)
+        return run_error(EXIT_USAGE, "invalid value '%s' for %s: expected an integer", v,
+                         name);
+    if (x < lo || x > hi) {
+        if (hi == LONG_MAX)
+            return run_error(EXIT_USAGE, "invalid value '%s' for %s: must be >= %ld", v,
+                             name, lo);
+        return run_error(EXIT_USAGE, "invalid value '%s' for %s: must be in [%ld, %ld]", v,
+                         name, lo, hi);
+    }
+    *out = x;
+    return -1;
+}
+
+/* lo_open: the value must be > lo instead of >= lo */
+static int parse_float(const char *name, const char *v, double lo, int lo_open, double hi,
+                       float *out)
+{
+    char *end;
+    errno = 0;
+    double x = strtod(v, &end);
+    if (end == v || *end != '\0' || errno == ERANGE || !isfinite(x))
+        return run_error(EXIT_USAGE, "invalid value '%s' for %s: expected a finite number", v,
+                         name);
+    if (x < lo || (lo_open && x == lo) || x > hi) {
+        if (isinf(hi))
+            return run_error(EXIT_USAGE, "invalid value '%s' for %s: must be %s %g", v,
+                             name, lo_open ? ">" : ">=", lo);
+        return run_error(EXIT_USAGE, "invalid value '%s' for %s: must be in [%g, %g]", v,
+                         name, lo, hi);
+    }
+    *out = (float)x;
+    return -1;
+}
+
+static int parse_seed(const char *name, const char *v, run_opts *o)
+{
+    if (strcmp(v, "-1") == 0) {
+        o->seed_from_time = 1;
+        return -1;
+    }
+    char *end;
+    errno = 0;
+    unsigned long long x = strtoull(v, &end, 10);
+    if (v[0] == '-' || v[0] == '+' || end == v || *end != '\0' || errno == ERANGE)
+        return run_error(EXIT_USAGE,
+                         "invalid value '%s' for %s: expected -1 or an integer in [0, 2^64)", v,
+                         name);
+    o->sampling.seed = (uint64_t)x;
+    o->seed_from_time = 0;
+    return -1;
+}
+
+static int apply(const opt_def *d, const char *name, const char *v, run_opts *o)
+{
+    long x;
+    int rc;
+    switch (d->id) {
+    case O_MODEL: o->model = v; return -1;
+    case O_PROMPT: o->prompt = v; return -1;
+    case O_FILE: o->file = v; return -1;
+    case O_TOKENS: o->tokens_file = v; return -1;
+    case O_STATE_IN: o->state_in = v; return -1;
+    case O_STATE_OUT: o->state_out = v; return -1;
+    case O_NO_BOS: o->no_bos = 1; return -1;
+    case O_NO_EOS: o->no_eos = 1; return -1;
+    case O_BOS: o->bos = 1; return -1;
+    case O_PIECES: o->pieces = 1; return -1;
+    case O_INTERACTIVE: o->interactive = 1; return -1;
+    case O_IGNORE_EOS: o->ignore_eos = 1; return -1;
+    case O_NO_DISPLAY_PROMPT: o->no_display_prompt = 1; return -1;
+    case O_JSON: o->json = 1; return -1;
+    case O_PER_TOKEN: o->per_token = 1; return -1;
+    case O_OFFICIAL_WINDOW: o->official_window = 1; return -1;
+    case O_THREADS:
+        if ((rc = parse_long(name, v, 0, 4096, &x)) >= 0) return rc;
+        o->n_threads = (int)x;
+        return -1;
+    case O_BATCH:
+        if ((rc = parse_long(name, v, o->mode == MODE_PERPLEXITY ? 1 : 0, 1 << 24, &x)) >= 0)
+            return rc;
+        o->n_batch = (int)x;
+        return -1;
+    case O_N_PREDICT:
+        if ((rc = parse_long(name, v, -1, INT_MAX, &x)) >= 0) return rc;
+        o->n_predict = (int)x;
+        return -1;
+    case O_TOP_K:
+        if ((rc = parse_long(name, v, 0, INT32_MAX, &x)) >= 0) return rc;
+        o->sampling.top_k = (int32_t)x;
+        return -1;
+    case O_REPEAT_LAST_N:
+        if ((rc = parse_long(name, v, 0, INT32_MAX, &x)) >= 0) return rc;
+        o->sampling.repeat_last_n = (int32_t)x;
+        return -1;
+    case O_TEMP: return parse_float(name, v, 0.0, 0, INFINITY, &o->sampling.temp);
+    case O_TOP_P: return parse_float(name, v, 0.0, 0, 1.0, &o->sampling.top_p);
+    case O_MIN_P: return parse_float(name, v, 0.0, 0, 1.0, &o->sampling.min_p);
+    case O_REPEAT_PENALTY: return parse_float(name, v, 0.0, 1, INFINITY, &o->sampling.repeat_penalty);
+    case O_SEED: return parse_seed(name, v, o);
+    case O_CEMA:
+        if (strcmp(v, "auto") == 0)
+            o->cema = MG_CEMA_AUTO;
+        else if (strcmp(v, "fft") == 0)
+            o->cema = MG_CEMA_FFT;
+        else if (strcmp(v, "scan") == 0)
+            o->cema = MG_CEMA_SCAN;
+        else
+            return run_error(EXIT_USAGE, "invalid value '%s' for %s: expected fft, scan or auto", v,
+                             name);
+        return -1;
+    }
+    return -1;
+}
+
+static const opt_def *find_option(const char *name, size_t len)
+{
+    for (size_t i = 0; i < N_OPTIONS; i++) {
+        const opt_def *d = &options[i];
+        if ((d->shrt && strlen(d->shrt) == len && strncmp(d->shrt, name, len) == 0) ||
+            (d->lng && strlen(d->lng) == len && strncmp(d->lng, name, len) == 0))
+            return d;
+    }
+    return NULL;
+}
+
+/* the modes that take option d, as "generate and perplexity" */
+static void modes_of(const opt_def *d, char *buf, size_t size)
+{
+    buf[0] = '\0';
+    int n = 0, total = 0;
+    for (int m = 0; m < MODE_COUNT; m++) total += (d->modes >> m) & 1;
+    for (int m = 0; m < MODE_COUNT; m++) {
+        if (!((d->modes >> m) & 1)) continue;
+        size_t l = strlen(buf);
+        snprintf(buf + l, size - l, "%s%s", n == 0 ? "" : n == total - 1 ? " and " : ", ",
+                 mode_names[m]);
+        n++;
+    }
+}
+
+/* ---------------------------------------------------------------- the command line */
+
+static int check_combination(run_opts *o)
+{
+    if (!o->model) return run_error(EXIT_USAGE, "no model given: -m FILE is required");
+    int inputs = !!o->prompt + !!o->file + !!o->tokens_file;
+    switch (o->mode) {
+    case MODE_GENERATE:
+        if (inputs > 1) return run_error(EXIT_USAGE, "give at most one of -p, -f and --tokens");
+        break;
+    case MODE_PERPLEXITY:
+        if (inputs != 1) return run_error(EXIT_USAGE, "give the document with -f FILE or --tokens FILE");
+        if (o->official_window && o->n_batch)
+            return run_error(EXIT_USAGE, "--official-window feeds 2 chunks per call: -b cannot be set");
+        if (o->official_window && o->state_in)
+            return run_error(EXIT_USAGE,
+                             "--official-window starts at position 0: it cannot be combined with "
+                             "--state-in");
+        break;
+    case MODE_TOKENIZE:
+        if (inputs != 1) return run_error(EXIT_USAGE, "give the text with -p TEXT or -f FILE");
+        break;
+    default: break;
+    }
+    return -1;
+}
+
+int run_parse_args(run_mode mode, int mode_given, int argc, char **argv, run_opts *o)
+{
+    memset(o, 0, sizeof *o);
+    o->mode = mode;
+    usage_mode = mode;
+    o->cema = MG_CEMA_AUTO;
+    o->n_predict = 128;
+    o->sampling = mg_sampler_default_params();
+
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (a[0] != '-' || a[1] == '\0')
+            return run_error(EXIT_USAGE, "unexpected argument '%s'", a);
+        /* --name=value */
+        const char *eq = a[1] == '-' ? strchr(a, '=') : NULL;
+        size_t len = eq ? (size_t)(eq - a) : strlen(a);
+        const opt_def *d = find_option(a, len);
+        if (!d) return run_error(EXIT_USAGE, "unknown option '%.*s'", (int)len, a);
+        if (!(d->modes & (1u << mode))) {
+            char ms[96];
+            modes_of(d, ms, sizeof ms);
+            return run_error(EXIT_USAGE, "option '%s' is not used by the %s mode (only by %s)",
+                             opt_name(d), run_mode_name(mode), ms);
+        }
+        if (d->id == O_HELP) {
+            run_usage(mode, !mode_given);
+            return EXIT_OK;
+        }
+        if (d->id == O_VERSION) {
+            printf("megalodon-run (libmegalodon %s)\n", mg_version());
+            return EXIT_OK;
+        }
+        const char *v = NULL;
+        if (d->metavar) {
+            if (eq)
+                v = eq + 1;
+            else if (i + 1 < argc)
+                v = argv[++i];
+            else
+                return run_error(EXIT_USAGE, "option '%s' needs a value (%s)", a, d->metavar);
+        } else if (eq) {
+            return run_error(EXIT_USAGE, "option '%.*s' takes no value", (int)len, a);
+        }
+        char name[32];
+        snprintf(name, sizeof name, "%.*s", (int)(len < sizeof name ? len : sizeof name - 1), a);
+        int rc = apply(d, name, v, o);
+        if (rc >= 0) return rc;
+    }
+    return check_combination(o);
+}

@@ -1,0 +1,233 @@
+/* run-common.c - megalodon-run: what the modes share: loading the model and the state,
+ * reading documents and token files, tokenizing, timing. */
+#include "config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "args.h"
+
+double run_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec * 1e-6;
+}
+
+int run_load_model(const run_opts *o, mg_model **model, double *load_ms)
+{
+    double t0 = run_now_ms();
+    mg_model_params mp = mg_model_default_params();
+    mp.n_threads = o->n_threads;
+    if (mg_model_load(o->model, &mp, model) != MG_OK)
+        return run_error(EXIT_RUNTIME, "cannot load model: %s", mg_last_error());
+    if (load_ms) *load_ms = run_now_ms() - t0;
+    return EXIT_OK;
+}
+
+int run_new_state(const run_opts *o, const mg_model *model, int n_batch, mg_state **state)
+{
+    mg_state_params sp = mg_state_default_params();
+    sp.cema = o->cema;
+    sp.n_batch = n_batch;
+    if (mg_state_new(model, &sp, state) != MG_OK) return run_lib_error("cannot create the state");
+    if (o->state_in && mg_state_load(*state, o->state_in) != MG_OK) {
+        mg_state_free(*state);
+        *state = NULL;
+        return run_error(EXIT_RUNTIME, "cannot load --state-in: %s", mg_last_error());
+    }
+    return EXIT_OK;
+}
+
+int run_save_state(const run_opts *o, const mg_state *state)
+{
+    if (!o->state_out) return EXIT_OK;
+    if (mg_state_save(state, o->state_out) != MG_OK)
+        return run_error(EXIT_RUNTIME, "cannot save --state-out: %s", mg_last_error());
+    return EXIT_OK;
+}
+
+/* ---------------------------------------------------------------- files */
+
+static FILE *open_input(const char *path)
+{
+    if (strcmp(path, "-") == 0) return stdin;
+    return fopen(path, "rb");
+}
+
+static void close_input(FILE *f)
+{
+    if (f && f != stdin) fclose(f);
+}
+
+int run_read_file(const char *path, char **data, size_t *len)
+{
+    *data = NULL;
+    *len = 0;
+    FILE *f = open_input(path);
+    if (!f) return run_error(EXIT_RUNTIME, "cannot open '%s': %s", path, strerror(errno));
+    size_t cap = 1 << 16, n = 0;
+    char *buf = malloc(cap);
+    for (;;) {
+        if (!buf) {
+            close_input(f);
+            return run_error(EXIT_RUNTIME, "out of memory reading '%s'", path);
+        }
+        n += fread(buf + n, 1, cap - n - 1, f);
+        if (ferror(f)) {
+            int e = errno;
+            free(buf);
+            close_input(f);
+            return run_error(EXIT_RUNTIME, "cannot read '%s': %s", path, strerror(e));
+        }
+        if (feof(f)) break;
+        if (cap - n - 1 == 0) {
+            char *nb = realloc(buf, cap * 2);
+            if (!nb) free(buf);
+            buf = nb;
+            cap *= 2;
+        }
+    }
+    close_input(f);
+    buf[n] = '\0';
+    *data = buf;
+    *len = n;
+    return EXIT_OK;
+}
+
+/* Growable id array. */
+typedef struct {
+    int32_t *v;
+    size_t n, cap;
+} id_vec;
+
+static int push(id_vec *a, int32_t t)
+{
+    if (a->n == a->cap) {
+        size_t cap = a->cap ? a->cap * 2 : 1024;
+        int32_t *nv = realloc(a->v, cap * sizeof *nv);
+        if (!nv) return -1;
+        a->v = nv;
+        a->cap = cap;
+    }
+    a->v[a->n++] = t;
+    return 0;
+}
+
+/* One word of a token file or line: an id in [0, n_vocab), or an error naming where. */
+static int parse_id(const char *word, int32_t n_vocab, const char *where, size_t index,
+                    size_t line, int32_t *out)
+{
+    char at[96];
+    if (line)
+        snprintf(at, sizeof at, "token %zu (line %zu)", index, line);
+    else
+        snprintf(at, sizeof at, "token %zu", index);
+    const char *p = word;
+    if (*p == '-' || *p == '+') p++;
+    int digits = *p != '\0';
+    for (const char *q = p; *q; q++) digits &= isdigit((unsigned char)*q) != 0;
+    if (!digits)
+        return run_error(EXIT_RUNTIME, "%s: %s: '%.40s' is not a token id", where, at, word);
+    errno = 0;
+    long long x = strtoll(word, NULL, 10);
+    if (errno == ERANGE || x < 0 || x >= n_vocab)
+        return run_error(EXIT_RUNTIME, "%s: %s: id %.40s is out of range [0, %d)", where, at,
+                         word, (int)n_vocab);
+    *out = (int32_t)x;
+    return EXIT_OK;
+}
+
+int run_read_tokens(const char *path, int32_t n_vocab, int32_t **tokens, size_t *n)
+{
+    *tokens = NULL;
+    *n = 0;
+    FILE *f = open_input(path);
+    if (!f) return run_error(EXIT_RUNTIME, "cannot open '%s': %s", path, strerror(errno));
+    id_vec a = {0};
+    char word[64];
+    size_t wl = 0, line = 1, word_line = 1;
+    int rc = EXIT_OK, c;
+    do {
+        c = getc(f);
+        if (c == EOF || isspace(c)) {
+            if (wl > 0) {
+                word[wl < sizeof word ? wl : sizeof word - 1] = '\0';
+                int32_t t;
+                if ((rc = parse_id(word, n_vocab, path, a.n + 1, word_line, &t))) break;
+                if (push(&a, t)) {
+                    rc = run_error(EXIT_RUNTIME, "out of memory reading '%s'", path);
+                    break;
+                }
+                wl = 0;
+            }
+            if (c == '\n') line++;
+        } else {
+            if (wl == 0) word_line = line;
+            if (wl < sizeof word - 1) word[wl] = (char)c;
+            wl++;
+        }
+    } while (c != EOF);
+    if (rc == EXIT_OK && ferror(f)) rc = run_error(EXIT_RUNTIME, "cannot read '%s': %s", path, strerror(errno));
+    close_input(f);
+    if (rc) {
+        free(a.v);
+        return rc;
+    }
+    *tokens = a.v;
+    *n = a.n;
+    return EXIT_OK;
+}
+
+int run_parse_ids(const char *text, int32_t n_vocab, int32_t **tokens, size_t *n)
+{
+    *tokens = NULL;
+    *n = 0;
+    id_vec a = {0};
+    const char *p = text;
+    for (;;) {
+        while (*p && isspace((unsigned char)*p)) p++;
+        if (!*p) break;
+        char word[64];
+        size_t wl = 0;
+        while (p[wl] && !isspace((unsigned char)p[wl])) wl++;
+        snprintf(word, sizeof word, "%.*s", (int)(wl < sizeof word ? wl : sizeof word - 1), p);
+        p += wl;
+        int32_t t;
+        int rc = parse_id(word, n_vocab, "input", a.n + 1, 0, &t);
+        if (!rc && push(&a, t)) rc = run_error(EXIT_RUNTIME, "out of memory");
+        if (rc) {
+            free(a.v);
+            return rc;
+        }
+    }
+    *tokens = a.v;
+    *n = a.n;
+    return EXIT_OK;
+}
+
+int run_tokenize(const mg_model *model, const char *text, size_t len, int add_bos,
+                 int32_t **tokens, size_t *n)
+{
+    *tokens = NULL;
+    *n = 0;
+    size_t cap = len + 8, need = 0;
+    for (int attempt = 0; attempt < 2; attempt++) {
+        int32_t *buf = malloc(cap * sizeof *buf);
+        if (!buf) return run_error(EXIT_RUNTIME, "out of memory for %zu tokens", cap);
+        int rc = mg_tokenize(model, text, len, add_bos, buf, cap, &need);
+        if (rc == MG_OK) {
+            *tokens = buf;
+            *n = need;
+            return EXIT_OK;
+        }
+        free(buf);
+        if (rc != MG_ERR_INVALID_ARG || need <= cap) return run_lib_error("cannot tokenize the text");
+        cap = need;
+    }
+    return run_lib_error("cannot tokenize the text");
+}

@@ -1,0 +1,523 @@
+/* neon.c - the AArch64 Advanced SIMD (NEON) kernel table.
+ *
+ * Every kernel computes what its scalar.c counterpart computes (see kernels.h), four floats
+ * per vector, with scalar tails. Most of them agree with the scalar table bit for bit:
+ *   - the elementwise kernels, complex_mul, rope and cema_scan do the same IEEE operations
+ *     in the same order (separate multiplies and adds, no fused multiply-add, which the
+ *     scalar file does not get either under -std=c11), only four lanes at a time; cema_scan
+ *     runs four consecutive channels per vector, and rope takes its angles from libm's
+ *     sinf/cosf exactly as the scalar table does, so it agrees for every position;
+ *   - the norm moments are accumulated in double (float64x2) like the scalar reference, only
+ *     in another order (differences of the order of 1e-16 relative in the moments);
+ *   - f16_to_f32 (FCVTL, with the NaN bit pattern of the scalar code restored for signalling
+ *     NaNs, which FCVTL would quieten) and bf16_to_f32 (a widening shift) are bit-exact for all
+ *     65536 inputs;
+ *   - silu and softmax use v_exp below instead of libm's expf: within 2 ulp of exp (see its
+ *     comment), which tests/cross/test-neon-exp.c checks.
+ * Built only on AArch64, where Advanced SIMD is part of the base architecture (no run-time
+ * check is needed; cpu.c registers the table unconditionally under MG_HAVE_NEON). */
+#include "config.h"
+
+#include "kernels.h"
+
+#if !defined(__aarch64__)
+#error "simd/neon.c is the AArch64 NEON table: build it for AArch64 only"
+#endif
+
+#include <arm_neon.h>
+#include <math.h>
+#include <string.h>
+
+/* ------------------------------------------------------------------ vector exp */
+
+/* exp(x) for four floats.
+ *   x is first clamped to [-104, 89]: exp(-104) < 2^-150 rounds to +0 and exp(89) > FLT_MAX
+ *   overflows to +inf, so the clamp changes no result; NaN stays NaN (FMIN/FMAX propagate it).
+ *   n = rint(x / ln 2), r = x - n ln2_hi - n ln2_lo (two fused steps), |r| <= ln2/2 + tiny.
+ *   exp(r) = 1 + r + r^2 q(r), q of degree 4, a minimax fit of (exp(r) - 1 - r) / r^2 for
+ *   relative error of exp on [-ln2/2, ln2/2]: 3.8e-9 (0.03 ulp) with the float coefficients.
+ *   2^n is applied as two exact power-of-two products 2^(n>>1) * 2^(n - (n>>1)), both normal
+ *   for n in [-150, 128], so that results in the subnormal range (x < -87.3) and overflow to
+ *   +inf (x > 88.72) come out as expf's do.
+ * Maximum error, measured against double exp() on every float in [-104, 89] (see
+ * tests/cross/test-neon-exp.c, which checks it on a dense sample): 1.6 ulp for normal results
+ * (relative error <= 1.9e-7), i.e. below the bound of 2 ulp stated above and checked there;
+ * subnormal results are within one subnormal ulp (2^-149) of exp. */
+static inline float32x4_t v_exp(float32x4_t x)
+{
+    const float32x4_t log2e = vdupq_n_f32(0x1.715476p+0f);
+    const float32x4_t ln2_hi = vdupq_n_f32(0x1.62e430p-1f);
+    const float32x4_t ln2_lo = vdupq_n_f32(-0x1.05c610p-29f);
+    x = vminq_f32(vmaxq_f32(x, vdupq_n_f32(-104.0f)), vdupq_n_f32(89.0f));
+    float32x4_t z = vrndnq_f32(vmulq_f32(x, log2e)); /* integral, in [-150, 128] */
+    int32x4_t n = vcvtq_s32_f32(z);
+    float32x4_t r = vfmsq_f32(x, z, ln2_hi);
+    r = vfmsq_f32(r, z, ln2_lo);
+    float32x4_t q = vfmaq_f32(vdupq_n_f32(0x1.1239d4p-7f), vdupq_n_f32(0x1.6a244cp-10f), r);
+    q = vfmaq_f32(vdupq_n_f32(0x1.5558f2p-5f), q, r);
+    q = vfmaq_f32(vdupq_n_f32(0x1.555492p-3f), q, r);
+    q = vfmaq_f32(vdupq_n_f32(0x1.fffffcp-2f), q, r);
+    float32x4_t p = vaddq_f32(vdupq_n_f32(1.0f), vfmaq_f32(r, vmulq_f32(r, r), q));
+    int32x4_t n1 = vshrq_n_s32(n, 1), n2 = vsubq_s32(n, n1);
+    const int32x4_t bias = vdupq_n_s32(127);
+    float32x4_t s1 = vreinterpretq_f32_s32(vshlq_n_s32(vaddq_s32(n1, bias), 23));
+    float32x4_t s2 = vreinterpretq_f32_s32(vshlq_n_s32(vaddq_s32(n2, bias), 23));
+    return vmulq_f32(vmulq_f32(p, s1), s2);
+}
+
+/* ------------------------------------------------------------------ norms */
+
+/* sum of x[0..n) in double */
+static double sum_f64(const float *x, int n)
+{
+    float64x2_t a0 = vdupq_n_f64(0.0), a1 = a0, a2 = a0, a3 = a0;
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        float32x4_t v0 = vld1q_f32(x + i), v1 = vld1q_f32(x + i + 4);
+        a0 = vaddq_f64(a0, vcvt_f64_f32(vget_low_f32(v0)));
+        a1 = vaddq_f64(a1, vcvt_high_f64_f32(v0));
+        a2 = vaddq_f64(a2, vcvt_f64_f32(vget_low_f32(v1)));
+        a3 = vaddq_f64(a3, vcvt_high_f64_f32(v1));
+    }
+    for (; i + 4 <= n; i += 4) {
+        float32x4_t v = vld1q_f32(x + i);
+        a0 = vaddq_f64(a0, vcvt_f64_f32(vget_low_f32(v)));
+        a1 = vaddq_f64(a1, vcvt_high_f64_f32(v));
+    }
+    double s = vaddvq_f64(vaddq_f64(vaddq_f64(a0, a1), vaddq_f64(a2, a3)));
+    for (; i < n; i++) s += x[i];
+    return s;
+}
+
+/* sum of (x[i] - c)^2 in double (c = 0: sum of squares; the products are exact in double) */
+static double sumsq_f64(const float *x, double c, int n)
+{
+    const float64x2_t cv = vdupq_n_f64(c);
+    float64x2_t a0 = vdupq_n_f64(0.0), a1 = a0, a2 = a0, a3 = a0;
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        float32x4_t v0 = vld1q_f32(x + i), v1 = vld1q_f32(x + i + 4);
+        float64x2_t d0 = vsubq_f64(vcvt_f64_f32(vget_low_f32(v0)), cv);
+        float64x2_t d1 = vsubq_f64(vcvt_high_f64_f32(v0), cv);
+        float64x2_t d2 = vsubq_f64(vcvt_f64_f32(vget_low_f32(v1)), cv);
+        float64x2_t d3 = vsubq_f64(vcvt_high_f64_f32(v1), cv);
+        a0 = vfmaq_f64(a0, d0, d0);
+        a1 = vfmaq_f64(a1, d1, d1);
+        a2 = vfmaq_f64(a2, d2, d2);
+        a3 = vfmaq_f64(a3, d3, d3);
+    }
+    for (; i + 4 <= n; i += 4) {
+        float32x4_t v = vld1q_f32(x + i);
+        float64x2_t d0 = vsubq_f64(vcvt_f64_f32(vget_low_f32(v)), cv);
+        float64x2_t d1 = vsubq_f64(vcvt_high_f64_f32(v), cv);
+        a0 = vfmaq_f64(a0, d0, d0);
+        a1 = vfmaq_f64(a1, d1, d1);
+    }
+    double s = vaddvq_f64(vaddq_f64(vaddq_f64(a0, a1), vaddq_f64(a2, a3)));
+    for (; i < n; i++) s += ((double)x[i] - c) * ((double)x[i] - c);
+    return s;
+}
+
+/* y = (x - m) * r * (1 + w) [+ b], as the scalar code forms it: with bias set, b == NULL adds
+ * +0 (as scalar.c's "+ 0.0f"); w == NULL multiplies by 1. */
+static void norm_apply(const float *x, float m, float r, const float *w, const float *b,
+                       int bias, int n, float *y)
+{
+    const float32x4_t mv = vdupq_n_f32(m), rv = vdupq_n_f32(r), one = vdupq_n_f32(1.0f);
+    const float32x4_t zero = vdupq_n_f32(0.0f);
+    int i = 0;
+    for (; i + 4 <= n; i += 4) {
+        float32x4_t v = vmulq_f32(vsubq_f32(vld1q_f32(x + i), mv), rv);
+        v = vmulq_f32(v, w ? vaddq_f32(one, vld1q_f32(w + i)) : one);
+        if (bias) v = vaddq_f32(v, b ? vld1q_f32(b + i) : zero);
+        vst1q_f32(y + i, v);
+    }
+    for (; i < n; i++) {
+        float v = (x[i] - m) * r * (w ? 1.0f + w[i] : 1.0f);
+        y[i] = bias ? v + (b ? b[i] : 0.0f) : v;
+    }
+}
+
+static void rms_norm(const float *x, const float *w, float eps, int n, float *y)
+{
+    double ss = sumsq_f64(x, 0.0, n);
+    float r = (float)(1.0 / sqrt(ss / n + eps));
+    norm_apply(x, 0.0f, r, w, NULL, 0, n, y); /* x - 0 == x exactly */
+}
+
+static void layer_norm(const float *x, const float *w, const float *b, float eps, int n,
+                       float *y)
+{
+    double mean = sum_f64(x, n) / n;
+    double v = sumsq_f64(x, mean, n);
+    float r = (float)(1.0 / sqrt(v / n + eps));
+    norm_apply(x, (float)mean, r, w, b, 1, n, y);
+}
+
+static void timestep_norm(const float *x, int L, int D, int G, const float *w, const float *b,
+                          float eps, int64_t *count, float *mean, float *var, float *y)
+{
+    const int Dg = D / G;
+    for (int t = 0; t < L; t++) {
+        const float *xt = x + (size_t)t * D;
+        float *yt = y + (size_t)t * D;
+        int64_t n = *count;
+        double c1 = (double)n / (double)(n + 1), c2 = 1.0 / (double)(n + 1);
+        for (int g = 0; g < G; g++) {
+            const float *xg = xt + g * Dg;
+            double gm = sum_f64(xg, Dg) / Dg;
+            double gv = sumsq_f64(xg, gm, Dg) / Dg;
+            double d = gm - mean[g];
+            double mu = c1 * mean[g] + c2 * gm;
+            double va = c1 * var[g] + c2 * gv + (c1 * d) * (c2 * d);
+            mean[g] = (float)mu;
+            var[g] = (float)va;
+            float r = (float)(1.0 / sqrt(va + eps));
+            norm_apply(xg, (float)mu, r, w ? w + g * Dg : NULL, b ? b + g * Dg : NULL, 1, Dg,
+                       yt + g * Dg);
+        }
+        *count = n + 1;
+    }
+}
+
+/* ------------------------------------------------------------------ CEMA */
+
+/* one channel, exactly the scalar code */
+static void cema_channel(const float *x, int L, int D, int N, int d, const float *p,
+                         const float *q, const float *eta, const float *omega, float *h,
+                         float *y)
+{
+    const float *pd = p + (size_t)d * N;
+    const float *qd = q + (size_t)d * N * 2;
+    const float *ed = eta + (size_t)d * N * 2;
+    float *hd = h + (size_t)d * N * 2;
+    for (int t = 0; t < L; t++) {
+        float xt = x[(size_t)t * D + d];
+        float acc = omega[d] * xt;
+        for (int n = 0; n < N; n++) {
+            float hr = hd[2 * n], hi = hd[2 * n + 1];
+            float qr = qd[2 * n], qi = qd[2 * n + 1];
+            float nr = qr * hr - qi * hi + pd[n] * xt;
+            float ni = qr * hi + qi * hr;
+            hd[2 * n] = nr;
+            hd[2 * n + 1] = ni;
+            acc += ed[2 * n] * nr - ed[2 * n + 1] * ni;
+        }
+        y[(size_t)t * D + d] = acc;
+    }
+}
+
+/* Components per channel that the four-channel path keeps in its local transposed arrays
+ * (7 x 16 bytes each); larger N falls back to cema_channel. Megalodon uses N = 16. */
+#define CEMA_MAXN 64
+
+/* Four channels d .. d+3 at once, lane c = channel d + c. The parameters and state are first
+ * transposed to one vector per component; each step then does, per lane, the scalar code's
+ * operations in its order, so the results equal the scalar table's bit for bit. */
+static void cema_quad(const float *x, int L, int D, int N, int d, const float *p,
+                      const float *q, const float *eta, const float *omega, float *h, float *y)
+{
+    float32x4_t P[CEMA_MAXN], QR[CEMA_MAXN], QI[CEMA_MAXN], ER[CEMA_MAXN], EI[CEMA_MAXN];
+    float32x4_t HR[CEMA_MAXN], HI[CEMA_MAXN];
+    for (int n = 0; n < N; n++) {
+        float tp[4], tqr[4], tqi[4], ter[4], tei[4], thr[4], thi[4];
+        for (int c = 0; c < 4; c++) {
+            size_t i = (size_t)(d + c) * N + n;
+            tp[c] = p[i];
+            tqr[c] = q[2 * i];
+            tqi[c] = q[2 * i + 1];
+            ter[c] = eta[2 * i];
+            tei[c] = eta[2 * i + 1];
+            thr[c] = h[2 * i];
+            thi[c] = h[2 * i + 1];
+        }
+        P[n] = vld1q_f32(tp);
+        QR[n] = vld1q_f32(tqr);
+        QI[n] = vld1q_f32(tqi);
+        ER[n] = vld1q_f32(ter);
+        EI[n] = vld1q_f32(tei);
+        HR[n] = vld1q_f32(thr);
+        HI[n] = vld1q_f32(thi);
+    }
+    const float32x4_t om = vld1q_f32(omega + d);
+    for (int t = 0; t < L; t++) {
+        float32x4_t xv = vld1q_f32(x + (size_t)t * D + d);
+        float32x4_t acc = vmulq_f32(om, xv);
+        for (int n = 0; n < N; n++) {
+            float32x4_t hr = HR[n], hi = HI[n];
+            float32x4_t nr = vaddq_f32(vsubq_f32(vmulq_f32(QR[n], hr), vmulq_f32(QI[n], hi)),
+                                       vmulq_f32(P[n], xv));
+            float32x4_t ni = vaddq_f32(vmulq_f32(QR[n], hi), vmulq_f32(QI[n], hr));
+            HR[n] = nr;
+            HI[n] = ni;
+            acc = vaddq_f32(acc, vsubq_f32(vmulq_f32(ER[n], nr), vmulq_f32(EI[n], ni)));
+        }
+        vst1q_f32(y + (size_t)t * D + d, acc);
+    }
+    for (int n = 0; n < N; n++) {
+        float thr[4], thi[4];
+        vst1q_f32(thr, HR[n]);
+        vst1q_f32(thi, HI[n]);
+        for (int c = 0; c < 4; c++) {
+            size_t i = (size_t)(d + c) * N + n;
+            h[2 * i] = thr[c];
+            h[2 * i + 1] = thi[c];
+        }
+    }
+}
+
+static void cema_scan(const float *x, int L, int D, int N, int d0, int d1, const float *p,
+                      const float *q, const float *eta, const float *omega, float *h, float *y)
+{
+    int d = d0;
+    if (N <= CEMA_MAXN)
+        for (; d + 4 <= d1; d += 4) cema_quad(x, L, D, N, d, p, q, eta, omega, h, y);
+    for (; d < d1; d++) cema_channel(x, L, D, N, d, p, q, eta, omega, h, y);
+}
+
+/* ------------------------------------------------------------------ complex, rope */
+
+static void complex_mul(const float *a, const float *b, float *y, int n)
+{
+    int i = 0;
+    for (; i + 4 <= n; i += 4) {
+        float32x4x2_t A = vld2q_f32(a + 2 * i), B = vld2q_f32(b + 2 * i), Y;
+        Y.val[0] = vsubq_f32(vmulq_f32(A.val[0], B.val[0]), vmulq_f32(A.val[1], B.val[1]));
+        Y.val[1] = vaddq_f32(vmulq_f32(A.val[0], B.val[1]), vmulq_f32(A.val[1], B.val[0]));
+        vst2q_f32(y + 2 * i, Y);
+    }
+    for (; i < n; i++) {
+        float ar = a[2 * i], ai = a[2 * i + 1], br = b[2 * i], bi = b[2 * i + 1];
+        y[2 * i] = ar * br - ai * bi;
+        y[2 * i + 1] = ar * bi + ai * br;
+    }
+}
+
+/* The angle pos * freqs[i] is formed in fp32 (as scalar.c and the official code do), its
+ * cosine and sine come from libm's cosf/sinf (correctly reduced for any position, and the
+ * same values as the scalar table's), and the rotation runs on vectors. */
+static void rope(float *x, int dh, int pos, const float *freqs)
+{
+    const int h = dh / 2;
+    const float32x4_t pv = vdupq_n_f32((float)pos);
+    int i = 0;
+    for (; i + 4 <= h; i += 4) {
+        float th[4], c[4], s[4];
+        vst1q_f32(th, vmulq_f32(pv, vld1q_f32(freqs + i)));
+        for (int k = 0; k < 4; k++) {
+            c[k] = cosf(th[k]);
+            s[k] = sinf(th[k]);
+        }
+        float32x4_t cv = vld1q_f32(c), sv = vld1q_f32(s);
+        float32x4x2_t X = vld2q_f32(x + 2 * i), Y;
+        Y.val[0] = vsubq_f32(vmulq_f32(X.val[0], cv), vmulq_f32(X.val[1], sv));
+        Y.val[1] = vaddq_f32(vmulq_f32(X.val[0], sv), vmulq_f32(X.val[1], cv));
+        vst2q_f32(x + 2 * i, Y);
+    }
+    for (; i < h; i++) {
+        float th = (float)pos * freqs[i];
+        float c = cosf(th), s = sinf(th);
+        float a = x[2 * i], b = x[2 * i + 1];
+        x[2 * i] = a * c - b * s;
+        x[2 * i + 1] = a * s + b * c;
+    }
+}
+
+/* ------------------------------------------------------------------ softmax, silu */
+
+static void softmax(float *x, int n)
+{
+    float m = x[0];
+    int i = 0;
+    if (n >= 4) {
+        float32x4_t mv = vld1q_f32(x);
+        for (i = 4; i + 4 <= n; i += 4) mv = vmaxnmq_f32(mv, vld1q_f32(x + i));
+        m = vmaxnmvq_f32(mv);
+    }
+    for (; i < n; i++) m = x[i] > m ? x[i] : m;
+
+    const float32x4_t mv = vdupq_n_f32(m);
+    float64x2_t s0 = vdupq_n_f64(0.0), s1 = s0;
+    for (i = 0; i + 4 <= n; i += 4) {
+        float32x4_t e = v_exp(vsubq_f32(vld1q_f32(x + i), mv));
+        vst1q_f32(x + i, e);
+        s0 = vaddq_f64(s0, vcvt_f64_f32(vget_low_f32(e)));
+        s1 = vaddq_f64(s1, vcvt_high_f64_f32(e));
+    }
+    double s = vaddvq_f64(vaddq_f64(s0, s1));
+    if (i < n) { /* the tail through the same exp, so no element depends on where it sits */
+        float t[4] = {0, 0, 0, 0};
+        memcpy(t, x + i, sizeof(float) * (size_t)(n - i));
+        vst1q_f32(t, v_exp(vsubq_f32(vld1q_f32(t), mv)));
+        for (int k = 0; i + k < n; k++) {
+            x[i + k] = t[k];
+            s += t[k];
+        }
+    }
+
+    const float32x4_t rv = vdupq_n_f32((float)(1.0 / s));
+    for (i = 0; i + 4 <= n; i += 4) vst1q_f32(x + i, vmulq_f32(vld1q_f32(x + i), rv));
+    for (; i < n; i++) x[i] *= vgetq_lane_f32(rv, 0);
+}
+
+/* x / (1 + exp(-x)), with a true division as the scalar code */
+static inline float32x4_t v_silu(float32x4_t x)
+{
+    return vdivq_f32(x, vaddq_f32(vdupq_n_f32(1.0f), v_exp(vnegq_f32(x))));
+}
+
+static void silu(const float *x, float *y, size_t n)
+{
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        vst1q_f32(y + i, v_silu(vld1q_f32(x + i)));
+        vst1q_f32(y + i + 4, v_silu(vld1q_f32(x + i + 4)));
+    }
+    for (; i + 4 <= n; i += 4) vst1q_f32(y + i, v_silu(vld1q_f32(x + i)));
+    if (i < n) {
+        float t[4] = {0, 0, 0, 0};
+        memcpy(t, x + i, sizeof(float) * (n - i));
+        vst1q_f32(t, v_silu(vld1q_f32(t)));
+        memcpy(y + i, t, sizeof(float) * (n - i));
+    }
+}
+
+/* ------------------------------------------------------------------ elementwise */
+
+static void mul(const float *a, const float *b, float *y, size_t n)
+{
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        vst1q_f32(y + i, vmulq_f32(vld1q_f32(a + i), vld1q_f32(b + i)));
+        vst1q_f32(y + i + 4, vmulq_f32(vld1q_f32(a + i + 4), vld1q_f32(b + i + 4)));
+    }
+    for (; i + 4 <= n; i += 4) vst1q_f32(y + i, vmulq_f32(vld1q_f32(a + i), vld1q_f32(b + i)));
+    for (; i < n; i++) y[i] = a[i] * b[i];
+}
+
+static void add(const float *a, const float *b, float *y, size_t n)
+{
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        vst1q_f32(y + i, vaddq_f32(vld1q_f32(a + i), vld1q_f32(b + i)));
+        vst1q_f32(y + i + 4, vaddq_f32(vld1q_f32(a + i + 4), vld1q_f32(b + i + 4)));
+    }
+    for (; i + 4 <= n; i += 4) vst1q_f32(y + i, vaddq_f32(vld1q_f32(a + i), vld1q_f32(b + i)));
+    for (; i < n; i++) y[i] = a[i] + b[i];
+}
+
+/* y = x * s + t per column, as two rounded operations (t == NULL adds +0, as scalar.c) */
+static void affine_rows(const float *x, size_t rows, int m, const float *s, const float *t,
+                        float *y)
+{
+    const float32x4_t zero = vdupq_n_f32(0.0f);
+    for (size_t r = 0; r < rows; r++) {
+        const float *xr = x + r * (size_t)m;
+        float *yr = y + r * (size_t)m;
+        int i = 0;
+        for (; i + 4 <= m; i += 4)
+            vst1q_f32(yr + i, vaddq_f32(vmulq_f32(vld1q_f32(xr + i), vld1q_f32(s + i)),
+                                        t ? vld1q_f32(t + i) : zero));
+        for (; i < m; i++) yr[i] = xr[i] * s[i] + (t ? t[i] : 0.0f);
+    }
+}
+
+static void scale(const float *x, float a, float *y, size_t n)
+{
+    const float32x4_t av = vdupq_n_f32(a);
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        vst1q_f32(y + i, vmulq_f32(av, vld1q_f32(x + i)));
+        vst1q_f32(y + i + 4, vmulq_f32(av, vld1q_f32(x + i + 4)));
+    }
+    for (; i + 4 <= n; i += 4) vst1q_f32(y + i, vmulq_f32(av, vld1q_f32(x + i)));
+    for (; i < n; i++) y[i] = a * x[i];
+}
+
+/* ------------------------------------------------------------------ conversions */
+
+/* scalar.c's half_to_float */
+static float half_to_float(uint16_t h)
+{
+    uint32_t sign = (uint32_t)(h >> 15) << 31, e = (h >> 10) & 0x1f, m = h & 0x3ff, bits;
+    if (e == 0) {
+        if (m == 0) {
+            bits = sign;
+        } else {
+            e = 127 - 15 + 1;
+            while (!(m & 0x400)) { m <<= 1; e--; }
+            bits = sign | (e << 23) | ((m & 0x3ff) << 13);
+        }
+    } else if (e == 31) {
+        bits = sign | 0x7f800000u | (m << 13);
+    } else {
+        bits = sign | ((e - 15 + 127) << 23) | (m << 13);
+    }
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+/* The bit pattern scalar.c gives a half with exponent 31: sign, all-ones exponent, the
+ * payload shifted up unchanged (FCVTL sets the quiet bit of a signalling NaN instead). */
+static inline float32x4_t half_special(uint16x4_t h)
+{
+    uint32x4_t w = vmovl_u16(h);
+    uint32x4_t bits = vorrq_u32(vshlq_n_u32(vandq_u32(w, vdupq_n_u32(0x8000)), 16),
+                                vshlq_n_u32(vandq_u32(w, vdupq_n_u32(0x7fff)), 13));
+    return vreinterpretq_f32_u32(vorrq_u32(bits, vdupq_n_u32(0x70000000)));
+}
+
+static void f16_to_f32(const uint16_t *x, float *y, size_t n)
+{
+    const uint16x8_t absmask = vdupq_n_u16(0x7fff), inf = vdupq_n_u16(0x7c00);
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint16x8_t h = vld1q_u16(x + i);
+        float32x4_t lo = vcvt_f32_f16(vreinterpret_f16_u16(vget_low_u16(h)));
+        float32x4_t hi = vcvt_high_f32_f16(vreinterpretq_f16_u16(h));
+        uint16x8_t nan = vcgtq_u16(vandq_u16(h, absmask), inf);
+        if (vmaxvq_u16(nan)) { /* rare: put back the scalar NaN bits */
+            uint32x4_t mlo = vmovl_u16(vget_low_u16(nan)), mhi = vmovl_high_u16(nan);
+            mlo = vorrq_u32(mlo, vshlq_n_u32(mlo, 16));
+            mhi = vorrq_u32(mhi, vshlq_n_u32(mhi, 16));
+            lo = vbslq_f32(mlo, half_special(vget_low_u16(h)), lo);
+            hi = vbslq_f32(mhi, half_special(vget_high_u16(h)), hi);
+        }
+        vst1q_f32(y + i, lo);
+        vst1q_f32(y + i + 4, hi);
+    }
+    for (; i < n; i++) y[i] = half_to_float(x[i]);
+}
+
+static void bf16_to_f32(const uint16_t *x, float *y, size_t n)
+{
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint16x8_t h = vld1q_u16(x + i);
+        vst1q_f32(y + i, vreinterpretq_f32_u32(vshll_n_u16(vget_low_u16(h), 16)));
+        vst1q_f32(y + i + 4, vreinterpretq_f32_u32(vshll_high_n_u16(h, 16)));
+    }
+    for (; i < n; i++) {
+        uint32_t bits = (uint32_t)x[i] << 16;
+        memcpy(&y[i], &bits, 4);
+    }
+}
+
+const mg_kernels mg_kernels_neon = {
+    .name = "neon",
+    .rms_norm = rms_norm,
+    .layer_norm = layer_norm,
+    .timestep_norm = timestep_norm,
+    .cema_scan = cema_scan,
+    .complex_mul = complex_mul,
+    .rope = rope,
+    .softmax = softmax,
+    .silu = silu,
+    .mul = mul,
+    .add = add,
+    .affine_rows = affine_rows,
+    .scale = scale,
+    .f16_to_f32 = f16_to_f32,
+    .bf16_to_f32 = bf16_to_f32,
+};
