@@ -293,7 +293,6 @@ class Checkpoint:
         src = args.checkpoint
         self.mp = 1
         self.dtype_decl = None              # consolidate_config.json "dtype"
-        self.extra_cfg = {}
         if os.path.isdir(src):
             cfg_path = args.config or os.path.join(src, "config.json")
             self._read_config(cfg_path, "the model configuration")
@@ -323,8 +322,8 @@ class Checkpoint:
                 self.files = [os.path.join(src, "consolidated.%02d.pth" % r) for r in range(mp)]
             missing = [p for p in self.files if not os.path.exists(p)]
             if missing:
-                raise ConvertError("%s: missing shard%s for model_parallel_size %d (from %s): %s" % (
-                    src, "s" if len(missing) > 1 else "", mp, cc_path,
+                raise ConvertError("%s: missing %s%s for model_parallel_size %d (from %s): %s" % (
+                    src, "shard" if mp > 1 else "file", "s" if len(missing) > 1 else "", mp, cc_path,
                     ", ".join(os.path.basename(p) for p in missing)))
             extra = sorted(n for n in os.listdir(src) if SHARD_RE.match(n)
                            and int(SHARD_RE.match(n).group(1)) >= mp)
@@ -348,7 +347,8 @@ class Checkpoint:
         else:
             raise ConvertError("%s: not found" % src)
         if self.conf.defaulted:
-            opts = [k for k in self.conf.defaulted if k not in ("vocab_size", "output_size")]
+            opts = [k for k in self.conf.defaulted if k in ("norm_affine", "norm_eps", "rope_base", "swiglu",
+                                                            "rescale_nffn", "scale_emb", "share_emb")]
             if opts:
                 note("%s: not given, official defaults used: %s" % (cfg_path, ", ".join(
                     "%s=%s" % (k, json.dumps(MODELCONF_DEFAULTS[k])) for k in opts)))
@@ -885,6 +885,10 @@ def main(argv=None):
     VERBOSE = not args.quiet
     tmp = None
     try:
+        try:
+            import gguf
+        except ImportError:
+            raise ConvertError("the gguf Python package is needed (pip install gguf)")
         out = args.output
         tmp = check_output_path(out)                  # fail early if OUT cannot be written
         ck = Checkpoint(args)
@@ -909,7 +913,6 @@ def main(argv=None):
                 ", scale_emb" if conf.scale_emb else "", ", rescale_nffn" if conf.rescale_nffn else "",
                 "" if conf.norm_affine else ", no norm affine", ck.mp))
         plan = write_gguf(out, tmp, conf, table, tensors, args.outtype, name, tok, args.rope_freqs_bf16)
-        import gguf
         verify_header(tmp, plan, gguf)
         finish(tmp, out)
         tmp = None

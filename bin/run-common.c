@@ -210,11 +210,44 @@ int run_parse_ids(const char *text, int32_t n_vocab, int32_t **tokens, size_t *n
     return EXIT_OK;
 }
 
+/* Offset of the first byte that is not part of a well-formed UTF-8 sequence (RFC 3629: no
+ * overlongs, no surrogates, nothing above U+10FFFF), or len if the text is valid. */
+static size_t utf8_invalid_at(const unsigned char *s, size_t len)
+{
+    size_t i = 0;
+    while (i < len) {
+        unsigned c = s[i];
+        size_t n;
+        unsigned lo = 0x80, hi = 0xBF;
+        if (c < 0x80) { i++; continue; }
+        else if (c >= 0xC2 && c <= 0xDF) n = 1;
+        else if (c == 0xE0) { n = 2; lo = 0xA0; }
+        else if (c == 0xED) { n = 2; hi = 0x9F; }
+        else if (c >= 0xE1 && c <= 0xEF) n = 2;
+        else if (c == 0xF0) { n = 3; lo = 0x90; }
+        else if (c == 0xF4) { n = 3; hi = 0x8F; }
+        else if (c >= 0xF1 && c <= 0xF3) n = 3;
+        else return i;
+        if (i + n >= len) return i; /* truncated sequence */
+        if (s[i + 1] < lo || s[i + 1] > hi) return i;
+        for (size_t k = 2; k <= n; k++)
+            if (s[i + k] < 0x80 || s[i + k] > 0xBF) return i;
+        i += n + 1;
+    }
+    return len;
+}
+
 int run_tokenize(const mg_model *model, const char *text, size_t len, int add_bos,
                  int32_t **tokens, size_t *n)
 {
     *tokens = NULL;
     *n = 0;
+    size_t bad = utf8_invalid_at((const unsigned char *)text, len);
+    if (bad < len)
+        return run_error(EXIT_RUNTIME,
+                         "the text is not valid UTF-8 (byte offset %zu: 0x%02x); give text as "
+                         "UTF-8, or token ids with --tokens",
+                         bad, (unsigned)(unsigned char)text[bad]);
     size_t cap = len + 8, need = 0;
     for (int attempt = 0; attempt < 2; attempt++) {
         int32_t *buf = malloc(cap * sizeof *buf);

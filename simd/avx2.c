@@ -3,13 +3,14 @@
  * Compiled on its own with -mavx2 -mfma -mf16c (and only this file is), so it must only be
  * reached through simd/cpu.c after the CPU and OS checks. Every kernel computes what the
  * scalar reference (scalar.c) defines; see kernels.h. Notes on accuracy:
- *  - norm moments are accumulated in double, like the reference, and the normalized output
- *    uses the reference's fp32 operation order, so norms agree to an ulp or two;
+ *  - norm moments are accumulated in double like the reference, and the output uses the
+ *    reference's fp32 operations in its order: the norms agree with it to an ulp (identical
+ *    in all the tests);
  *  - mul, add, scale, affine_rows and the conversions are bit-identical to the reference;
- *  - exp (softmax, silu) and sin/cos (rope) are the polynomial approximations of vecmath.h;
- *  - complex_mul and cema_scan use FMA. Remainders of exp-based kernels and of cema_scan's
- *    channels are done with masked vector loads, so a value's result does not depend on
- *    where a thread's range starts or ends. */
+ *  - exp (softmax, silu) and sin/cos (rope) are the approximations documented in vecmath.h;
+ *  - complex_mul and cema_scan use FMA. cema_scan gives the same bits whatever L and however
+ *    the channels are split among threads; the remainders of the exp-based kernels use masked
+ *    loads, so an element's result does not depend on its position either. */
 #include "config.h"
 
 #include "kernels.h"

@@ -2,10 +2,10 @@
  *
  * Compiled on its own with -mavx512f -mavx512bw -mavx512dq -mavx512vl -mfma -mf16c (and only
  * this file is), so it must only be reached through simd/cpu.c after the CPU and OS checks.
- * The same algorithms as avx2.c, twice as wide, with masked loads and stores for every
- * remainder instead of scalar tails; exp and sin/cos are the approximations of vecmath.h
- * (exp scales with vscalefps, rounding once exactly like avx2.c's two-step scaling), so this
- * table and the AVX2 one compute the same values except where a sum's order differs. */
+ * The algorithms of avx2.c, twice as wide, with masked loads and stores for every remainder
+ * instead of scalar tails. exp, silu and rope's sin/cos give the same bits as the AVX2 table
+ * (exp scales with vscalefps, which rounds once like avx2.c's two-step scaling); norms,
+ * softmax and cema_scan sum in another order, so they differ from it by roundings. */
 #include "config.h"
 
 #include "kernels.h"

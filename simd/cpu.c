@@ -20,11 +20,6 @@
 #define MG_X86 1
 #endif
 
-/* For kernels.h (the lead adds these there): the tables compiled in, and the names of those
- * usable here, best first, separated by spaces, e.g. "avx2 scalar". */
-extern const mg_kernels mg_kernels_avx2, mg_kernels_avx512, mg_kernels_neon;
-const char *mg_kernels_available(void);
-
 typedef struct {
     const mg_kernels *table;
     int (*supported)(void); /* CPU and OS support */

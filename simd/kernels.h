@@ -64,8 +64,10 @@ typedef struct mg_kernels {
     void (*bf16_to_f32)(const uint16_t *x, float *y, size_t n);
 } mg_kernels;
 
-/* The reference table, always present. */
+/* The reference table, always present; the others exist when configure built them
+ * (MG_HAVE_AVX2, MG_HAVE_AVX512, MG_HAVE_NEON), each in its own file with its own flags. */
 extern const mg_kernels mg_kernels_scalar;
+extern const mg_kernels mg_kernels_avx2, mg_kernels_avx512, mg_kernels_neon;
 
 /* The table for this CPU: the best one compiled in and supported by the CPU and OS, unless
  * MEGALODON_ISA (scalar|avx2|avx512|neon) names another; NULL when MEGALODON_ISA names a

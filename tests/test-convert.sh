@@ -150,7 +150,7 @@ B=$tmp/base.mp1
 S=$tmp/base.mp2
 copy_ckpt() { rm -rf "$2"; cp -r "$1" "$2"; }
 for e in e1 e2 e3 e5 e6 e11 e12 e13 w1; do copy_ckpt "$B" "$tmp/$e"; done
-for e in e4 e7 e8 e9 e10; do copy_ckpt "$S" "$tmp/$e"; done
+for e in e4 e7 e8 e9 e10 w2; do copy_ckpt "$S" "$tmp/$e"; done
 rm "$tmp/e1/config.json" "$tmp/e3/consolidate_config.json" "$tmp/e4/consolidated.01.pth"
 cp "$tmp/e10/consolidated.01.pth" "$tmp/e10/consolidated.02.pth"
 echo "not a checkpoint" > "$tmp/e12/consolidated.pth"
@@ -187,6 +187,8 @@ json_edit("e11", "config.json", lambda j: j["model"].update(swiglu=True))
 sd_edit("e13", "consolidated.pth",
         lambda sd: sd.update({"layers.0.mega.cema.alpha": sd["layers.0.mega.cema.alpha"].long()}))
 sd_edit("w1", "consolidated.pth", lambda sd: sd.update({"extra.thing": torch.zeros(3)}))
+sd_edit("w2", "consolidated.01.pth",
+        lambda sd: sd.update({"layers.0.mega.rmsnorm.weight": sd["layers.0.mega.rmsnorm.weight"] + 0.5}))
 EOF
 ); then
   bad "preparing the broken checkpoints: $out"
@@ -226,6 +228,15 @@ if "$py" "$conv" "$tmp/w1" -o "$tmp/w1.gguf" --name base > "$tmp/w1.out" 2>&1 &&
   ok "unknown tensor: $(grep warning "$tmp/w1.out")"
 else
   bad "unknown tensor: $(cat "$tmp/w1.out")"
+fi
+
+# replicated tensors that differ between shards: rank 0's copy (spec section 7), with a warning
+if "$py" "$conv" "$tmp/w2" -o "$tmp/w2.gguf" --name base > "$tmp/w2.out" 2>&1 &&
+   grep -q "warning: replicated tensor layers\.0\.mega\.rmsnorm\.weight differs between consolidated\.00\.pth and consolidated\.01\.pth (max abs diff 0\.5)" "$tmp/w2.out" &&
+   cmp -s "$tmp/w2.gguf" "$tmp/base.mp1.gguf"; then
+  ok "replicated tensors differing between shards: $(grep warning "$tmp/w2.out")"
+else
+  bad "replicated tensors differing between shards: $(cat "$tmp/w2.out")"
 fi
 
 # an existing output file is replaced atomically

@@ -12,8 +12,6 @@
 #include "kernels.h"
 #include "test.h"
 
-/* Declared in kernels.h by the lead later; defined in simd/cpu.c. */
-const char *mg_kernels_available(void);
 
 /* The x86 tables' vectorized exp over n floats (simd/avx2.c, simd/avx512.c), tested here for
  * accuracy; only called where the table is usable. */

@@ -354,4 +354,24 @@ if [ -f "$tmp/gen.state" ]; then
 fi
 expect 1 "cannot save --state-out: .*no/such/dir/s" "unwritable --state-out" "$run" perplexity -m "$base" --tokens "$toks" --state-out "$tmp/no/such/dir/s"
 
+# text that is not UTF-8 is refused, naming the offset (the byte-tokenizer model)
+printf 'ab\377cd' > "$tmp/bad-utf8.txt"
+expect 1 "not valid UTF-8 \(byte offset 2: 0xff\)" "invalid UTF-8 (tokenize)" "$run" tokenize -m "$golden/ppl-byte.gguf" -f "$tmp/bad-utf8.txt"
+expect 1 "not valid UTF-8 \(byte offset 2: 0xff\)" "invalid UTF-8 (perplexity)" "$run" perplexity -m "$golden/ppl-byte.gguf" -f "$tmp/bad-utf8.txt"
+expect 1 "not valid UTF-8 \(byte offset 1: 0xc3\)" "truncated UTF-8 sequence" "$run" -m "$golden/ppl-byte.gguf" -p "$(printf 'a\303')"
+
+# Ctrl-C during generation: stops, prints the statistics, exits 0
+echo "1 2 3" > "$tmp/p.ids"
+"$run" -m "$base" --tokens "$tmp/p.ids" -n 100000000 > "$tmp/out" 2> "$tmp/err" &
+pid=$!
+sleep 1
+kill -INT $pid
+wait $pid
+rc=$?
+if [ "$rc" -eq 0 ] && grep -Eq "^generation: [0-9]+ tokens in" "$tmp/err"; then
+  ok "Ctrl-C stops generation cleanly: $(grep '^generation' "$tmp/err")"
+else
+  bad "Ctrl-C: exit $rc, stderr: $(tail -2 "$tmp/err")"
+fi
+
 exit $fail
