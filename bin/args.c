@@ -25,7 +25,7 @@ enum {
     O_PROMPT, O_FILE, O_TOKENS, O_NO_BOS, O_NO_EOS, O_BOS,
     O_N_PREDICT, O_TEMP, O_TOP_K, O_TOP_P, O_MIN_P, O_REPEAT_PENALTY, O_REPEAT_LAST_N, O_SEED,
     O_INTERACTIVE, O_IGNORE_EOS, O_NO_DISPLAY_PROMPT,
-    O_JSON, O_PER_TOKEN, O_OFFICIAL_WINDOW, O_PIECES
+    O_JSON, O_PER_TOKEN, O_OFFICIAL_WINDOW, O_PIECES, O_ISA, O_VERBOSE
 };
 
 typedef struct {
@@ -90,8 +90,16 @@ static const opt_def options[] = {
      "start from the streaming state saved in FILE (info: describe it)"},
     {O_STATE_OUT, NULL, "--state-out", "FILE", M_GEN | M_PPL,
      "save the streaming state to FILE at the end"},
+    {O_ISA, NULL, "--isa", "NAME", M_ALL,
+     "kernel table: auto (the best for this CPU, or $MEGALODON_ISA), scalar, avx2, avx512 or "
+     "neon; one this build or CPU lacks is an error"},
+    {O_VERBOSE, "-v", "--verbose", NULL, M_ALL,
+     "describe the backend, its kernel table and the CEMA algorithm on standard error"},
 };
 #define N_OPTIONS (sizeof options / sizeof options[0])
+
+/* the values of --isa (mg_model_params.isa) */
+static const char *const isa_names[] = {"auto", "scalar", "avx2", "avx512", "neon"};
 
 static const char *const mode_names[MODE_COUNT] = {"generate", "perplexity", "tokenize", "info"};
 
@@ -149,6 +157,7 @@ static void default_str(int id, run_mode mode, char *buf, size_t size)
     case O_SEED: snprintf(buf, size, "%llu", (unsigned long long)sp.seed); break;
     case O_THREADS: snprintf(buf, size, "0"); break;
     case O_CEMA: snprintf(buf, size, "auto"); break;
+    case O_ISA: snprintf(buf, size, "auto"); break;
     case O_BATCH:
         snprintf(buf, size, "%s", mode == MODE_PERPLEXITY ? "the chunk size" : "0");
         break;
@@ -332,6 +341,16 @@ static int apply(const opt_def *d, const char *name, const char *v, run_opts *o)
     case O_JSON: o->json = 1; return -1;
     case O_PER_TOKEN: o->per_token = 1; return -1;
     case O_OFFICIAL_WINDOW: o->official_window = 1; return -1;
+    case O_VERBOSE: o->verbose = 1; return -1;
+    case O_ISA:
+        for (size_t i = 0; i < sizeof isa_names / sizeof isa_names[0]; i++)
+            if (strcmp(v, isa_names[i]) == 0) {
+                o->isa = v;
+                return -1;
+            }
+        return run_error(EXIT_USAGE,
+                         "invalid value '%s' for %s: expected auto, scalar, avx2, avx512 or neon",
+                         v, name);
     case O_THREADS:
         if ((rc = parse_long(name, v, 0, 4096, &x)) >= 0) return rc;
         o->n_threads = (int)x;

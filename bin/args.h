@@ -19,6 +19,8 @@ typedef struct {
     const char *model;     /* -m */
     int n_threads;         /* -t; 0: all CPUs */
     mg_cema_algo cema;     /* --cema */
+    const char *isa;       /* --isa; NULL: auto */
+    int verbose;           /* -v */
     const char *state_in;  /* --state-in */
     const char *state_out; /* --state-out */
     int n_batch;           /* -b; 0: the mode's default */
@@ -70,7 +72,8 @@ int run_info(const run_opts *o);          /* run-info.c */
 
 double run_now_ms(void);
 
-/* Load the model given by -m (with -t); *load_ms receives the time taken. */
+/* Load the model given by -m (with -t and --isa; -v describes the backend on stderr);
+ * *load_ms receives the time taken. */
 int run_load_model(const run_opts *o, mg_model **model, double *load_ms);
 /* A fresh state with --cema and n_batch, then --state-in if given. */
 int run_new_state(const run_opts *o, const mg_model *model, int n_batch, mg_state **state);
@@ -79,8 +82,19 @@ int run_save_state(const run_opts *o, const mg_state *state);
 
 /* The whole file (or stdin for "-") in a malloc'd buffer with a NUL after it. */
 int run_read_file(const char *path, char **data, size_t *len);
-/* Whitespace-separated token ids from a file (or "-"), each checked to be in [0, n_vocab):
- * errors name the file, the token's position (1-based) and its line. */
+/* A token file (or "-") read a block at a time, so that memory does not depend on its length:
+ * whitespace-separated ids, each checked to be in [0, n_vocab); errors name the file, the
+ * token's position (1-based) and its line. */
+typedef struct run_token_reader run_token_reader;
+int run_tokens_open(const char *path, int32_t n_vocab, run_token_reader **r);
+/* For a regular file: read it once through (checking every id), set *n to the number of ids
+ * and *known to 1, and go back to the start. For standard input or a pipe, which can be read
+ * only once, *known is 0 and nothing is read. */
+int run_tokens_count(run_token_reader *r, size_t *n, int *known);
+/* The next ids, at most max: *n < max only at the end of the file. */
+int run_tokens_next(run_token_reader *r, int32_t *out, size_t max, size_t *n);
+void run_tokens_close(run_token_reader *r);
+/* All the ids of a token file, in a malloc'd array (a prompt). */
 int run_read_tokens(const char *path, int32_t n_vocab, int32_t **tokens, size_t *n);
 /* Parse whitespace-separated ids from a string (interactive lines). */
 int run_parse_ids(const char *text, int32_t n_vocab, int32_t **tokens, size_t *n);

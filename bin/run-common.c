@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include "args.h"
@@ -18,14 +19,48 @@ double run_now_ms(void)
     return ts.tv_sec * 1e3 + ts.tv_nsec * 1e-6;
 }
 
+static const char *cema_name(mg_cema_algo a)
+{
+    return a == MG_CEMA_FFT ? "fft" : a == MG_CEMA_SCAN ? "scan" : "auto";
+}
+
+/* whether `name` is a word of the space-separated list */
+static int listed(const char *list, const char *name)
+{
+    const size_t len = strlen(name);
+    for (const char *p = list; (p = strstr(p, name)) != NULL; p += len)
+        if ((p == list || p[-1] == ' ') && (p[len] == ' ' || p[len] == '\0')) return 1;
+    return 0;
+}
+
 int run_load_model(const run_opts *o, mg_model **model, double *load_ms)
 {
     double t0 = run_now_ms();
     mg_model_params mp = mg_model_default_params();
     mp.n_threads = o->n_threads;
-    if (mg_model_load(o->model, &mp, model) != MG_OK)
+    mp.isa = o->isa;
+    if (mg_model_load(o->model, &mp, model) != MG_OK) {
+        /* a kernel table this machine lacks is the option's fault, not the file's */
+        if (o->isa && strcmp(o->isa, "auto") != 0 && !listed(mg_isa_available(), o->isa))
+            return run_error(EXIT_RUNTIME, "--isa %s: %s", o->isa, mg_last_error());
         return run_error(EXIT_RUNTIME, "cannot load model: %s", mg_last_error());
+    }
     if (load_ms) *load_ms = run_now_ms() - t0;
+    if (o->verbose) {
+        const int is_auto = !o->isa || strcmp(o->isa, "auto") == 0;
+        const char *env = getenv("MEGALODON_ISA");
+        char req[96];
+        if (is_auto && env && *env)
+            snprintf(req, sizeof req, "auto, MEGALODON_ISA=%.60s", env);
+        else
+            snprintf(req, sizeof req, "%s", is_auto ? "auto" : o->isa);
+        fprintf(stderr, "backend: %s (--isa %s; kernel tables here, best first: %s)\n",
+                mg_model_backend_name(*model), req, mg_isa_available());
+        if (o->mode == MODE_GENERATE || o->mode == MODE_PERPLEXITY)
+            fprintf(stderr, "cema: %s requested%s\n", cema_name(o->cema),
+                    o->cema == MG_CEMA_AUTO ? " (FFT for long calls, the recurrence otherwise)"
+                                            : "");
+    }
     return EXIT_OK;
 }
 
@@ -142,38 +177,148 @@ static int parse_id(const char *word, int32_t n_vocab, const char *where, size_t
     return EXIT_OK;
 }
 
+/* ---------------------------------------------------------------- token files */
+
+#define TOKEN_BLOCK (64 * 1024) /* bytes read at a time */
+
+struct run_token_reader {
+    FILE *f;
+    const char *path;
+    int32_t n_vocab;
+    char *block;
+    size_t len, off; /* bytes in block, next byte */
+    int eof;         /* fread found the end: block holds the last bytes */
+    char word[64];   /* the id being read (longer words are cut for the message) */
+    size_t wl, word_line, line;
+    size_t index;    /* ids returned */
+};
+
+int run_tokens_open(const char *path, int32_t n_vocab, run_token_reader **out)
+{
+    *out = NULL;
+    run_token_reader *r = calloc(1, sizeof *r);
+    if (!r || !(r->block = malloc(TOKEN_BLOCK))) {
+        free(r);
+        return run_error(EXIT_RUNTIME, "out of memory reading '%s'", path);
+    }
+    if (!(r->f = open_input(path))) {
+        int e = errno;
+        free(r->block);
+        free(r);
+        return run_error(EXIT_RUNTIME, "cannot open '%s': %s", path, strerror(e));
+    }
+    r->path = path;
+    r->n_vocab = n_vocab;
+    r->line = 1;
+    *out = r;
+    return EXIT_OK;
+}
+
+void run_tokens_close(run_token_reader *r)
+{
+    if (!r) return;
+    close_input(r->f);
+    free(r->block);
+    free(r);
+}
+
+/* the word that ends here is the next id */
+static int end_word(run_token_reader *r, int32_t *out)
+{
+    r->word[r->wl < sizeof r->word ? r->wl : sizeof r->word - 1] = '\0';
+    r->wl = 0;
+    return parse_id(r->word, r->n_vocab, r->path, r->index + 1, r->word_line, out);
+}
+
+int run_tokens_next(run_token_reader *r, int32_t *out, size_t max, size_t *n)
+{
+    *n = 0;
+    while (*n < max) {
+        if (r->off == r->len) {
+            if (!r->eof) {
+                r->len = fread(r->block, 1, TOKEN_BLOCK, r->f);
+                r->off = 0;
+                if (ferror(r->f))
+                    return run_error(EXIT_RUNTIME, "cannot read '%s': %s", r->path,
+                                     strerror(errno));
+                if (r->len < TOKEN_BLOCK) r->eof = 1;
+                if (r->len > 0) continue;
+            }
+            /* the end: a last id without white space after it */
+            if (r->wl == 0) break;
+            int rc = end_word(r, &out[*n]);
+            if (rc) return rc;
+            r->index++;
+            ++*n;
+            continue;
+        }
+        const int c = (unsigned char)r->block[r->off++];
+        if (isspace(c)) {
+            if (r->wl > 0) {
+                int rc = end_word(r, &out[*n]);
+                if (rc) return rc;
+                r->index++;
+                ++*n;
+            }
+            if (c == '\n') r->line++;
+        } else {
+            if (r->wl == 0) r->word_line = r->line;
+            if (r->wl < sizeof r->word - 1) r->word[r->wl] = (char)c;
+            r->wl++;
+        }
+    }
+    return EXIT_OK;
+}
+
+int run_tokens_count(run_token_reader *r, size_t *n, int *known)
+{
+    *n = 0;
+    *known = 0;
+    struct stat st;
+    if (r->f == stdin || fstat(fileno(r->f), &st) != 0 || !S_ISREG(st.st_mode)) return EXIT_OK;
+    int32_t ids[1024];
+    size_t got;
+    do {
+        int rc = run_tokens_next(r, ids, sizeof ids / sizeof ids[0], &got);
+        if (rc) return rc;
+        *n += got;
+    } while (got == sizeof ids / sizeof ids[0]);
+    /* back to the start */
+    if (fseek(r->f, 0, SEEK_SET) != 0)
+        return run_error(EXIT_RUNTIME, "cannot read '%s' again: %s", r->path, strerror(errno));
+    clearerr(r->f);
+    r->len = r->off = r->wl = r->index = 0;
+    r->eof = 0;
+    r->line = 1;
+    *known = 1;
+    return EXIT_OK;
+}
+
 int run_read_tokens(const char *path, int32_t n_vocab, int32_t **tokens, size_t *n)
 {
     *tokens = NULL;
     *n = 0;
-    FILE *f = open_input(path);
-    if (!f) return run_error(EXIT_RUNTIME, "cannot open '%s': %s", path, strerror(errno));
+    run_token_reader *r;
+    int rc = run_tokens_open(path, n_vocab, &r);
+    if (rc) return rc;
     id_vec a = {0};
-    char word[64];
-    size_t wl = 0, line = 1, word_line = 1;
-    int rc = EXIT_OK, c;
+    size_t got, want;
     do {
-        c = getc(f);
-        if (c == EOF || isspace(c)) {
-            if (wl > 0) {
-                word[wl < sizeof word ? wl : sizeof word - 1] = '\0';
-                int32_t t;
-                if ((rc = parse_id(word, n_vocab, path, a.n + 1, word_line, &t))) break;
-                if (push(&a, t)) {
-                    rc = run_error(EXIT_RUNTIME, "out of memory reading '%s'", path);
-                    break;
-                }
-                wl = 0;
+        if (a.cap - a.n < 1024) {
+            size_t cap = a.cap ? a.cap * 2 : 4096;
+            int32_t *nv = realloc(a.v, cap * sizeof *nv);
+            if (!nv) {
+                rc = run_error(EXIT_RUNTIME, "out of memory reading '%s'", path);
+                break;
             }
-            if (c == '\n') line++;
-        } else {
-            if (wl == 0) word_line = line;
-            if (wl < sizeof word - 1) word[wl] = (char)c;
-            wl++;
+            a.v = nv;
+            a.cap = cap;
         }
-    } while (c != EOF);
-    if (rc == EXIT_OK && ferror(f)) rc = run_error(EXIT_RUNTIME, "cannot read '%s': %s", path, strerror(errno));
-    close_input(f);
+        want = a.cap - a.n;
+        if ((rc = run_tokens_next(r, a.v + a.n, want, &got))) break;
+        a.n += got;
+    } while (got == want);
+    run_tokens_close(r);
     if (rc) {
         free(a.v);
         return rc;

@@ -12,7 +12,13 @@
  * --official-window reproduces megalodon/inference.py: the N - 1 inputs go in calls of two
  * chunks (the last full chunk alone if their number is odd), then the remainder; after a
  * call ending at e with 8C <= e while inputs remain, the norm statistics are replaced by
- * those of a fresh forward over t[e-6C, e) (mg_state_window_norm_stats, spec 9.4). */
+ * those of a fresh forward over t[e-6C, e) (mg_state_window_norm_stats, spec 9.4).
+ *
+ * A --tokens file is read a block at a time, and only the ids of the next call (plus the
+ * last 6C fed, for the window) are kept; --per-token values are printed as they are made. So
+ * memory does not depend on the document's length. A regular file is read once beforehand
+ * to count and check its ids; standard input or a pipe is read once, as it comes. A text
+ * (-f) is tokenized whole (the tokenizer needs the context): its ids are held. */
 #include "config.h"
 
 #include <math.h>
@@ -31,47 +37,54 @@ typedef struct {
     int tty;
 } progress;
 
+/* total: 0 when the length is not known (a token stream from standard input or a pipe) */
 static void report(progress *pg, size_t done, size_t total, double nll, int final)
 {
     double now = run_now_ms();
     if (!final && now - pg->last < 1000.0) return;
     pg->last = now;
     double s = (now - pg->t0) / 1e3;
-    fprintf(stderr, "%sperplexity: %zu/%zu tokens (%.1f%%), ppl so far %.4f, %.1f tokens/s%s",
-            pg->tty ? "\r" : "", done, total, total ? 100.0 * done / total : 100.0,
-            done ? exp(nll / done) : 1.0, s > 0 ? done / s : 0.0,
-            pg->tty && !final ? "   " : "\n");
+    if (total)
+        fprintf(stderr, "%sperplexity: %zu/%zu tokens (%.1f%%)", pg->tty ? "\r" : "", done, total,
+                100.0 * done / total);
+    else
+        fprintf(stderr, "%sperplexity: %zu tokens", pg->tty ? "\r" : "", done);
+    fprintf(stderr, ", ppl so far %.4f, %.1f tokens/s%s", done ? exp(nll / done) : 1.0,
+            s > 0 ? done / s : 0.0, pg->tty && !final ? "   " : "\n");
     fflush(stderr);
 }
 
-/* Score the rows of one call: row j (token pos + j fed) predicts tokens[pos + j + 1]. */
-static int score(const float *logits, size_t rows, int32_t V, const int32_t *tokens, size_t pos,
-                 double *nll, double *per_token)
+/* The document t_0 .. t_{N-1}: a --tokens file read a block at a time, or the ids of a text. */
+typedef struct {
+    run_token_reader *reader; /* --tokens */
+    int32_t *ids;             /* -f: the whole text's ids */
+    size_t n, next;           /* ids (when known), the next to hand out (-f) */
+    int known;                /* n is known before the end */
+} document;
+
+/* The next ids of the document, at most max: *got < max only at its end. */
+static int doc_next(document *d, int32_t *out, size_t max, size_t *got)
 {
-    for (size_t j = 0; j < rows; j++) {
-        const float *l = logits + j * (size_t)V;
-        double m = -INFINITY;
-        for (int32_t v = 0; v < V; v++) m = l[v] > m ? l[v] : m;
-        double sum = 0.0;
-        for (int32_t v = 0; v < V; v++) sum += exp((double)l[v] - m);
-        const size_t i = pos + j + 1;
-        double x = m + log(sum) - (double)l[tokens[i]];
-        if (!isfinite(x))
-            return run_error(EXIT_RUNTIME, "non-finite logits when scoring token %zu", i);
-        *nll += x;
-        if (per_token) per_token[i - 1] = x;
-    }
+    if (d->reader) return run_tokens_next(d->reader, out, max, got);
+    *got = d->n - d->next < max ? d->n - d->next : max;
+    memcpy(out, d->ids + d->next, *got * sizeof *out);
+    d->next += *got;
     return EXIT_OK;
 }
 
-/* The document's ids: --tokens as given, or the text with BOS/EOS. */
-static int load_document(const run_opts *o, const mg_model *model, const mg_state *state,
-                         int32_t **tokens, size_t *n)
+/* Open the document: --tokens as given (counted and checked first when it is a regular file),
+ * or the text with BOS/EOS. */
+static int open_document(const run_opts *o, const mg_model *model, const mg_state *state,
+                         document *d)
 {
     const mg_hparams *hp = mg_model_hparams(model);
     /* an id is fed (< n_vocab rows of the embedding) and scored (< logits per token) */
     int32_t limit = hp->n_vocab < mg_model_n_vocab(model) ? hp->n_vocab : mg_model_n_vocab(model);
-    if (o->tokens_file) return run_read_tokens(o->tokens_file, limit, tokens, n);
+    if (o->tokens_file) {
+        int rc = run_tokens_open(o->tokens_file, limit, &d->reader);
+        if (rc) return rc;
+        return run_tokens_count(d->reader, &d->n, &d->known);
+    }
 
     if (!mg_model_has_tokenizer(model))
         return run_error(EXIT_RUNTIME, "the model has no tokenizer; use --tokens");
@@ -95,45 +108,88 @@ static int load_document(const run_opts *o, const mg_model *model, const mg_stat
         t = t2;
         t[nt++] = eos;
     }
-    *tokens = t;
-    *n = nt;
+    d->ids = t;
+    d->n = nt;
+    d->known = 1;
     return EXIT_OK;
 }
 
-static void print_result(const run_opts *o, size_t scored, double nll, const double *per_token,
-                         const int32_t *tokens)
+/* The running result; --per-token values are printed as they come. */
+typedef struct {
+    const run_opts *o;
+    double nll;
+    size_t scored;
+} result;
+
+static void print_start(const result *r)
 {
-    double ppl = exp(nll / (double)scored);
-    if (o->json) {
-        printf("{\"tokens\": %zu, \"nll\": %.10g, \"ppl\": ", scored, nll);
+    if (!r->o->per_token) return;
+    if (r->o->json)
+        printf("{\"per_token_nll\": [");
+    else
+        printf("# position token nll\n");
+}
+
+/* Score the rows of one call: row j (t[j] fed) predicts t[j + 1]. */
+static int score(const float *logits, size_t rows, int32_t V, const int32_t *t, result *r)
+{
+    for (size_t j = 0; j < rows; j++) {
+        const float *l = logits + j * (size_t)V;
+        double m = -INFINITY;
+        for (int32_t v = 0; v < V; v++) m = l[v] > m ? l[v] : m;
+        double sum = 0.0;
+        for (int32_t v = 0; v < V; v++) sum += exp((double)l[v] - m);
+        const size_t i = r->scored + 1; /* the position of t[j + 1] */
+        double x = m + log(sum) - (double)l[t[j + 1]];
+        if (!isfinite(x))
+            return run_error(EXIT_RUNTIME, "non-finite logits when scoring token %zu", i);
+        r->nll += x;
+        r->scored++;
+        if (r->o->per_token) {
+            if (r->o->json)
+                printf("%s%.10g", i > 1 ? ", " : "", x);
+            else
+                printf("%zu %d %.10g\n", i, (int)t[j + 1], x);
+        }
+    }
+    return EXIT_OK;
+}
+
+static void print_end(const result *r)
+{
+    const size_t scored = r->scored;
+    const double nll = r->nll, ppl = exp(nll / (double)scored);
+    if (r->o->json) {
+        if (r->o->per_token)
+            printf("], ");
+        else
+            printf("{");
+        printf("\"tokens\": %zu, \"nll\": %.10g, \"ppl\": ", scored, nll);
         if (isfinite(ppl))
             printf("%.10g", ppl);
         else
             printf("null");
-        if (per_token) {
-            printf(", \"per_token_nll\": [");
-            for (size_t i = 0; i < scored; i++) printf("%s%.10g", i ? ", " : "", per_token[i]);
-            printf("]");
-        }
         printf("}\n");
         return;
     }
-    if (per_token) {
-        printf("# position token nll\n");
-        for (size_t i = 0; i < scored; i++)
-            printf("%zu %d %.10g\n", i + 1, (int)tokens[i + 1], per_token[i]);
-    }
     printf("perplexity: %.10g over %zu scored tokens (nll %.10g nats, %.6f nats per token)\n", ppl,
            scored, nll, nll / (double)scored);
+}
+
+static int too_short(size_t n)
+{
+    return run_error(EXIT_RUNTIME,
+                     "perplexity needs at least 2 tokens (the first is context only); the "
+                     "document has %zu", n);
 }
 
 int run_perplexity(const run_opts *o)
 {
     mg_model *model = NULL;
     mg_state *state = NULL;
-    int32_t *tokens = NULL;
+    document doc = {0};
+    int32_t *buf = NULL;
     float *logits = NULL;
-    double *per_token = NULL;
     double load_ms;
     int rc = run_load_model(o, &model, &load_ms);
     if (rc) return rc;
@@ -141,58 +197,84 @@ int run_perplexity(const run_opts *o)
     const int32_t V = mg_model_n_vocab(model);
     const size_t C = (size_t)mg_model_hparams(model)->chunk_size;
     const size_t call = o->official_window ? 2 * C : o->n_batch ? (size_t)o->n_batch : C;
-    size_t N = 0;
+    /* the ids kept: the last WINDOW_CHUNKS * C fed (--official-window), then the inputs of
+     * the next call and the token after them */
+    const size_t hist = o->official_window ? WINDOW_CHUNKS * C : 0;
     if ((rc = run_new_state(o, model, (int)call, &state))) goto done;
-    if ((rc = load_document(o, model, state, &tokens, &N))) goto done;
-    if (N < 2) {
-        rc = run_error(EXIT_RUNTIME,
-                       "perplexity needs at least 2 tokens (the first is context only); the "
-                       "document has %zu", N);
+    if ((rc = open_document(o, model, state, &doc))) goto done;
+    if (doc.known && doc.n < 2) {
+        rc = too_short(doc.n);
         goto done;
     }
-    const size_t n_in = N - 1; /* fed tokens; also the number of scored tokens */
     if (call > SIZE_MAX / sizeof(float) / (size_t)V ||
         !(logits = malloc(call * (size_t)V * sizeof *logits)) ||
-        (o->per_token && !(per_token = malloc(n_in * sizeof *per_token)))) {
+        !(buf = malloc((hist + call + 1) * sizeof *buf))) {
         rc = run_error(EXIT_RUNTIME, "out of memory for the logits of %zu tokens", call);
         goto done;
     }
-    fprintf(stderr,
-            "perplexity: %zu tokens, %zu scored; chunk size %zu, %zu tokens per call%s; load "
-            "time %.2f ms\n",
-            N, n_in, C, call, o->official_window ? ", official statistics window" : "", load_ms);
+    /* buf[0, h): fed ids (the window); buf[h, h + avail): t_pos onwards */
+    size_t h = 0, avail;
+    if ((rc = doc_next(&doc, buf, call + 1, &avail))) goto done;
+    int end = avail < call + 1; /* the whole document has been read */
+    if (avail < 2) { /* a stream: its length is now known */
+        rc = too_short(avail);
+        goto done;
+    }
+    if (doc.known)
+        fprintf(stderr, "perplexity: %zu tokens, %zu scored; ", doc.n, doc.n - 1);
+    else
+        fprintf(stderr, "perplexity: reading %s as it comes; ",
+                strcmp(o->tokens_file, "-") == 0 ? "standard input" : o->tokens_file);
+    fprintf(stderr, "chunk size %zu, %zu tokens per call%s; load time %.2f ms\n", C, call,
+            o->official_window ? ", official statistics window" : "", load_ms);
 
     progress pg = {run_now_ms(), run_now_ms(), isatty(2)};
-    double nll = 0.0;
+    const size_t n_in = doc.known ? doc.n - 1 : 0; /* fed tokens = scored tokens, if known */
+    result res = {o, 0.0, 0};
     size_t pos = 0;
-    /* official: whole chunks two at a time, then the remainder; exact: calls of `call` */
-    const size_t full = o->official_window ? n_in / C * C : n_in;
-    while (pos < n_in) {
-        size_t len = pos < full ? full - pos : n_in - pos;
-        if (len > call) len = call;
-        if (mg_eval(state, tokens + pos, len, logits, MG_LOGITS_ALL) != MG_OK) {
+    print_start(&res);
+    while (avail >= 2) {
+        /* avail - 1 inputs have their next token here; fewer than `call` only at the end.
+         * official: whole chunks two at a time (the last one alone if their number is odd),
+         * then the remainder; exact: calls of `call` */
+        const size_t r = avail - 1;
+        size_t len = r < call ? r : call;
+        if (o->official_window && len < call && len >= C) len = C;
+        if (mg_eval(state, buf + h, len, logits, MG_LOGITS_ALL) != MG_OK) {
             rc = run_error(EXIT_RUNTIME, "evaluation failed at token %zu: %s", pos, mg_last_error());
             goto done;
         }
-        if ((rc = score(logits, len, V, tokens, pos, &nll, per_token))) goto done;
+        if ((rc = score(logits, len, V, buf + h, &res))) goto done;
         pos += len;
-        if (o->official_window && pos >= TRUNCATE_CHUNKS * C && pos < n_in &&
-            mg_state_window_norm_stats(state, tokens + pos - WINDOW_CHUNKS * C,
-                                       WINDOW_CHUNKS * C) != MG_OK) {
+        /* keep the window and the ids not yet fed, then read the next ones */
+        const size_t keep = h + len < hist ? h + len : hist;
+        memmove(buf, buf + h + len - keep, (keep + avail - len) * sizeof *buf);
+        h = keep;
+        avail -= len;
+        if (!end) {
+            size_t got, want = call + 1 - avail;
+            if ((rc = doc_next(&doc, buf + h + avail, want, &got))) goto done;
+            avail += got;
+            end = got < want;
+        }
+        if (o->official_window && pos >= TRUNCATE_CHUNKS * C && avail >= 2 &&
+            mg_state_window_norm_stats(state, buf + h - WINDOW_CHUNKS * C, WINDOW_CHUNKS * C) !=
+                MG_OK) {
             rc = run_error(EXIT_RUNTIME, "statistics window failed at token %zu: %s", pos,
                            mg_last_error());
             goto done;
         }
-        report(&pg, pos, n_in, nll, pos == n_in);
+        report(&pg, pos, n_in, res.nll, avail < 2);
     }
-    print_result(o, n_in, nll, per_token, tokens);
+    print_end(&res);
     fflush(stdout);
     rc = run_save_state(o, state);
 
 done:
-    free(per_token);
+    free(buf);
     free(logits);
-    free(tokens);
+    free(doc.ids);
+    run_tokens_close(doc.reader);
     mg_state_free(state);
     mg_model_free(model);
     return rc;

@@ -1,12 +1,45 @@
-/* backend-cpu-attention.c - RoPE and chunk attention of the CPU backend (OpenBLAS). */
+/* backend-cpu-attention.c - RoPE and chunk attention of the CPU backend (OpenBLAS).
+ *
+ * Attention of L queries over Lk keys, causal and bottom-right aligned (query i sees keys
+ * 0 .. off+i, off = Lk - L), per head out = softmax(q k^T) v, computed in blocks:
+ *
+ *   prefill (L > 1): the queries are cut into row blocks of QB rows. Block [i0, i1) sees
+ *     the keys [0, off+i0) in full (a rectangle: one sgemm for the scores, one for P V) and
+ *     the keys [off+i0, off+i1) causally (a triangle), which is done in sub-blocks of SB
+ *     rows, each multiplying only the keys its last row sees. Nothing above the diagonal is
+ *     computed beyond the SB-row steps of the triangle, and the scores of one block
+ *     (QB x (off+i1) floats) are all the memory a thread needs, never L x Lk.
+ *   decode (L == 1): the keys are cut into blocks of KB; each block gives its partial
+ *     softmax (local max, sum of exponentials, weighted sum of values: sgemv), and the
+ *     blocks of a head are merged in a fixed order (as flash decoding does), so that one
+ *     head's keys can be read by several threads.
+ *
+ * Threads (design.md, "Threads"): the (head, block) tasks are spread over the backend's
+ * OpenMP threads and every matrix product inside is a single-threaded OpenBLAS call
+ * (openblas_set_num_threads(1) for the whole op, be->n_threads restored after), even when
+ * the op runs on one thread. The blocks are fixed by L, Lk and H only and each task's
+ * arithmetic does not depend on the thread that runs it, so the result is bit-identical for
+ * any thread count. (Keeping OpenBLAS at one thread here is also what makes that true:
+ * OpenBLAS 0.3.21's threaded sgemm splits the work at places that depend on its thread
+ * count, and with some of its kernels, e.g. Prescott and Haswell, edge tiles round
+ * differently.) */
 #include "config.h"
 
 #include <cblas.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
 #include "backend-cpu.h"
 #include "error.h"
+
+#define QB 64  /* query rows per block (prefill) */
+#define SB 16  /* rows per sub-block of the causal triangle */
+#define KB 256 /* keys per block (decode) */
 
 int cpu_rope(mg_backend *be, float *x, int L, int H, int dh, int pos0,
                     const float *freqs)
@@ -17,27 +50,139 @@ int cpu_rope(mg_backend *be, float *x, int L, int H, int dh, int pos0,
     return MG_OK;
 }
 
-/* Per head: S = q k^T (L x Lk), causal mask bottom-right aligned, softmax rows, out = S v. */
-int cpu_attention(mg_backend *be, const float *q, const float *k, const float *v, int L,
-                         int Lk, int H, int dk, int dv, float *out)
+/* One head hh, query rows [i0, i1): S has room for (i1-i0) x (off+i1) scores. */
+static void attn_block(const mg_kernels *K, const float *q, const float *k, const float *v,
+                       int L, int Lk, int H, int dk, int dv, int hh, int i0, int i1, float *S,
+                       float *out)
+{
+    const int off = Lk - L, r = off + i0, nv = off + i1, m = i1 - i0;
+    const int qs = H * dk, vs = H * dv;
+    const float *qb = q + (size_t)i0 * qs + (size_t)hh * dk, *kh = k + (size_t)hh * dk;
+    const float *vh = v + (size_t)hh * dv;
+    float *ob = out + (size_t)i0 * vs + (size_t)hh * dv;
+
+    /* scores: the rectangle of keys every row sees, then the triangle in sub-blocks */
+    if (r > 0)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, r, dk, 1.0f, qb, qs, kh, qs,
+                    0.0f, S, nv);
+    for (int s0 = 0; s0 < m; s0 += SB) {
+        const int s1 = s0 + SB < m ? s0 + SB : m;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, s1 - s0, s1, dk, 1.0f,
+                    qb + (size_t)s0 * qs, qs, kh + (size_t)r * qs, qs, 0.0f,
+                    S + (size_t)s0 * nv + r, nv);
+        for (int li = s0; li < s1; li++) {
+            float *row = S + (size_t)li * nv;
+            const int n = r + li + 1; /* keys visible to query i0 + li */
+            K->softmax(row, n);
+            /* zero the computed scores above the diagonal of this sub-block */
+            memset(row + n, 0, sizeof(float) * (size_t)(r + s1 - n));
+        }
+    }
+    /* out = P V over the same pieces */
+    if (r > 0)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, dv, r, 1.0f, S, nv, vh, vs,
+                    0.0f, ob, vs);
+    for (int s0 = 0; s0 < m; s0 += SB) {
+        const int s1 = s0 + SB < m ? s0 + SB : m;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, s1 - s0, dv, s1, 1.0f,
+                    S + (size_t)s0 * nv + r, nv, vh + (size_t)r * vs, vs, r > 0 ? 1.0f : 0.0f,
+                    ob + (size_t)s0 * vs, vs);
+    }
+}
+
+static int attn_prefill(mg_backend *be, const float *q, const float *k, const float *v, int L,
+                        int Lk, int H, int dk, int dv, float *out)
 {
     const mg_kernels *K = ctx_of(be)->k;
-    float *S = malloc(sizeof(float) * (size_t)L * Lk);
-    if (!S) return mg_seterr(MG_ERR_NOMEM, "attention: out of memory (%d x %d scores)", L, Lk);
-    const int off = Lk - L;
-    for (int hh = 0; hh < H; hh++) {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, L, Lk, dk, 1.0f, q + hh * dk,
-                    H * dk, k + hh * dk, H * dk, 0.0f, S, Lk);
-        for (int i = 0; i < L; i++) {
-            float *row = S + (size_t)i * Lk;
-            int n = off + i + 1; /* keys visible to query i */
-            K->softmax(row, n);
-            memset(row + n, 0, sizeof(float) * (Lk - n));
-        }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, L, dv, Lk, 1.0f, S, Lk,
-                    v + hh * dv, H * dv, 0.0f, out + hh * dv, H * dv);
+    const int nb = (L + QB - 1) / QB, tasks = nb * H;
+    int nt = be->n_threads < tasks ? be->n_threads : tasks;
+    if (nt < 1) nt = 1;
+    const size_t per = (size_t)(L < QB ? L : QB) * Lk; /* scores of one block, at most */
+    float *S = malloc(sizeof(float) * per * nt);
+    if (!S)
+        return mg_seterr(MG_ERR_NOMEM, "attention: out of memory (%d threads x %zu scores)", nt,
+                         per);
+    /* Largest blocks (the last rows see the most keys) first. */
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1) if (nt > 1)
+    for (int t = 0; t < tasks; t++) {
+        int tid = 0;
+#ifdef _OPENMP
+        tid = omp_get_thread_num();
+#endif
+        const int b = nb - 1 - t / H, hh = t % H;
+        const int i0 = b * QB, i1 = i0 + QB < L ? i0 + QB : L;
+        attn_block(K, q, k, v, L, Lk, H, dk, dv, hh, i0, i1, S + per * tid, out);
     }
     free(S);
     return MG_OK;
 }
 
+/* One query (L == 1) over Lk keys: partial softmax per (head, key block), then a merge. */
+static int attn_decode(mg_backend *be, const float *q, const float *k, const float *v, int Lk,
+                       int H, int dk, int dv, float *out)
+{
+    const int nkb = (Lk + KB - 1) / KB, tasks = nkb * H;
+    const int qs = H * dk, vs = H * dv;
+    float *sc = malloc(sizeof(float) * ((size_t)H * Lk + (size_t)tasks * dv));
+    double *ml = malloc(sizeof(double) * 2 * (size_t)tasks);
+    if (!sc || !ml) {
+        free(sc);
+        free(ml);
+        return mg_seterr(MG_ERR_NOMEM, "attention: out of memory (decode over %d keys)", Lk);
+    }
+    float *part = sc + (size_t)H * Lk;
+    int nt = be->n_threads < tasks ? be->n_threads : tasks;
+    if (nt < 1) nt = 1;
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+    for (int t = 0; t < tasks; t++) {
+        const int hh = t / nkb, b = t % nkb, j0 = b * KB;
+        const int n = Lk - j0 < KB ? Lk - j0 : KB;
+        float *s = sc + (size_t)hh * Lk + j0;
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, n, dk, 1.0f, k + (size_t)j0 * qs + (size_t)hh * dk,
+                    qs, q + (size_t)hh * dk, 1, 0.0f, s, 1);
+        float mx = s[0];
+        for (int j = 1; j < n; j++) mx = s[j] > mx ? s[j] : mx;
+        double sum = 0.0;
+        for (int j = 0; j < n; j++) {
+            s[j] = expf(s[j] - mx);
+            sum += s[j];
+        }
+        cblas_sgemv(CblasRowMajor, CblasTrans, n, dv, 1.0f, v + (size_t)j0 * vs + (size_t)hh * dv,
+                    vs, s, 1, 0.0f, part + (size_t)t * dv, 1);
+        ml[2 * t] = mx;
+        ml[2 * t + 1] = sum;
+    }
+    /* merge: out = sum_b e^(m_b - M) o_b / sum_b e^(m_b - M) l_b, blocks in order */
+    for (int hh = 0; hh < H; hh++) {
+        const double *mh = ml + 2 * (size_t)hh * nkb;
+        double M = mh[0], den = 0.0;
+        for (int b = 1; b < nkb; b++) M = mh[2 * b] > M ? mh[2 * b] : M;
+        for (int b = 0; b < nkb; b++) den += exp(mh[2 * b] - M) * mh[2 * b + 1];
+        float *o = out + (size_t)hh * dv;
+        const float *p = part + (size_t)hh * nkb * dv;
+        float w = (float)(exp(mh[0] - M) / den);
+        for (int c = 0; c < dv; c++) o[c] = w * p[c];
+        for (int b = 1; b < nkb; b++) {
+            w = (float)(exp(mh[2 * b] - M) / den);
+            p += dv;
+            for (int c = 0; c < dv; c++) o[c] += w * p[c];
+        }
+    }
+    free(sc);
+    free(ml);
+    return MG_OK;
+}
+
+int cpu_attention(mg_backend *be, const float *q, const float *k, const float *v, int L,
+                         int Lk, int H, int dk, int dv, float *out)
+{
+    if (L <= 0 || H <= 0) return MG_OK;
+    if (Lk < L)
+        return mg_seterr(MG_ERR_INVALID_ARG, "attention: %d queries over only %d keys", L, Lk);
+    /* Single-threaded OpenBLAS inside the op (see the top of the file). */
+    openblas_set_num_threads(1);
+    int rc = L == 1 ? attn_decode(be, q, k, v, Lk, H, dk, dv, out)
+                    : attn_prefill(be, q, k, v, L, Lk, H, dk, dv, out);
+    openblas_set_num_threads(be->n_threads);
+    return rc;
+}

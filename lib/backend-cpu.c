@@ -104,7 +104,7 @@ static void cpu_free(mg_backend *be)
     if (!be) return;
     cpu_ctx *c = ctx_of(be);
     if (c) {
-        cpu_cema_free_plans(c);
+        cpu_cema_free(c);
         pthread_mutex_destroy(&c->lock);
         free(c);
     }
@@ -145,6 +145,13 @@ int mg_backend_cpu_new(int n_threads, const char *isa, mg_backend **out)
     }
     pthread_mutex_init(&c->lock, NULL);
     c->k = k;
+    int rc = cpu_cema_init(c);
+    if (rc) {
+        pthread_mutex_destroy(&c->lock);
+        free(be);
+        free(c);
+        return rc;
+    }
     snprintf(c->name, sizeof c->name, "cpu/%s", k->name);
     be->name = c->name;
     be->ctx = c;

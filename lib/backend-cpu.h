@@ -2,25 +2,17 @@
 #ifndef MG_BACKEND_CPU_H
 #define MG_BACKEND_CPU_H
 
-#include <fftw3.h>
 #include <pthread.h>
 
 #include "backend.h"
 #include "kernels.h"
 
-/* FFTW plans are created once per transform size and reused (plan creation is not
- * thread-safe, execution with the new-array interface is). */
-#define MAX_PLANS 32
-typedef struct {
-    int n;
-    fftwf_plan r2c, c2r;
-} fft_plan;
+struct cema_cpu; /* backend-cpu-cema.c: FFT plans, kernel cache, planner settings */
 
 typedef struct {
     const mg_kernels *k;
     pthread_mutex_t lock;
-    fft_plan plans[MAX_PLANS];
-    int n_plans;
+    struct cema_cpu *cema;
     char name[32];
 } cpu_ctx;
 
@@ -29,7 +21,10 @@ static inline cpu_ctx *ctx_of(mg_backend *be) { return (cpu_ctx *)be->ctx; }
 /* backend-cpu-cema.c */
 int cpu_cema(mg_backend *be, mg_cema_algo algo, const float *x, int L, const mg_cema_coeffs *c,
              float *h, float *y);
-void cpu_cema_free_plans(cpu_ctx *c);
+/* Read the MEGALODON_CEMA* environment (an invalid value is MG_ERR_INVALID_ARG naming the
+ * variable) and set up the CEMA planner and caches; cpu_cema_free releases them. */
+int cpu_cema_init(cpu_ctx *c);
+void cpu_cema_free(cpu_ctx *c);
 
 /* backend-cpu-attention.c */
 int cpu_rope(mg_backend *be, float *x, int L, int H, int dh, int pos0, const float *freqs);

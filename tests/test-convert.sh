@@ -5,7 +5,8 @@
 #     checkpoint (keys, names, ne, types, values bit-exact, byte-identical to the reference
 #     GGUF writer) and the reference perplexity recomputed from the file's weights equals
 #     the expected one; both layouts give byte-identical files;
-#   * megalodon-run perplexity on every file agrees with the expected nll (1e-4 relative),
+#   * megalodon-run perplexity on every file agrees with the expected nll (1e-5 relative,
+#     with -b 1, 7 and the chunk size and both CEMA algorithms),
 #     when $MG_TOP_BUILDDIR/bin/megalodon-run exists;
 #   * --outtype f16/bf16 (rounded exactly as documented; nll within a looser tolerance);
 #   * a single state-dict file with config.json beside it or given by --config;
@@ -38,10 +39,10 @@ ok() { echo "ok: $*"; }
 bad() { echo "FAIL: $*"; fail=1; }
 
 # Tolerances. Exact conversions: the reference nll from the file's weights equals the expected
-# value up to float64 rounding (1e-9 relative); megalodon-run (float32) within 1e-4 relative.
+# value up to float64 rounding (1e-9 relative); megalodon-run (float32) within 1e-5 relative.
 # Rounded projections (--outtype f16/bf16 of an fp32 checkpoint): 5e-3 / 3e-2 relative.
 REL_EXACT=1e-9
-REL_RUN=1e-4
+REL_RUN=1e-5
 REL_F16=5e-3
 REL_BF16=3e-2
 
@@ -50,19 +51,27 @@ if [ -x "$run" ]; then have_run=1; else
   echo "note: $run not built: the megalodon-run perplexity checks are skipped (the reference checks still run)"
 fi
 
-# run_ppl NAME GGUF CKPTDIR REL: megalodon-run perplexity vs CKPTDIR/expected.json
+# run_ppl NAME GGUF CKPTDIR REL: megalodon-run perplexity vs CKPTDIR/expected.json; exact
+# conversions (REL = REL_RUN) with -b 1, 7 and the chunk size (the default) and both CEMA
+# algorithms, lossy ones once
 run_ppl() {
   [ $have_run -eq 1 ] || return 0
-  if "$run" perplexity -m "$2" --tokens "$3/tokens.txt" --json > "$tmp/run.out" 2> "$tmp/run.err"; then
-    grep '^ *{' "$tmp/run.out" | tail -1 > "$tmp/run.json"
-    if res=$("$py" "$wo" compare --expect "$3/expected.json" --got "$tmp/run.json" --rel "$4" 2>&1); then
-      ok "$1: megalodon-run perplexity: $res"
+  if [ "$4" = "$REL_RUN" ]; then ppl_variants="1:fft 1:scan 7:fft 7:scan C:fft C:scan"; else ppl_variants="C:auto"; fi
+  for pv in $ppl_variants; do
+    b=${pv%%:*} cema=${pv#*:}
+    bflag=""; [ "$b" = C ] || bflag="-b $b"
+    # shellcheck disable=SC2086
+    if "$run" perplexity -m "$2" --tokens "$3/tokens.txt" --json $bflag --cema "$cema" > "$tmp/run.out" 2> "$tmp/run.err"; then
+      grep '^ *{' "$tmp/run.out" | tail -1 > "$tmp/run.json"
+      if res=$("$py" "$wo" compare --expect "$3/expected.json" --got "$tmp/run.json" --rel "$4" 2>&1); then
+        ok "$1: megalodon-run perplexity -b $b --cema $cema: $res"
+      else
+        bad "$1: megalodon-run perplexity -b $b --cema $cema: $res"
+      fi
     else
-      bad "$1: megalodon-run perplexity: $res"
+      bad "$1: megalodon-run perplexity -b $b --cema $cema failed: $(cat "$tmp/run.err" "$tmp/run.out" | tail -5)"
     fi
-  else
-    bad "$1: megalodon-run perplexity failed: $(cat "$tmp/run.err" "$tmp/run.out" | tail -5)"
-  fi
+  done
 }
 
 # convert NAME ARGS...: run the converter, expecting success

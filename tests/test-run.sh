@@ -150,6 +150,50 @@ else
   bad "--per-token text: exit $rc: $(tail -2 "$tmp/out")"
 fi
 
+# ---------------------------------------------------------------- --isa and -v
+# every kernel table this machine has gives the reference's result; -v names the one chosen
+run_cmd "$run" info -m "$golden/base.gguf" -v
+tables=$(sed -n 's/^backend: .*best first: \(.*\))$/\1/p' "$tmp/err")
+best=${tables%% *}
+if [ "$rc" -eq 0 ] && [ -n "$tables" ] && grep -q "^backend: cpu/$best (--isa auto" "$tmp/err"; then
+  ok "info -v: $(cat "$tmp/err")"
+else
+  bad "info -v: exit $rc: $(cat "$tmp/err")"
+fi
+for isa in $tables; do
+  ppl_check ppl-base "--isa $isa" exact_nll --isa $isa -v -b 3
+  grep -q "^backend: cpu/$isa (--isa $isa;" "$tmp/err" && grep -q "^cema: auto requested" "$tmp/err" \
+    && ok "-v: $(head -1 "$tmp/err")" || bad "--isa $isa -v: $(head -2 "$tmp/err")"
+done
+ppl_check ppl-base "--isa auto --cema scan -v" exact_nll --isa auto --cema scan -v
+grep -q "^cema: scan requested$" "$tmp/err" && ok "-v names the CEMA algorithm asked for" \
+  || bad "-v --cema scan: $(head -2 "$tmp/err")"
+run_cmd env MEGALODON_ISA=scalar "$run" info -m "$golden/base.gguf" -v
+grep -q "^backend: cpu/scalar (--isa auto, MEGALODON_ISA=scalar;" "$tmp/err" \
+  && ok "--isa auto follows MEGALODON_ISA" || bad "MEGALODON_ISA=scalar: $(head -1 "$tmp/err")"
+run_cmd env MEGALODON_ISA=scalar "$run" info -m "$golden/base.gguf" -v --isa "$best"
+grep -q "^backend: cpu/$best (--isa $best;" "$tmp/err" && ok "--isa $best overrides MEGALODON_ISA" \
+  || bad "--isa over MEGALODON_ISA: $(head -1 "$tmp/err")"
+run_cmd "$run" tokenize -m "$golden/base.gguf" -p x --isa scalar --verbose
+grep -q "^backend: cpu/scalar" "$tmp/err" && ! grep -q "^cema" "$tmp/err" && ok "tokenize -v" \
+  || bad "tokenize -v: $(cat "$tmp/err")"
+# a table that is not here: a runtime error with the library's message
+missing=""
+for isa in neon avx2 avx512; do
+  case " $tables " in *" $isa "*) ;; *) missing=$isa; break ;; esac
+done
+if [ -n "$missing" ]; then
+  expect 1 "^error: --isa $missing: kernel table '$missing' is not built in or not supported by this CPU \(available: $tables\)" \
+    "--isa $missing (not here)" "$run" perplexity -m "$golden/base.gguf" --tokens "$golden/ppl-base.tokens" --isa $missing
+  expect 1 "^error: --isa $missing: " "--isa $missing in info" "$run" info -m "$golden/base.gguf" --isa=$missing
+else
+  echo "skip: every kernel table is here: no --isa to refuse"
+fi
+for mode in generate perplexity tokenize info; do
+  run_cmd "$run" $mode --help
+  grep -q -- "--isa NAME" "$tmp/out" && grep -q -- "-v, --verbose" "$tmp/out" || bad "$mode --help lacks --isa or -v"
+done
+
 # a document in two parts: A = t0..t100, B = t100..t249 (B starts with A's last token)
 tr -s ' \n' '\n\n' < "$golden/ppl-base.tokens" | grep . > "$tmp/all.ids"
 head -n 101 "$tmp/all.ids" > "$tmp/a.ids"
@@ -240,6 +284,75 @@ else
   bad "cannot make a tiny model with $maker"
 fi
 
+# ---------------------------------------------------------------- long documents (--tokens)
+# ids N SEED: N pseudo-random ids in [0, 64), 20 to a line
+ids() { awk -v n="$1" -v s="$2" 'BEGIN { srand(s); for (i = 1; i <= n; i++)
+  printf "%d%s", int(rand() * 64), (i % 20 == 0 || i == n) ? "\n" : " " }'; }
+if [ -f "$tiny" ]; then
+  # 30000 ids (about 90 KB: several of the reader's 64 KB blocks, ids cut at their edges)
+  ids 30000 1 > "$tmp/long.ids"
+  ppl() { "$run" perplexity -m "$tiny" -t 1 --json "$@"; }
+  for w in "" --official-window; do
+    ppl --tokens "$tmp/long.ids" $w > "$tmp/l1" 2> "$tmp/l1.err"; r1=$?
+    ppl --tokens - $w < "$tmp/long.ids" > "$tmp/l2" 2> "$tmp/l2.err"; r2=$?
+    ppl --tokens "$tmp/long.ids" $w --per-token > "$tmp/l3" 2> /dev/null; r3=$?
+    n_pt=$(jarray "$tmp/l3" per_token_nll | tr ',' '\n' | grep -c '[0-9]')
+    sum_pt=$(jarray "$tmp/l3" per_token_nll | tr -d '[] ' | tr ',' '\n' | awk '{ s += $1 } END { printf "%.10g", s }')
+    if [ $r1 -eq 0 ] && [ $r2 -eq 0 ] && [ $r3 -eq 0 ] && [ "$(jget "$tmp/l1" tokens)" = 29999 ] \
+       && [ "$(cat "$tmp/l1")" = "$(cat "$tmp/l2")" ] && [ "$(jget "$tmp/l3" nll)" = "$(jget "$tmp/l1" nll)" ] \
+       && [ "$n_pt" -eq 29999 ] && rel_close "$sum_pt" "$(jget "$tmp/l1" nll)" 1e-8 \
+       && grep -q "perplexity: 29999/29999 tokens" "$tmp/l1.err" \
+       && grep -q "reading standard input as it comes" "$tmp/l2.err" \
+       && grep -q "perplexity: 29999 tokens, ppl" "$tmp/l2.err"; then
+      ok "30000 ids ${w:-(exact)}: a file and a pipe give $(jget "$tmp/l1" nll); --per-token streams 29999 values"
+    else
+      bad "30000 ids ${w:-(exact)}: exits $r1/$r2/$r3, '$(cat "$tmp/l1")' vs '$(cat "$tmp/l2")', $n_pt per-token values summing to $sum_pt; $(head -2 "$tmp/l2.err")"
+    fi
+  done
+  # a bad id far into the file: a regular file is checked before anything is computed
+  awk 'NR == 1400 { $7 = "1e3" } { print }' "$tmp/long.ids" > "$tmp/long-bad.ids"
+  expect 1 "long-bad.ids: token 27987 \(line 1400\): '1e3' is not a token id" "a bad id at token 27987" \
+    "$run" perplexity -m "$tiny" --tokens "$tmp/long-bad.ids" --json
+  [ ! -s "$tmp/out" ] && ok "... found before any output" || bad "a bad id in a file: output before the error: $(cut -c1-80 "$tmp/out")"
+  # from a pipe it is found when it is reached
+  run_cmd sh -c "cat '$tmp/long-bad.ids' | '$run' perplexity -m '$tiny' --tokens - -t 1"
+  [ "$rc" -eq 1 ] && grep -q "^error: -: token 27987 (line 1400)" "$tmp/err" \
+    && ok "a bad id in a pipe: exit 1 when it is reached" || bad "a bad id in a pipe: exit $rc $(tail -1 "$tmp/err")"
+  printf '1' | "$run" perplexity -m "$tiny" --tokens - > /dev/null 2> "$tmp/err"; rc=$?
+  [ "$rc" -eq 1 ] && grep -q "the document has 1" "$tmp/err" && ok "one id from a pipe is too short" \
+    || bad "one id from a pipe: exit $rc $(cat "$tmp/err")"
+  printf '1 2' | "$run" perplexity -m "$tiny" --tokens - --json > "$tmp/out" 2> /dev/null
+  [ "$(jget "$tmp/out" tokens)" = 1 ] && ok "two ids from a pipe, the last without a newline" \
+    || bad "two ids from a pipe: $(cat "$tmp/out")"
+
+  # constant memory: the peak RSS of 200000 ids is that of 16384 (the ids are not held)
+  if ! /usr/bin/time -f %M -o "$tmp/rss" true > /dev/null 2>&1; then
+    echo "skip: peak-RSS check: no GNU /usr/bin/time (with -f and -o) here"
+  elif ASAN_OPTIONS=help=1 "$run" --version 2>&1 | grep -q AddressSanitizer; then
+    echo "skip: peak-RSS check: $run is built with AddressSanitizer, whose memory use is not the program's"
+  else
+    ids 16384 2 > "$tmp/short.ids"
+    ids 200000 3 > "$tmp/huge.ids"
+    # peak_rss FILE: kB, with --official-window --per-token (every path that could grow)
+    peak_rss() {
+      /usr/bin/time -f %M -o "$tmp/rss" "$run" perplexity -m "$tiny" -t 1 --tokens "$1" --json \
+        --per-token --official-window > "$tmp/rss.out" 2> /dev/null || echo "exit $?" >> "$tmp/rss"
+      tail -1 "$tmp/rss"
+    }
+    k1=$(peak_rss "$tmp/short.ids")
+    n1=$(jget "$tmp/rss.out" tokens)
+    k2=$(peak_rss "$tmp/huge.ids")
+    n2=$(jget "$tmp/rss.out" tokens)
+    # allowed: 5% of the short run, at least 256 kB (allocator noise)
+    if [ "$n1" = 16383 ] && [ "$n2" = 199999 ] && awk -v a="$k1" -v b="$k2" 'BEGIN {
+         lim = a / 20; if (lim < 256) lim = 256; exit !(a > 0 && b - a <= lim) }'; then
+      ok "peak RSS: $k1 kB for 16384 ids, $k2 kB for 200000 ids"
+    else
+      bad "peak RSS grows with the document: $k1 kB for 16384 ids ($n1 scored), $k2 kB for 200000 ($n2 scored)"
+    fi
+  fi
+fi
+
 # info lists every tensor of the file with its type and shape
 run_cmd "$run" info -m "$golden/base.gguf"
 if [ "$rc" -eq 0 ] && grep -q "^tensors: 60$" "$tmp/out" \
@@ -318,6 +431,9 @@ expect 2 "invalid value '-2' for -t" "-t -2" "$run" -m "$base" -t -2
 expect 2 "invalid value '0' for -b: must be in \[1, " "perplexity -b 0" "$run" perplexity -m "$base" --tokens "$toks" -b 0
 expect 2 "invalid value '4x' for --batch-size" "perplexity --batch-size=4x" "$run" perplexity -m "$base" --tokens "$toks" --batch-size=4x
 expect 2 "invalid value 'fast' for --cema: expected fft, scan or auto" "--cema fast" "$run" perplexity -m "$base" --tokens "$toks" --cema fast
+expect 2 "invalid value 'sse2' for --isa: expected auto, scalar, avx2, avx512 or neon" "--isa sse2" "$run" perplexity -m "$base" --tokens "$toks" --isa sse2
+expect 2 "invalid value 'AVX2' for --isa: expected auto, scalar" "--isa AVX2 (info)" "$run" info -m "$base" --isa AVX2
+expect 2 "option '--isa' needs a value" "--isa without a value" "$run" tokenize -m "$base" -p x --isa
 expect 2 "option '--temp' is not used by the perplexity mode" "option of another mode" "$run" perplexity -m "$base" --tokens "$toks" --temp 1
 expect 2 "option '--json' is not used by the generate mode" "perplexity option in generate" "$run" -m "$base" --json
 expect 2 "-m FILE is required" "no model" "$run" perplexity --tokens "$toks"

@@ -1,0 +1,508 @@
+/* cema-plan.c - the CEMA planner: environment settings, the cost model (`estimate`) and the
+ * wisdom file that remembers measured choices (`measure`). The implementations themselves
+ * and the measuring are in backend-cpu-cema.c; docs/cema.md describes it all. */
+#include "config.h"
+
+#include "cema-plan.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+#include "error.h"
+
+static const char *const run_names[CEMA_N_RUNS] = {"scan", "scan-chunked", "fft"};
+
+const char *cema_run_name(cema_run r)
+{
+    return (unsigned)r < CEMA_N_RUNS ? run_names[r] : "?";
+}
+
+/* ------------------------------------------------------------------ environment */
+
+int cema_settings_read(cema_settings *s)
+{
+    memset(s, 0, sizeof *s);
+    s->override = -1;
+    s->mode = CEMA_PLAN_ESTIMATE;
+    s->cache_bytes = (size_t)256 << 20;
+
+    const char *v = getenv("MEGALODON_CEMA");
+    if (v && *v) {
+        if (!strcasecmp(v, "auto")) s->override = MG_CEMA_AUTO;
+        else if (!strcasecmp(v, "fft")) s->override = MG_CEMA_FFT;
+        else if (!strcasecmp(v, "scan")) s->override = MG_CEMA_SCAN;
+        else if (!strcasecmp(v, "scan-chunked")) s->override = MG_CEMA_SCAN_CHUNKED;
+        else
+            return mg_seterr(MG_ERR_INVALID_ARG,
+                             "MEGALODON_CEMA='%s': must be auto, fft, scan or scan-chunked", v);
+    }
+    v = getenv("MEGALODON_CEMA_PLANNER");
+    if (v && *v) {
+        if (!strcasecmp(v, "estimate")) s->mode = CEMA_PLAN_ESTIMATE;
+        else if (!strcasecmp(v, "measure")) s->mode = CEMA_PLAN_MEASURE;
+        else
+            return mg_seterr(MG_ERR_INVALID_ARG,
+                             "MEGALODON_CEMA_PLANNER='%s': must be estimate or measure", v);
+    }
+    v = getenv("MEGALODON_CEMA_CACHE_MB");
+    if (v && *v) {
+        char *end;
+        errno = 0;
+        long mb = strtol(v, &end, 10);
+        if (errno || *end || end == v || mb < 0 || mb > (1L << 22))
+            return mg_seterr(MG_ERR_INVALID_ARG,
+                             "MEGALODON_CEMA_CACHE_MB='%s': must be a number of MiB (0 .. %ld)",
+                             v, 1L << 22);
+        s->cache_bytes = (size_t)mb << 20;
+    }
+    v = getenv("MEGALODON_CEMA_WISDOM");
+    const char *base = NULL, *tail = NULL;
+    if (v && *v) {
+        if (strcmp(v, "none") != 0 && !(s->wisdom_path = strdup(v)))
+            return mg_seterr(MG_ERR_NOMEM, "out of memory");
+        return MG_OK;
+    }
+    if ((base = getenv("XDG_CACHE_HOME")) && base[0] == '/') tail = "/megalodon/cema-wisdom";
+    else if ((base = getenv("HOME")) && base[0] == '/') tail = "/.cache/megalodon/cema-wisdom";
+    if (tail) {
+        size_t n = strlen(base) + strlen(tail) + 1;
+        if (!(s->wisdom_path = malloc(n))) return mg_seterr(MG_ERR_NOMEM, "out of memory");
+        snprintf(s->wisdom_path, n, "%s%s", base, tail);
+        s->wisdom_default = 1;
+    }
+    return MG_OK;
+}
+
+void cema_settings_free(cema_settings *s)
+{
+    free(s->wisdom_path);
+    s->wisdom_path = NULL;
+}
+
+/* ------------------------------------------------------------------ cost model */
+
+int cema_decay_steps(double qmax)
+{
+    if (!(qmax < 1.0)) return INT_MAX;
+    if (qmax <= 0x1p-40) return 1;
+    double k = ceil(-40.0 * M_LN2 / log(qmax));
+    return k >= (double)INT_MAX ? INT_MAX : (int)k;
+}
+
+int cema_chunk_len(int L)
+{
+    /* about L/512 blocks, at most 16, of a multiple of 16 rows: few enough that the
+     * corrections (one per block) stay cheap, enough to keep 2..16 threads busy */
+    int nb = L / 512;
+    if (nb < 2) return L > 0 ? L : 1;
+    if (nb > 16) nb = 16;
+    int64_t B = ((int64_t)L + nb - 1) / nb;
+    B = (B + 15) / 16 * 16;
+    return (int)B;
+}
+
+int cema_nfft(int L)
+{
+    int n = 2;
+    while (n < 2 * L) n *= 2;
+    return n;
+}
+
+int cema_len_bucket(int L)
+{
+    int n = 1;
+    while (n < L) n *= 2;
+    return n;
+}
+
+/* Constants of the cost model, in ns, measured on the development machine (a 2-core KVM
+ * guest of an Intel Xeon "Sapphire Rapids", family 6 model 207, 2.3 GHz nominal, fftw 3.3.10,
+ * gcc -O2) with tests/cema-timing (docs/cema.md gives the command and the table):
+ *   scan_tc   ns per token-channel of the recurrence at N = 16 for D = 1024 (x and y rows
+ *             4 KiB apart), one thread, median of CPU time over 9 runs; it scales as
+ *             scan_n0 + N for other N (the kernel's per-step cost is ~linear in N).
+ *   fft_a     ns per channel of one r2c + one c2r transform of size n, per n log2 n
+ *             (FFTW_ESTIMATE plans), fft_b per n for the gather, the complex product, the
+ *             scaling and the scatter; measured at n = 2^10 .. 2^17, least squares.
+ *   zero_rel  cost of a zero-input scan step (carried-state terms, kernel generation,
+ *             chunk corrections) relative to a scan step: it skips nothing, so ~1.
+ *   par_eff   speed-up of the second thread relative to ideal (shared L3 and memory
+ *             bandwidth): measured 2-thread / 1-thread scan at D = 1024.
+ *   fork      one OpenMP parallel region (fork + join), ns. */
+typedef struct {
+    const char *isa;
+    double scan_tc16, fft_a, fft_b;
+} cema_costs;
+
+static const cema_costs cost_table[] = {
+    /* isa        scan ns/tc (N=16)  fft a     fft b */
+    {"avx512", 2.6, 0.38, 1.6},
+    {"avx2", 3.6, 0.38, 1.6},
+    {"neon", 5.0, 0.50, 2.0},
+    {"scalar", 12.0, 0.38, 1.6},
+};
+static const double scan_n0 = 2.0;   /* per-step overhead, in units of one component */
+static const double zero_rel = 1.0;
+static const double par_eff = 0.85;
+static const double fork_ns = 4000.0;
+static const double chunk_fix_ns = 1500.0; /* per block kernel call: parameter transposition */
+
+static const cema_costs *costs_of(const char *isa)
+{
+    for (size_t i = 0; i < sizeof cost_table / sizeof cost_table[0]; i++)
+        if (isa && !strcmp(isa, cost_table[i].isa)) return &cost_table[i];
+    return &cost_table[sizeof cost_table / sizeof cost_table[0] - 1]; /* unknown: scalar */
+}
+
+/* thread time of `units` equal pieces of work spread over T threads */
+static double spread(double units, int T)
+{
+    if (T <= 1) return units;
+    double per = ceil(units / T);
+    return per / par_eff;
+}
+
+cema_run cema_estimate(const char *isa, const cema_problem *pb, double ns[CEMA_N_RUNS])
+{
+    const cema_costs *k = costs_of(isa);
+    const int L = pb->L, D = pb->D, N = pb->N, T = pb->threads > 0 ? pb->threads : 1;
+    const double step = k->scan_tc16 * (scan_n0 + N) / (scan_n0 + 16); /* ns per token-channel */
+    const int groups = (D + 15) / 16;
+    const double gw = D < 16 ? D : 16; /* channels of a group */
+    const int par = D >= 64 ? T : 1;   /* the plain scan runs threaded only from D = 64 */
+
+    /* scan: groups of 16 channels, split across threads */
+    ns[CEMA_RUN_SCAN] = spread(groups, par) * gw * L * step + (par > 1 ? fork_ns : 0);
+
+    /* scan-chunked: blocks x groups, then a correction of the first min(B, decay) rows of
+     * every block but the first */
+    const int B = cema_chunk_len(L), nb = (L + B - 1) / B;
+    if (T > 1 && nb > 1) {
+        double unit = gw * B * step + chunk_fix_ns;
+        double corr = gw * (double)(pb->decay < B ? pb->decay : B) * step * zero_rel + chunk_fix_ns;
+        ns[CEMA_RUN_SCAN_CHUNKED] = spread((double)groups * nb, T) * unit +
+                                    spread((double)groups * (nb - 1), T) * corr + 3 * fork_ns;
+    } else {
+        ns[CEMA_RUN_SCAN_CHUNKED] = INFINITY;
+    }
+
+    /* fft: per channel two transforms, the state pass over min(L, decay) rows, the
+     * carried-state pass likewise when the state is not zero, and the kernel when it is
+     * not cached (the recurrence over min(nfft/2, decay) rows and one transform) */
+    const int nfft = cema_nfft(L);
+    const double tr = k->fft_a * nfft * log2((double)nfft) + k->fft_b * nfft;
+    const double tail = (double)(pb->decay < L ? pb->decay : L) * step;
+    double per_ch = tr + tail * (1 + (pb->carried ? zero_rel : 0));
+    if (!pb->kernel_cached) {
+        int kl = nfft / 2 < pb->decay ? nfft / 2 : pb->decay;
+        per_ch += kl * step * zero_rel + 0.5 * tr;
+    }
+    ns[CEMA_RUN_FFT] = spread(groups, T) * gw * per_ch + (T > 1 ? 2 * fork_ns : 0);
+
+    cema_run best = CEMA_RUN_SCAN;
+    for (int r = 1; r < CEMA_N_RUNS; r++)
+        if (ns[r] < ns[best]) best = (cema_run)r;
+    return best;
+}
+
+/* ------------------------------------------------------------------ wisdom */
+
+#define WISDOM_HEADER "megalodon-cema-wisdom 1"
+#define KEYLEN 96
+
+typedef struct {
+    char build[KEYLEN], isa[KEYLEN], backend[KEYLEN];
+    int L, D, N, T;
+    cema_run choice;
+    double ns[CEMA_N_RUNS];
+} wentry;
+
+struct cema_wisdom {
+    char *path;
+    int create_dir;
+    char build[KEYLEN], isa[KEYLEN], backend[KEYLEN];
+    pthread_mutex_t lock;
+    int loaded;
+    wentry *e;
+    size_t n, cap;
+};
+
+static atomic_long n_measured;
+static atomic_int warned_read, warned_write;
+
+long cema_plan_n_measured(void) { return atomic_load(&n_measured); }
+void cema_plan_count_measurement(void) { atomic_fetch_add(&n_measured, 1); }
+
+static void warn_once(atomic_int *flag, const char *what, const char *path, const char *why)
+{
+    if (atomic_exchange(flag, 1) == 0)
+        fprintf(stderr, "megalodon: %s CEMA wisdom file '%s': %s\n", what, path, why);
+}
+
+static void key_copy(char *dst, const char *src)
+{
+    size_t i = 0;
+    for (; src && src[i] && i < KEYLEN - 1; i++) {
+        unsigned char ch = (unsigned char)src[i];
+        dst[i] = ch <= ' ' || ch >= 127 ? '_' : (char)ch;
+    }
+    dst[i] = 0;
+    if (!i) snprintf(dst, KEYLEN, "-");
+}
+
+cema_wisdom *cema_wisdom_new(const char *path, int create_dir, const char *build,
+                             const char *isa, const char *backend)
+{
+    cema_wisdom *w = calloc(1, sizeof *w);
+    if (!w) return NULL;
+    if (path && !(w->path = strdup(path))) {
+        free(w);
+        return NULL;
+    }
+    w->create_dir = create_dir;
+    key_copy(w->build, build);
+    key_copy(w->isa, isa);
+    key_copy(w->backend, backend);
+    pthread_mutex_init(&w->lock, NULL);
+    return w;
+}
+
+void cema_wisdom_free(cema_wisdom *w)
+{
+    if (!w) return;
+    pthread_mutex_destroy(&w->lock);
+    free(w->e);
+    free(w->path);
+    free(w);
+}
+
+static int same_key(const wentry *a, const wentry *b)
+{
+    return a->L == b->L && a->D == b->D && a->N == b->N && a->T == b->T &&
+           !strcmp(a->build, b->build) && !strcmp(a->isa, b->isa) &&
+           !strcmp(a->backend, b->backend);
+}
+
+/* add or replace */
+static int list_put(wentry **e, size_t *n, size_t *cap, const wentry *x)
+{
+    for (size_t i = 0; i < *n; i++)
+        if (same_key(&(*e)[i], x)) {
+            (*e)[i] = *x;
+            return 0;
+        }
+    if (*n == *cap) {
+        size_t nc = *cap ? 2 * *cap : 16;
+        wentry *ne = realloc(*e, nc * sizeof *ne);
+        if (!ne) return -1;
+        *e = ne;
+        *cap = nc;
+    }
+    (*e)[(*n)++] = *x;
+    return 0;
+}
+
+static int parse_ns(const char *s, double *v)
+{
+    if (!strcmp(s, "-")) {
+        *v = -1.0;
+        return 0;
+    }
+    char *end;
+    errno = 0;
+    *v = strtod(s, &end);
+    return errno || *end || end == s || !(*v >= 0.0) || isinf(*v) ? -1 : 0;
+}
+
+/* Entries of the file at path into (e, n, cap). 0: read (or absent); -1: unreadable or
+ * corrupt, *why says why (and nothing is added). */
+static int read_file(const char *path, wentry **e, size_t *n, size_t *cap, const char **why)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        if (errno == ENOENT) return 0;
+        *why = strerror(errno);
+        return -1;
+    }
+    char line[1024];
+    int lineno = 0, bad = 0;
+    wentry *te = NULL;
+    size_t tn = 0, tc = 0;
+    while (fgets(line, sizeof line, f)) {
+        lineno++;
+        size_t len = strlen(line);
+        if (len == sizeof line - 1 && line[len - 1] != '\n') { bad = 1; break; }
+        while (len && (line[len - 1] == '\n' || line[len - 1] == '\r')) line[--len] = 0;
+        if (lineno == 1) {
+            if (strcmp(line, WISDOM_HEADER) != 0) { bad = 1; break; }
+            continue;
+        }
+        const char *s = line;
+        while (*s == ' ' || *s == '\t') s++;
+        if (!*s || *s == '#') continue;
+        wentry x;
+        char choice[32], ns[CEMA_N_RUNS][32], extra[2];
+        int got = sscanf(s, "%95s %95s %95s %d %d %d %d %31s %31s %31s %31s %1s", x.build, x.isa,
+                         x.backend, &x.L, &x.D, &x.N, &x.T, choice, ns[0], ns[1], ns[2], extra);
+        if (got != 11 || x.L < 1 || x.D < 1 || x.N < 1 || x.T < 1) { bad = 1; break; }
+        int r = 0;
+        while (r < CEMA_N_RUNS && strcmp(choice, run_names[r])) r++;
+        if (r == CEMA_N_RUNS) { bad = 1; break; }
+        x.choice = (cema_run)r;
+        for (int i = 0; i < CEMA_N_RUNS && !bad; i++)
+            if (parse_ns(ns[i], &x.ns[i])) bad = 1;
+        if (bad || list_put(&te, &tn, &tc, &x)) { bad = 1; break; }
+    }
+    if (!bad && ferror(f)) bad = 2;
+    fclose(f);
+    if (!bad && lineno == 0) bad = 1; /* empty: no header */
+    if (bad) {
+        free(te);
+        *why = bad == 2 ? "read error" : "not a CEMA wisdom file or corrupt; ignored";
+        return -1;
+    }
+    for (size_t i = 0; i < tn; i++)
+        if (list_put(e, n, cap, &te[i])) break;
+    free(te);
+    return 0;
+}
+
+static void load_locked(cema_wisdom *w)
+{
+    if (w->loaded || !w->path) {
+        w->loaded = 1;
+        return;
+    }
+    w->loaded = 1;
+    const char *why = NULL;
+    if (read_file(w->path, &w->e, &w->n, &w->cap, &why))
+        warn_once(&warned_read, "ignoring the", w->path, why);
+}
+
+static void mkdirs_for(const char *path)
+{
+    char *dir = strdup(path);
+    if (!dir) return;
+    char *slash = strrchr(dir, '/');
+    if (slash && slash != dir) {
+        *slash = 0;
+        for (char *s = dir + 1; *s; s++)
+            if (*s == '/') {
+                *s = 0;
+                mkdir(dir, 0755);
+                *s = '/';
+            }
+        mkdir(dir, 0755);
+    }
+    free(dir);
+}
+
+static void write_locked(cema_wisdom *w)
+{
+    if (!w->path) return;
+    /* merge what other processes wrote meanwhile (ours win) */
+    wentry *all = NULL;
+    size_t n = 0, cap = 0;
+    const char *why = NULL;
+    if (read_file(w->path, &all, &n, &cap, &why)) {
+        warn_once(&warned_read, "ignoring the", w->path, why);
+        n = 0;
+    }
+    for (size_t i = 0; i < w->n; i++) list_put(&all, &n, &cap, &w->e[i]);
+
+    if (w->create_dir) mkdirs_for(w->path);
+    static const char suffix[] = ".tmp.XXXXXX";
+    size_t plen = strlen(w->path);
+    char *tmp = malloc(plen + sizeof suffix);
+    const char *step = "out of memory";
+    int fd = -1;
+    if (tmp) {
+        memcpy(tmp, w->path, plen);
+        memcpy(tmp + plen, suffix, sizeof suffix);
+        fd = mkstemp(tmp);
+        step = "cannot create a temporary file";
+    }
+    if (fd >= 0) {
+        FILE *f = fdopen(fd, "w");
+        if (!f) {
+            close(fd);
+            step = "fdopen failed";
+        } else {
+            fchmod(fd, 0644);
+            fprintf(f, "%s\n", WISDOM_HEADER);
+            fprintf(f, "# build isa backend L-bucket D N threads choice ns-scan ns-scan-chunked "
+                       "ns-fft\n");
+            for (size_t i = 0; i < n; i++) {
+                const wentry *x = &all[i];
+                fprintf(f, "%s %s %s %d %d %d %d %s", x->build, x->isa, x->backend, x->L, x->D,
+                        x->N, x->T, run_names[x->choice]);
+                for (int r = 0; r < CEMA_N_RUNS; r++)
+                    if (x->ns[r] >= 0) fprintf(f, " %.6g", x->ns[r]);
+                    else fprintf(f, " -");
+                fputc('\n', f);
+            }
+            int ok = fflush(f) == 0 && !ferror(f) && fsync(fileno(f)) == 0;
+            ok = (fclose(f) == 0) && ok;
+            if (!ok) step = "write failed";
+            else if (rename(tmp, w->path) != 0) step = "rename failed";
+            else step = NULL;
+        }
+        if (step) unlink(tmp);
+    }
+    if (step) {
+        char why2[256];
+        snprintf(why2, sizeof why2, "%s: %s", step, strerror(errno));
+        warn_once(&warned_write, "cannot write the", w->path, why2);
+    }
+    free(tmp);
+    free(all);
+}
+
+int cema_wisdom_get(cema_wisdom *w, int Lb, int D, int N, int threads, cema_run *out)
+{
+    if (!w) return 0;
+    wentry k;
+    memcpy(k.build, w->build, KEYLEN);
+    memcpy(k.isa, w->isa, KEYLEN);
+    memcpy(k.backend, w->backend, KEYLEN);
+    k.L = Lb, k.D = D, k.N = N, k.T = threads;
+    int found = 0;
+    pthread_mutex_lock(&w->lock);
+    load_locked(w);
+    for (size_t i = 0; i < w->n && !found; i++)
+        if (same_key(&w->e[i], &k)) {
+            *out = w->e[i].choice;
+            found = 1;
+        }
+    pthread_mutex_unlock(&w->lock);
+    return found;
+}
+
+void cema_wisdom_put(cema_wisdom *w, int Lb, int D, int N, int threads, cema_run choice,
+                     const double ns[CEMA_N_RUNS])
+{
+    if (!w) return;
+    wentry x;
+    memcpy(x.build, w->build, KEYLEN);
+    memcpy(x.isa, w->isa, KEYLEN);
+    memcpy(x.backend, w->backend, KEYLEN);
+    x.L = Lb, x.D = D, x.N = N, x.T = threads;
+    x.choice = choice;
+    for (int r = 0; r < CEMA_N_RUNS; r++) x.ns[r] = ns[r];
+    pthread_mutex_lock(&w->lock);
+    load_locked(w);
+    list_put(&w->e, &w->n, &w->cap, &x);
+    write_locked(w);
+    pthread_mutex_unlock(&w->lock);
+}
