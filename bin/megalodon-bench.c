@@ -304,7 +304,9 @@ int main(int argc, char **argv)
     record recs[1024];
     int n_rec = 0;
     double bw = triad_bandwidth();
-    const mg_hparams *hp = NULL;
+    mg_hparams hpv; /* a copy: the model is freed between ISAs */
+    const mg_hparams *hp = &hpv;
+    memset(&hpv, 0, sizeof hpv);
     uint64_t n_params = 0;
     for (int ii = 0; ii < o.isas.n; ii++) {
         mg_model_params mp = mg_model_default_params();
@@ -314,7 +316,7 @@ int main(int argc, char **argv)
             fprintf(stderr, "%s: %s\n", argv[0], mg_last_error());
             return 1;
         }
-        hp = mg_model_hparams(m);
+        hpv = *mg_model_hparams(m);
         n_params = mg_model_n_params(m);
         const char *backend = mg_model_backend_name(m);
         const char *isa = strchr(backend, '/') ? strchr(backend, '/') + 1 : backend;
