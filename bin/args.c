@@ -78,7 +78,8 @@ static const opt_def options[] = {
     {O_JSON, NULL, "--json", NULL, M_PPL,
      "print {\"tokens\": SCORED, \"nll\": SUM_NATS, \"ppl\": P} as JSON"},
     {O_PER_TOKEN, NULL, "--per-token", NULL, M_PPL,
-     "also give every scored token's NLL (\"per_token_nll\" with --json)"},
+     "also give every scored token's NLL, printed as it is computed (with --json: "
+     "\"per_token_nll\", the first key)"},
     {O_OFFICIAL_WINDOW, NULL, "--official-window", NULL, M_PPL,
      "reproduce the official evaluation: 2 chunks per call and, from 8 chunks on, norm "
      "statistics of the last 6 chunks only (spec 9.4; not with -b or --state-in)"},
@@ -201,7 +202,9 @@ static const char *mode_summary(run_mode mode)
                "nll = logsumexp(logits) - logit[token] (in double). The result goes to standard "
                "output, progress to standard error. \"tokens\" is the number of scored tokens "
                "(N - 1). With --state-out the state after all tokens but the last is saved: a "
-               "next part should start with the last token of this one.";
+               "next part should start with the last token of this one. A --tokens file is read "
+               "as it is scored, so memory does not grow with its length; a text (-f) is "
+               "tokenized whole first.";
     case MODE_TOKENIZE:
         return "Print the token ids of a text (separated by spaces).";
     case MODE_INFO:

@@ -362,6 +362,22 @@ int main(int argc, char **argv)
         mg_model_free(m);
     }
 
+    if (!o.json && o.cemas.n > 0) { /* where the planner's crossover lies on this machine */
+        mg_model_params mp = mg_model_default_params();
+        mp.isa = o.isas.v[0];
+        mg_model *m;
+        if (mg_model_load(o.model, &mp, &m) == MG_OK) {
+            mg_model_set_n_threads(m, atoi(o.threads.v[o.threads.n - 1]));
+            printf("CEMA planner choice for a call of L tokens (threads %s):", o.threads.v[o.threads.n - 1]);
+            const int Ls[] = {1, 64, 256, 1024, 4096, 16384, 65536};
+            for (size_t i = 0; i < sizeof Ls / sizeof Ls[0]; i++) {
+                const char *c = mg_cema_choice(m, MG_CEMA_AUTO, Ls[i]);
+                printf(" L=%d: %s;", Ls[i], c ? c : "?");
+            }
+            printf("\n\n");
+            mg_model_free(m);
+        }
+    }
     if (o.json) {
         printf("[\n");
         for (int i = 0; i < n_rec; i++) {

@@ -4,12 +4,13 @@
  * over L rows of D channels, continuing from the hidden state h (cema-plan.h, docs/cema.md):
  *   scan          the simd/ kernel over groups of 16 channels, groups split across threads;
  *   scan-chunked  time split into blocks of cema_chunk_len(L) rows (a function of L only):
- *                 every block runs the kernel from the zero state (the first from h), the
- *                 true state is propagated block to block in double (h_in' = q^B h_in +
- *                 h_local), then each block's first rows get the carried-state term
- *                 Re(sum_n eta q^(t+1) h_in) by a zero-input run of the kernel;
- *   fft           per channel: x zero-padded to nfft (the power of two >= 2L) times the cached
- *                 transform of the kernel k_j = Re(sum_n p eta q^j), back by a c2r transform;
+ *                 every block runs the kernel from the zero state (the first from h); then
+ *                 (after the only barrier) each block's true start state is folded in
+ *                 double (h_in' = q^B h_in + h_local) and its first rows get the carried-
+ *                 state term Re(sum_n eta q^(t+1) h_in) by a zero-input run of the kernel;
+ *   fft           per channel: x, zero-padded, times the cached transform of the kernel
+ *                 k_j = Re(sum_n p eta q^j), back by a c2r transform (one transform, or
+ *                 overlap-save blocks for long inputs and short kernels: cema_fft_blocks);
  *                 the carried-state term and the new state h_L = q^L h + p sum_j q^(L-1-j) x_j
  *                 by the kernel over the rows where q^t still matters (cema_decay_steps).
  * For a given implementation the result does not depend on the thread count, bit for bit:
@@ -35,7 +36,7 @@
 #include <omp.h>
 #endif
 
-#if defined(__x86_64__) || defined(__i386__)
+#if defined(__SSE__)
 #include <xmmintrin.h>
 /* Flush-to-zero and denormals-are-zero for the zero-input runs of the kernel, whose decaying
  * states would otherwise crawl through the subnormal range (microcode assists, ~100x slower
@@ -55,10 +56,15 @@ static void ftz_leave(unsigned m) { (void)m; }
 #define G 16          /* channels per group: a multiple of every kernel table's vector width */
 #define TILE 1024     /* rows per zero-input kernel call (the size of the zero buffer) */
 #define MAX_PLANS 32  /* FFT sizes kept */
+#define SB_BYTES (1 << 20) /* FFT work unit's buffers */
+#define SCAN_TILE 512      /* rows per kernel call of the plain scan ... */
+#define SCAN_TILE_MIN_D 256 /* ... when rows are at least 1 KiB */
+#define PREFETCH 16   /* rows ahead in the strided gathers and scatters (each row its own page) */
 #define MAX_SEEN 256  /* coefficient sets remembered for the cache-fit guess of the estimate */
 
 typedef struct {
-    int n;
+    int n, refs;
+    uint64_t used;
     fftwf_plan r2c, c2r;
 } fft_plan;
 
@@ -77,7 +83,7 @@ typedef struct kentry {
 struct cema_cpu {
     cema_settings set;
     pthread_mutex_t lock; /* plans, kernel cache, seen */
-    fft_plan plans[MAX_PLANS];
+    fft_plan *plans[MAX_PLANS];
     int n_plans;
     kentry *kc;
     size_t kc_bytes;
@@ -141,14 +147,20 @@ static void kentry_free(kentry *e)
     free(e);
 }
 
+static void plan_destroy(fft_plan *p)
+{
+    pthread_mutex_lock(&fftw_planner_lock);
+    fftwf_destroy_plan(p->r2c);
+    fftwf_destroy_plan(p->c2r);
+    pthread_mutex_unlock(&fftw_planner_lock);
+    free(p);
+}
+
 void cpu_cema_free(cpu_ctx *c)
 {
     struct cema_cpu *cs = c->cema;
     if (!cs) return;
-    for (int i = 0; i < cs->n_plans; i++) {
-        fftwf_destroy_plan(cs->plans[i].r2c);
-        fftwf_destroy_plan(cs->plans[i].c2r);
-    }
+    for (int i = 0; i < cs->n_plans; i++) plan_destroy(cs->plans[i]);
     for (kentry *e = cs->kc, *n; e; e = n) {
         n = e->next;
         kentry_free(e);
@@ -163,44 +175,67 @@ void cpu_cema_free(cpu_ctx *c)
 
 /* ------------------------------------------------------------------ FFT plans */
 
-static int get_plan(struct cema_cpu *cs, int n, fft_plan *out)
+/* The plans of size n, held (refs) until put_plan; at most MAX_PLANS sizes are kept, the
+ * least recently used one not in use being destroyed for a new size. */
+static int get_plan(struct cema_cpu *cs, int n, fft_plan **out)
 {
     pthread_mutex_lock(&cs->lock);
     for (int i = 0; i < cs->n_plans; i++)
-        if (cs->plans[i].n == n) {
+        if (cs->plans[i]->n == n) {
             *out = cs->plans[i];
+            (*out)->refs++;
+            (*out)->used = ++cs->tick;
             pthread_mutex_unlock(&cs->lock);
             return MG_OK;
         }
-    if (cs->n_plans == MAX_PLANS) { /* forget the oldest size (no call is using it: plans
-                                       are looked up and used under the op's own call, and
-                                       MAX_PLANS sizes cover every L up to 2^31) */
-        fftwf_destroy_plan(cs->plans[0].r2c);
-        fftwf_destroy_plan(cs->plans[0].c2r);
-        memmove(cs->plans, cs->plans + 1, sizeof(fft_plan) * (MAX_PLANS - 1));
-        cs->n_plans--;
+    if (cs->n_plans == MAX_PLANS) {
+        int lru = -1;
+        for (int i = 0; i < cs->n_plans; i++)
+            if (cs->plans[i]->refs == 0 && (lru < 0 || cs->plans[i]->used < cs->plans[lru]->used))
+                lru = i;
+        if (lru < 0) {
+            pthread_mutex_unlock(&cs->lock);
+            return mg_seterr(MG_ERR_NOMEM, "FFTW: too many transform sizes in use at once");
+        }
+        plan_destroy(cs->plans[lru]);
+        cs->plans[lru] = cs->plans[--cs->n_plans];
     }
     float *r = fftwf_malloc(sizeof(float) * rstride(n));
     fftwf_complex *f = fftwf_malloc(sizeof(fftwf_complex) * cstride(n));
-    fft_plan p = {n, NULL, NULL};
-    if (r && f) {
+    fft_plan *p = calloc(1, sizeof *p);
+    if (r && f && p) {
         pthread_mutex_lock(&fftw_planner_lock);
-        p.r2c = fftwf_plan_dft_r2c_1d(n, r, f, FFTW_ESTIMATE);
-        p.c2r = fftwf_plan_dft_c2r_1d(n, f, r, FFTW_ESTIMATE);
+        p->r2c = fftwf_plan_dft_r2c_1d(n, r, f, FFTW_ESTIMATE);
+        p->c2r = fftwf_plan_dft_c2r_1d(n, f, r, FFTW_ESTIMATE);
         pthread_mutex_unlock(&fftw_planner_lock);
     }
     fftwf_free(r);
     fftwf_free(f);
-    if (!p.r2c || !p.c2r) {
-        if (p.r2c) fftwf_destroy_plan(p.r2c);
-        if (p.c2r) fftwf_destroy_plan(p.c2r);
+    if (!p || !p->r2c || !p->c2r) {
+        if (p && (p->r2c || p->c2r)) {
+            pthread_mutex_lock(&fftw_planner_lock);
+            if (p->r2c) fftwf_destroy_plan(p->r2c);
+            if (p->c2r) fftwf_destroy_plan(p->c2r);
+            pthread_mutex_unlock(&fftw_planner_lock);
+        }
+        free(p);
         pthread_mutex_unlock(&cs->lock);
         return mg_seterr(MG_ERR_NOMEM, "FFTW: cannot plan a transform of size %d", n);
     }
+    p->n = n;
+    p->refs = 1;
+    p->used = ++cs->tick;
     cs->plans[cs->n_plans++] = p;
     *out = p;
     pthread_mutex_unlock(&cs->lock);
     return MG_OK;
+}
+
+static void put_plan(struct cema_cpu *cs, fft_plan *p)
+{
+    pthread_mutex_lock(&cs->lock);
+    p->refs--;
+    pthread_mutex_unlock(&cs->lock);
 }
 
 /* ------------------------------------------------------------------ helpers */
@@ -257,13 +292,53 @@ static void zero_input_scan(const mg_kernels *K, int n, int nd, int N, const flo
                      out + (size_t)t0 * G);
 }
 
+/* Channel groups: G channels each, the first one narrower when that puts the others at a
+ * 64-byte boundary of the x rows (rows of a multiple of G floats from a buffer that is
+ * 4-byte but not 64-byte aligned, as large malloc blocks are): a group's 16 floats then
+ * fill one cache line instead of straddling two, which the strided access of the kernel
+ * pays for (about 1.5x at D = 1024). A channel's result does not depend on its group. */
+typedef struct {
+    int D, s, n; /* s: width of the leading partial group, 0 if none; n: groups */
+} groups;
+
+static groups groups_of(const float *x, int D)
+{
+    groups gr = {D, 0, 0};
+    uintptr_t a = (uintptr_t)x;
+    if (D % G == 0 && D > G && (a & 3) == 0) gr.s = (int)((G - ((a >> 2) & (G - 1))) & (G - 1));
+    gr.n = (gr.s ? 1 : 0) + (D - gr.s + G - 1) / G;
+    return gr;
+}
+
+static inline void group_at(const groups *gr, int g, int *d, int *nd)
+{
+    *d = gr->s ? (g == 0 ? 0 : gr->s + (g - 1) * G) : g * G;
+    *nd = gr->s && g == 0 ? gr->s : imin(G, gr->D - *d);
+}
+
 /* ------------------------------------------------------------------ scan */
+
+/* The kernel over channels [d0, d1) in tiles of SCAN_TILE rows when rows are long: each row
+ * of x and y is then its own page, and a tile's pages stay in the TLB while all the range's
+ * channel blocks pass over it (untiled, every block walks all L pages again: measured 4.1 vs
+ * 3.8 ns per token-channel at D = 1024, L = 4096). The kernel computes the same floats
+ * whatever L, so tiling changes no bit. */
+static void scan_range(const mg_kernels *K, const float *x, int L, const mg_cema_coeffs *c,
+                       int d0, int d1, float *h, float *y)
+{
+    const int D = c->D, N = c->N;
+    const int tile = D >= SCAN_TILE_MIN_D && L > 2 * SCAN_TILE ? SCAN_TILE : L;
+    for (int t0 = 0; t0 < L; t0 += tile)
+        K->cema_scan(x + (size_t)t0 * D, imin(tile, L - t0), D, N, d0, d1, c->p, c->q, c->eta,
+                     c->omega, h, y + (size_t)t0 * D);
+}
 
 static void run_scan(mg_backend *be, const float *x, int L, const mg_cema_coeffs *c, float *h,
                      float *y)
 {
     const mg_kernels *K = ctx_of(be)->k;
-    const int D = c->D, N = c->N, ng = (D + G - 1) / G;
+    const int D = c->D;
+    const groups gr = groups_of(x, D);
 #pragma omp parallel num_threads(be->n_threads) if (D >= 64)
     {
         int t = 0, T = 1;
@@ -271,9 +346,20 @@ static void run_scan(mg_backend *be, const float *x, int L, const mg_cema_coeffs
         t = omp_get_thread_num();
         T = omp_get_num_threads();
 #endif
-        int d0 = G * (int)((int64_t)ng * t / T), d1 = G * (int)((int64_t)ng * (t + 1) / T);
-        if (d1 > D) d1 = D;
-        if (d0 < d1) K->cema_scan(x, L, D, N, d0, d1, c->p, c->q, c->eta, c->omega, h, y);
+        /* a contiguous range of groups per thread; the narrow first group on its own so
+         * that the kernel's vector blocks start at the aligned ones */
+        int g0 = (int)((int64_t)gr.n * t / T), g1 = (int)((int64_t)gr.n * (t + 1) / T);
+        int d0, d1, nd;
+        if (g0 < g1) {
+            group_at(&gr, g0, &d0, &nd);
+            if (gr.s && g0 == 0) {
+                scan_range(K, x, L, c, 0, nd, h, y);
+                d0 = nd;
+            }
+            group_at(&gr, g1 - 1, &d1, &nd);
+            d1 += nd;
+            if (d0 < d1) scan_range(K, x, L, c, d0, d1, h, y);
+        }
     }
 }
 
@@ -283,7 +369,9 @@ static int run_scan_chunked(mg_backend *be, const float *x, int L, const mg_cema
                             float *h, float *y)
 {
     const mg_kernels *K = ctx_of(be)->k;
-    const int D = c->D, N = c->N, ng = (D + G - 1) / G;
+    const int D = c->D, N = c->N;
+    const groups gr = groups_of(x, D);
+    const int ng = gr.n, decay = cema_decay_steps(qmax_of(c, 0, D));
     const int B = cema_chunk_len(L), nb = (L + B - 1) / B;
     if (nb < 2) {
         run_scan(be, x, L, c, h, y);
@@ -294,14 +382,11 @@ static int run_scan_chunked(mg_backend *be, const float *x, int L, const mg_cema
     const size_t per_thread = (size_t)B * G + (size_t)TILE * G + 2 * G + (size_t)G * N * 2;
     float *hl = malloc(sizeof(float) * DN2 * nb);
     float *tb = calloc((size_t)T * per_thread, sizeof(float));
-    int *decay = malloc(sizeof(int) * ng);
-    if (!hl || !tb || !decay) {
+    if (!hl || !tb) {
         free(hl);
         free(tb);
-        free(decay);
         return mg_seterr(MG_ERR_NOMEM, "CEMA chunked scan: out of memory for length %d", L);
     }
-    for (int g = 0; g < ng; g++) decay[g] = cema_decay_steps(qmax_of(c, g * G, imin(G, D - g * G)));
 
 #pragma omp parallel num_threads(T)
     {
@@ -315,8 +400,9 @@ static int run_scan_chunked(mg_backend *be, const float *x, int L, const mg_cema
         /* 1: every block from the zero state (block 0 from h) */
 #pragma omp for schedule(static)
         for (int u = 0; u < ng * nb; u++) {
-            const int g = u / nb, k = u % nb, d = g * G, nd = imin(G, D - d);
-            const int t0 = k * B, len = imin(B, L - t0);
+            const int g = u / nb, k = u % nb, t0 = k * B, len = imin(B, L - t0);
+            int d, nd;
+            group_at(&gr, g, &d, &nd);
             float *hk = hl + DN2 * k + (size_t)d * N * 2;
             if (k == 0) memcpy(hk, h + (size_t)d * N * 2, sizeof(float) * nd * N * 2);
             else memset(hk, 0, sizeof(float) * nd * N * 2);
@@ -325,40 +411,40 @@ static int run_scan_chunked(mg_backend *be, const float *x, int L, const mg_cema
                          y + (size_t)t0 * D + d);
         }
 
-        /* 2: the true state at every block start, in double; hl[k] becomes block k's start
-         * state, h the final state */
-#pragma omp for schedule(static)
-        for (int g = 0; g < ng; g++) {
-            const int d = g * G, nd = imin(G, D - d), last = L - (nb - 1) * B;
-            for (int i = 0; i < nd * N; i++) {
-                const size_t j = ((size_t)d * N + i) * 2;
-                double qbr, qbi, qlr, qli;
-                cpow_d(c->q[j], c->q[j + 1], B, &qbr, &qbi);
-                cpow_d(c->q[j], c->q[j + 1], last, &qlr, &qli);
-                double hr = hl[j], hi = hl[j + 1]; /* end of block 0 */
-                for (int k = 1; k < nb; k++) {
-                    float *s = hl + DN2 * k + j;
-                    double lr = s[0], li = s[1];
-                    s[0] = (float)hr;
-                    s[1] = (float)hi;
-                    double mr = k == nb - 1 ? qlr : qbr, mi = k == nb - 1 ? qli : qbi;
-                    double t = mr * hr - mi * hi + lr;
-                    hi = mr * hi + mi * hr + li;
-                    hr = t;
-                }
-                h[j] = (float)hr;
-                h[j + 1] = (float)hi;
-            }
-        }
-
-        /* 3: blocks 1.. get Re(sum_n eta q^(t+1) h_in) on their first min(B, decay) rows */
+        /* 2: blocks 1.. get Re(sum_n eta q^(t+1) h_in) on their first min(B, decay) rows,
+         * h_in (the true state at the block's start) propagated in double from the end of
+         * block 0 over the local end states: h_in(k+1) = q^B h_in(k) + h_local(k). Every
+         * unit folds its own h_in (O(nb) per component, in the same order whichever thread
+         * runs it), so that one barrier suffices; the last block's unit writes the new h. */
         unsigned fm = ftz_enter();
 #pragma omp for schedule(static)
         for (int u = 0; u < ng * (nb - 1); u++) {
-            const int g = u / (nb - 1), k = 1 + u % (nb - 1), d = g * G, nd = imin(G, D - d);
-            const int t0 = k * B, len = imin(imin(B, L - t0), decay[g]);
-            if (state_is_zero(hl + DN2 * k + (size_t)d * N * 2, (size_t)nd * N * 2)) continue;
-            memcpy(hb, hl + DN2 * k + (size_t)d * N * 2, sizeof(float) * nd * N * 2);
+            const int g = u / (nb - 1), k = 1 + u % (nb - 1), t0 = k * B;
+            const int len = imin(imin(B, L - t0), decay), last = L - (nb - 1) * B;
+            int d, nd;
+            group_at(&gr, g, &d, &nd);
+            for (int i = 0; i < nd * N; i++) {
+                const size_t j = ((size_t)d * N + i) * 2;
+                double qbr, qbi;
+                cpow_d(c->q[j], c->q[j + 1], B, &qbr, &qbi);
+                double hr = hl[j], hi = hl[j + 1]; /* end of block 0: h_in(1) */
+                for (int kk = 1; kk < k; kk++) {
+                    const float *e = hl + DN2 * kk + j;
+                    double t = qbr * hr - qbi * hi + e[0];
+                    hi = qbr * hi + qbi * hr + e[1];
+                    hr = t;
+                }
+                hb[2 * i] = (float)hr;
+                hb[2 * i + 1] = (float)hi;
+                if (k == nb - 1) { /* h_L = q^last h_in(nb-1) + h_local(nb-1) */
+                    double qlr, qli;
+                    const float *e = hl + DN2 * k + j;
+                    cpow_d(c->q[j], c->q[j + 1], last, &qlr, &qli);
+                    h[j] = (float)(qlr * hr - qli * hi + e[0]);
+                    h[j + 1] = (float)(qlr * hi + qli * hr + e[1]);
+                }
+            }
+            if (state_is_zero(hb, (size_t)nd * N * 2)) continue;
             zero_input_scan(K, len, nd, N, c->p + (size_t)d * N, c->q + (size_t)d * N * 2,
                             c->eta + (size_t)d * N * 2, hb, corr, zeros, zom);
             for (int t = 0; t < len; t++) {
@@ -371,7 +457,6 @@ static int run_scan_chunked(mg_backend *be, const float *x, int L, const mg_cema
     }
     free(hl);
     free(tb);
-    free(decay);
     return MG_OK;
 }
 
@@ -490,6 +575,7 @@ static kentry *make_kernel(mg_backend *be, const fft_plan *pl, const mg_cema_coe
     const int D = c->D, N = c->N, nfft = pl->n, ng = (D + G - 1) / G;
     const int rs = rstride(nfft), cst = cstride(nfft);
     const int T = be->n_threads > 0 ? be->n_threads : 1;
+    const int kl = imin(nfft / 2, cema_decay_steps(qmax_of(c, 0, D)));
     /* per thread: kr[G][rs], zeros[TILE][G], out[TILE][G], zom[G], ones[G], hz[G*N*2] */
     const size_t per_thread = (size_t)rs * G + 2 * (size_t)TILE * G + 2 * G + (size_t)G * N * 2;
     kentry *e = calloc(1, sizeof *e);
@@ -524,7 +610,6 @@ static kentry *make_kernel(mg_backend *be, const fft_plan *pl, const mg_cema_coe
 #pragma omp for schedule(static)
         for (int g = 0; g < ng; g++) {
             const int d = g * G, nd = imin(G, D - d);
-            const int kl = imin(nfft / 2, cema_decay_steps(qmax_of(c, d, nd)));
             const float *p = c->p + (size_t)d * N, *q = c->q + (size_t)d * N * 2;
             const float *eta = c->eta + (size_t)d * N * 2;
             memset(hz, 0, sizeof(float) * nd * N * 2);
@@ -555,28 +640,43 @@ static int run_fft(mg_backend *be, const float *x, int L, const mg_cema_coeffs *
     cpu_ctx *cx = ctx_of(be);
     struct cema_cpu *cs = cx->cema;
     const mg_kernels *K = cx->k;
-    const int D = c->D, N = c->N, ng = (D + G - 1) / G, nfft = cema_nfft(L);
+    const int D = c->D, N = c->N, kg = cema_decay_steps(qmax_of(c, 0, D)), kl = imin(L, kg);
+    int nfft, M;
+    cema_fft_blocks(L, kg, &nfft, &M);
+    if (nfft < 0) return mg_seterr(MG_ERR_UNSUPPORTED, "CEMA FFT: length %d is too long", L);
     const int rs = rstride(nfft), cst = cstride(nfft);
+    const groups gr = groups_of(x, D);
     const int T = be->n_threads > 0 ? be->n_threads : 1;
-    fft_plan pl;
-    int rc = get_plan(cs, nfft, &pl);
+    fft_plan *plp = NULL;
+    int rc = get_plan(cs, nfft, &plp);
     if (rc) return rc;
+    const fft_plan pl = *plp;
     note_seen(cs, c);
     const uint64_t hash = coeffs_hash(c);
     kentry *ke = kc_acquire(cs, c, hash, nfft);
     if (!ke) {
         kentry *ne = make_kernel(be, &pl, c, hash);
-        if (!ne) return MG_ERR_NOMEM;
+        if (!ne) {
+            put_plan(cs, plp);
+            return MG_ERR_NOMEM;
+        }
         ke = kc_insert(cs, ne);
     }
-    const int kb_max = imin(L, cema_decay_steps(qmax_of(c, 0, D)));
-    /* per thread: xr[G][rs], xf[cst] complex, bias[kb_max][G], zeros[TILE][G], zom[G],
+    /* Work unit: `sb` consecutive groups, gathered from and scattered to x and y together
+     * (rows 4 KiB apart at D = 1024 are each a page: reading sb*64 bytes per row instead of
+     * 64 divides the page walks), as many as keep the unit's buffers in about 1 MiB. */
+    const size_t ch_bytes = sizeof(float) * ((size_t)rs + kl);
+    int sb = (int)(((size_t)SB_BYTES) / (ch_bytes * G));
+    sb = sb < 1 ? 1 : sb > 8 ? 8 : sb;
+    const int nu = (gr.n + sb - 1) / sb;
+    /* per thread: xr[sb*G][rs], xf[cst] complex, bias[sb][kl][G], zeros[TILE][G], zom[G],
      * hb[G*N*2] */
-    const size_t per_thread = (size_t)rs * G + 2 * (size_t)cst + (size_t)kb_max * G +
+    const size_t per_thread = (size_t)rs * G * sb + 2 * (size_t)cst + (size_t)kl * G * sb +
                               (size_t)TILE * G + G + (size_t)G * N * 2;
     float *tb = fftwf_malloc(sizeof(float) * per_thread * T);
     if (!tb) {
         kc_release(cs, ke);
+        put_plan(cs, plp);
         return mg_seterr(MG_ERR_NOMEM, "CEMA FFT: out of memory for length %d", L);
     }
     memset(tb, 0, sizeof(float) * per_thread * T);
@@ -589,66 +689,102 @@ static int run_fft(mg_backend *be, const float *x, int L, const mg_cema_coeffs *
         tid = omp_get_thread_num();
 #endif
         float *xr = tb + per_thread * tid;
-        fftwf_complex *xf = (fftwf_complex *)(xr + (size_t)rs * G);
-        float *bias = xr + (size_t)rs * G + 2 * (size_t)cst, *zeros = bias + (size_t)kb_max * G;
+        fftwf_complex *xf = (fftwf_complex *)(xr + (size_t)rs * G * sb);
+        float *bias = xr + (size_t)rs * G * sb + 2 * (size_t)cst;
+        float *zeros = bias + (size_t)kl * G * sb;
         float *zom = zeros + (size_t)TILE * G, *hb = zom + G;
+        int kb[8];
 #pragma omp for schedule(static)
-        for (int g = 0; g < ng; g++) {
-            const int d = g * G, nd = imin(G, D - d);
-            const int kg = cema_decay_steps(qmax_of(c, d, nd));
-            const float *p = c->p + (size_t)d * N, *q = c->q + (size_t)d * N * 2;
-            const float *eta = c->eta + (size_t)d * N * 2, *om = c->omega + d;
-            float *hd = h + (size_t)d * N * 2;
+        for (int u = 0; u < nu; u++) {
+            const int g0 = u * sb, g1 = imin(gr.n, g0 + sb);
+            int d0, d1, nd;
+            group_at(&gr, g0, &d0, &nd);
+            group_at(&gr, g1 - 1, &d1, &nd);
+            d1 += nd;
+            const int nch = d1 - d0;
 
-            /* causal convolution: x (zero-padded) times the kernel's transform */
-            for (int t = 0; t < L; t++) {
-                const float *xrow = x + (size_t)t * D + d;
-                for (int ch = 0; ch < nd; ch++) xr[(size_t)ch * rs + t] = xrow[ch];
-            }
-            for (int ch = 0; ch < nd; ch++) {
-                float *row = xr + (size_t)ch * rs;
-                memset(row + L, 0, sizeof(float) * (nfft - L));
-                fftwf_execute_dft_r2c(pl.r2c, row, xf);
-                K->complex_mul((const float *)xf, (const float *)(ke->kf + (size_t)(d + ch) * cst),
-                               (float *)xf, nfft / 2 + 1);
-                fftwf_execute_dft_c2r(pl.c2r, xf, row); /* nfft * (x conv k) */
-            }
+            for (int g = g0; g < g1; g++) {
+                int d;
+                group_at(&gr, g, &d, &nd);
+                const float *p = c->p + (size_t)d * N, *q = c->q + (size_t)d * N * 2;
+                const float *eta = c->eta + (size_t)d * N * 2;
+                float *hd = h + (size_t)d * N * 2, *bg = bias + (size_t)(g - g0) * kl * G;
 
-            /* carried-state term Re(sum_n eta q^(t+1) h) on the rows where it matters */
-            const int kb = state_is_zero(hd, (size_t)nd * N * 2) ? 0 : imin(L, kg);
-            if (kb) {
-                memcpy(hb, hd, sizeof(float) * nd * N * 2);
-                unsigned fm = ftz_enter();
-                zero_input_scan(K, kb, nd, N, p, q, eta, hb, bias, zeros, zom);
-                ftz_leave(fm);
-            }
-
-            /* new state: h <- q^(L-ks) h, then the recurrence over the last ks rows (its
-             * outputs land in y and are overwritten below) */
-            const int ks = imin(L, kg);
-            if (ks < L)
-                for (int i = 0; i < nd * N; i++) {
-                    double mr, mi, hr = hd[2 * i], hi = hd[2 * i + 1];
-                    cpow_d(q[2 * i], q[2 * i + 1], L - ks, &mr, &mi);
-                    hd[2 * i] = (float)(mr * hr - mi * hi);
-                    hd[2 * i + 1] = (float)(mr * hi + mi * hr);
+                /* carried-state term Re(sum_n eta q^(t+1) h) on the rows where it matters */
+                kb[g - g0] = state_is_zero(hd, (size_t)nd * N * 2) ? 0 : kl;
+                if (kb[g - g0]) {
+                    memcpy(hb, hd, sizeof(float) * nd * N * 2);
+                    unsigned fm = ftz_enter();
+                    zero_input_scan(K, kl, nd, N, p, q, eta, hb, bg, zeros, zom);
+                    ftz_leave(fm);
                 }
-            K->cema_scan(x + (size_t)(L - ks) * D + d, ks, D, N, 0, nd, p, q, eta, om, hd,
-                         y + (size_t)(L - ks) * D + d);
 
-            for (int t = 0; t < L; t++) {
-                const float *xrow = x + (size_t)t * D + d;
-                float *yrow = y + (size_t)t * D + d;
-                for (int ch = 0; ch < nd; ch++) {
-                    float v = xr[(size_t)ch * rs + t] * inv + om[ch] * xrow[ch];
-                    if (t < kb) v += bias[(size_t)t * G + ch];
-                    yrow[ch] = v;
+                /* new state: h <- q^(L-kl) h, then the recurrence over the last kl rows (its
+                 * outputs land in y and are overwritten below) */
+                if (kl < L)
+                    for (int i = 0; i < nd * N; i++) {
+                        double mr, mi, hr = hd[2 * i], hi = hd[2 * i + 1];
+                        cpow_d(q[2 * i], q[2 * i + 1], L - kl, &mr, &mi);
+                        hd[2 * i] = (float)(mr * hr - mi * hi);
+                        hd[2 * i + 1] = (float)(mr * hi + mi * hr);
+                    }
+                K->cema_scan(x + (size_t)(L - kl) * D + d, kl, D, N, 0, nd, p, q, eta,
+                             c->omega + d, hd, y + (size_t)(L - kl) * D + d);
+            }
+
+            /* causal convolution, block by block: rows t0 - kl + 1 .. t0 + m - 1 of x (zero
+             * before the first) at 0 .. kl + m - 2, zero-padded, times the kernel's
+             * transform; outputs t0 .. t0 + m - 1 at kl - 1 .. kl + m - 2 */
+            const float *om = c->omega + d0;
+            for (int t0 = 0; t0 < L; t0 += M) {
+                const int m = imin(M, L - t0), s0 = t0 - (kl - 1), len = kl - 1 + m;
+                for (int j = 0; j < len; j++) {
+                    const int t = s0 + j;
+                    if (t < 0) {
+                        for (int ch = 0; ch < nch; ch++) xr[(size_t)ch * rs + j] = 0.0f;
+                        continue;
+                    }
+                    const float *xrow = x + (size_t)t * D + d0;
+                    if (t + PREFETCH < L) __builtin_prefetch(xrow + (size_t)PREFETCH * D);
+                    for (int ch = 0; ch < nch; ch++) xr[(size_t)ch * rs + j] = xrow[ch];
+                }
+                for (int ch = 0; ch < nch; ch++) {
+                    float *row = xr + (size_t)ch * rs;
+                    memset(row + len, 0, sizeof(float) * (nfft - len));
+                    fftwf_execute_dft_r2c(pl.r2c, row, xf);
+                    K->complex_mul((const float *)xf,
+                                   (const float *)(ke->kf + (size_t)(d0 + ch) * cst),
+                                   (float *)xf, nfft / 2 + 1);
+                    fftwf_execute_dft_c2r(pl.c2r, xf, row); /* nfft * (x conv k) */
+                }
+                /* y = conv / nfft + omega x */
+                const float *src = xr + (kl - 1);
+                for (int i = 0; i < m; i++) {
+                    const float *xrow = x + (size_t)(t0 + i) * D + d0;
+                    float *yrow = y + (size_t)(t0 + i) * D + d0;
+                    if (t0 + i + PREFETCH < L) {
+                        __builtin_prefetch(xrow + (size_t)PREFETCH * D);
+                        __builtin_prefetch(yrow + (size_t)PREFETCH * D, 1);
+                    }
+                    for (int ch = 0; ch < nch; ch++)
+                        yrow[ch] = src[(size_t)ch * rs + i] * inv + om[ch] * xrow[ch];
+                }
+            }
+            /* + the carried-state term */
+            for (int g = g0; g < g1; g++) {
+                int d;
+                group_at(&gr, g, &d, &nd);
+                const float *bg = bias + (size_t)(g - g0) * kl * G;
+                for (int t = 0; t < kb[g - g0]; t++) {
+                    float *yrow = y + (size_t)t * D + d;
+                    for (int ch = 0; ch < nd; ch++) yrow[ch] += bg[(size_t)t * G + ch];
                 }
             }
         }
     }
     fftwf_free(tb);
     kc_release(cs, ke);
+    put_plan(cs, plp);
     return MG_OK;
 }
 
@@ -674,11 +810,13 @@ static cema_run plan_estimate(mg_backend *be, int L, const mg_cema_coeffs *c,
     pthread_mutex_lock(&cs->lock);
     const size_t layers = cs->n_seen > 0 ? (size_t)cs->n_seen : 1, budget = cs->set.cache_bytes;
     pthread_mutex_unlock(&cs->lock);
-    const size_t bytes = sizeof(fftwf_complex) * cstride(cema_nfft(L)) * (size_t)c->D;
-    cema_problem pb = {L, c->D, c->N, be->n_threads > 0 ? be->n_threads : 1,
-                       cema_decay_steps(qmax_of(c, 0, c->D)),
+    const int decay = cema_decay_steps(qmax_of(c, 0, c->D));
+    int nfft, rows;
+    cema_fft_blocks(L, decay, &nfft, &rows);
+    const size_t bytes = sizeof(fftwf_complex) * cstride(nfft > 0 ? nfft : 2) * (size_t)c->D;
+    cema_problem pb = {L, c->D, c->N, be->n_threads > 0 ? be->n_threads : 1, decay,
                        1, /* streaming: the state is carried but for the first call */
-                       bytes <= budget / layers};
+                       nfft > 0 && bytes <= budget / layers};
     return cema_estimate(ctx_of(be)->k->name, &pb, ns);
 }
 
@@ -746,7 +884,7 @@ static int resolve(mg_backend *be, mg_cema_algo algo, int L, const mg_cema_coeff
     switch ((int)a) {
     case MG_CEMA_SCAN: return MG_OK;
     case MG_CEMA_FFT: *out = CEMA_RUN_FFT; return MG_OK;
-    case (int)MG_CEMA_SCAN_CHUNKED: *out = CEMA_RUN_SCAN_CHUNKED; return MG_OK;
+    case (int)CEMA_ALGO_CHUNKED: *out = CEMA_RUN_SCAN_CHUNKED; return MG_OK;
     case MG_CEMA_AUTO: break;
     default: return mg_seterr(MG_ERR_INVALID_ARG, "unknown CEMA algorithm %d", (int)a);
     }

@@ -42,7 +42,7 @@ int cema_settings_read(cema_settings *s)
         if (!strcasecmp(v, "auto")) s->override = MG_CEMA_AUTO;
         else if (!strcasecmp(v, "fft")) s->override = MG_CEMA_FFT;
         else if (!strcasecmp(v, "scan")) s->override = MG_CEMA_SCAN;
-        else if (!strcasecmp(v, "scan-chunked")) s->override = MG_CEMA_SCAN_CHUNKED;
+        else if (!strcasecmp(v, "scan-chunked")) s->override = CEMA_ALGO_CHUNKED;
         else
             return mg_seterr(MG_ERR_INVALID_ARG,
                              "MEGALODON_CEMA='%s': must be auto, fft, scan or scan-chunked", v);
@@ -112,11 +112,34 @@ int cema_chunk_len(int L)
     return (int)B;
 }
 
-int cema_nfft(int L)
+int cema_nfft(int L, int decay)
 {
-    int n = 2;
-    while (n < 2 * L) n *= 2;
-    return n;
+    /* the kernel is used up to lag min(L, decay) - 1: a circular convolution of size
+     * >= L + that - 1 equals the linear one on the first L outputs (decay >= L: >= 2L, so
+     * that the cached kernel, min(decay, n/2) long, serves every L up to n/2) */
+    int64_t need = decay >= L ? 2 * (int64_t)L : (int64_t)L + decay - 1;
+    if (need < 2) need = 2;
+    for (int64_t p = 1; p <= (1 << 30); p *= 2) /* 2^a, 5 2^(a-2), 3 2^(a-1) */
+        for (int k = 0; k < 3; k++) {
+            int64_t n = k == 0 ? p : k == 1 ? 5 * p / 4 : 3 * p / 2;
+            if ((k == 0 || p >= 4) && n >= need && n % 2 == 0) return (int)n;
+        }
+    return -1;
+}
+
+void cema_fft_blocks(int L, int decay, int *nfft, int *rows)
+{
+    const int kl = L < decay ? L : decay;
+    *nfft = cema_nfft(L, decay);
+    *rows = L;
+    if (kl < L && (int64_t)CEMA_FFT_BLOCK + kl < L) {
+        int target = CEMA_FFT_BLOCK > 3 * kl ? CEMA_FFT_BLOCK : 3 * kl;
+        int n = cema_nfft(target, kl);
+        if (n > 0 && n < *nfft) {
+            *nfft = n;
+            *rows = n - kl + 1;
+        }
+    }
 }
 
 int cema_len_bucket(int L)
@@ -127,36 +150,48 @@ int cema_len_bucket(int L)
 }
 
 /* Constants of the cost model, in ns, measured on the development machine (a 2-core KVM
- * guest of an Intel Xeon "Sapphire Rapids", family 6 model 207, 2.3 GHz nominal, fftw 3.3.10,
- * gcc -O2) with tests/cema-timing (docs/cema.md gives the command and the table):
- *   scan_tc   ns per token-channel of the recurrence at N = 16 for D = 1024 (x and y rows
- *             4 KiB apart), one thread, median of CPU time over 9 runs; it scales as
- *             scan_n0 + N for other N (the kernel's per-step cost is ~linear in N).
- *   fft_a     ns per channel of one r2c + one c2r transform of size n, per n log2 n
- *             (FFTW_ESTIMATE plans), fft_b per n for the gather, the complex product, the
- *             scaling and the scatter; measured at n = 2^10 .. 2^17, least squares.
- *   zero_rel  cost of a zero-input scan step (carried-state terms, kernel generation,
- *             chunk corrections) relative to a scan step: it skips nothing, so ~1.
- *   par_eff   speed-up of the second thread relative to ideal (shared L3 and memory
- *             bandwidth): measured 2-thread / 1-thread scan at D = 1024.
- *   fork      one OpenMP parallel region (fork + join), ns. */
+ * guest of an Intel Xeon "Sapphire Rapids", family 6 model 207; fftw 3.3.10, gcc -O2, the
+ * library as built by configure) with tests/cema-timing --clock cpu (process CPU time, one
+ * thread, median of 5..9 calls, each continuing from a carried state; the machine was shared,
+ * so they are rounded and only their ratios matter):
+ *   step      ns per token-channel of the recurrence (the simd/ kernel) at D = 1024:
+ *             max(floor, fixed + per_n N). avx512 measured N = 4, 8, 16, 32, 64:
+ *             2.2, 2.3, 2.9, 5.8, 10.2 (below N ~ 12 the strided x and y rows, one page
+ *             each, bound it: the floor); avx2 at N = 16: 1.25x avx512; scalar at N = 16:
+ *             45 (a dependency chain over the components: ~linear in N from the start);
+ *             neon: not measured, a guess between them. Above N = 64 (nmax) the SIMD
+ *             kernels go channel by channel: avx512 N = 128 measured 88 (wide_per_n).
+ *   fft_a,b   ns per channel of one transform pair (r2c + c2r, FFTW_ESTIMATE) of n points
+ *             with everything around it (gather, zero padding, complex product, scaling,
+ *             scatter): fft_a n log2 n + fft_b n, fitted to the FFT path at N = 4 (where
+ *             the recurrence passes are negligible) for L = 1024 (n = 1280) and L = 4096
+ *             (n = 5120) and checked at L = 16384 (overlap-save, 4 blocks of n = 5120).
+ *   zero_rel  cost of a zero-input step of the kernel (carried-state terms, the FFT kernel,
+ *             chunk corrections) relative to a recurrence step: the same kernel, so 1.
+ *   par_eff   the second thread's efficiency for work split across threads (memory
+ *             bandwidth and L3 are shared): 0.85, from 2-thread runs in quiet moments.
+ *   fork_ns   one OpenMP parallel region or barrier: 2-5 us when the threads spin on free
+ *             cores, 40-90 us and worse on this shared machine; 10 us.
+ *   chunk_ns  one extra kernel call (the kernel transposes a block's parameters first). */
 typedef struct {
     const char *isa;
-    double scan_tc16, fft_a, fft_b;
+    double floor, fixed, per_n; /* step = max(floor, fixed + per_n N) for N <= nmax */
+    int nmax;
+    double wide_per_n;          /* step = wide_per_n N above nmax */
+    double fft_a, fft_b;
 } cema_costs;
 
 static const cema_costs cost_table[] = {
-    /* isa        scan ns/tc (N=16)  fft a     fft b */
-    {"avx512", 2.6, 0.38, 1.6},
-    {"avx2", 3.6, 0.38, 1.6},
-    {"neon", 5.0, 0.50, 2.0},
-    {"scalar", 12.0, 0.38, 1.6},
+    /* isa      step: floor  fixed  per_n  nmax  wide    fft_a fft_b */
+    {"avx512", 2.1, 0.25, 0.165, 64, 0.69, 0.50, 1.84},
+    {"avx2", 2.4, 0.30, 0.210, 64, 0.80, 0.50, 1.84},
+    {"neon", 2.5, 0.30, 0.300, 64, 1.00, 0.60, 2.20},
+    {"scalar", 0.0, 0.00, 2.800, 1 << 30, 2.80, 0.50, 2.00},
 };
-static const double scan_n0 = 2.0;   /* per-step overhead, in units of one component */
 static const double zero_rel = 1.0;
 static const double par_eff = 0.85;
-static const double fork_ns = 4000.0;
-static const double chunk_fix_ns = 1500.0; /* per block kernel call: parameter transposition */
+static const double fork_ns = 10000.0;
+static const double chunk_fix_ns = 1500.0;
 
 static const cema_costs *costs_of(const char *isa)
 {
@@ -177,7 +212,8 @@ cema_run cema_estimate(const char *isa, const cema_problem *pb, double ns[CEMA_N
 {
     const cema_costs *k = costs_of(isa);
     const int L = pb->L, D = pb->D, N = pb->N, T = pb->threads > 0 ? pb->threads : 1;
-    const double step = k->scan_tc16 * (scan_n0 + N) / (scan_n0 + 16); /* ns per token-channel */
+    const double step = N > k->nmax ? k->wide_per_n * N /* ns per token-channel */
+                                    : fmax(k->floor, k->fixed + k->per_n * N);
     const int groups = (D + 15) / 16;
     const double gw = D < 16 ? D : 16; /* channels of a group */
     const int par = D >= 64 ? T : 1;   /* the plain scan runs threaded only from D = 64 */
@@ -200,15 +236,21 @@ cema_run cema_estimate(const char *isa, const cema_problem *pb, double ns[CEMA_N
     /* fft: per channel two transforms, the state pass over min(L, decay) rows, the
      * carried-state pass likewise when the state is not zero, and the kernel when it is
      * not cached (the recurrence over min(nfft/2, decay) rows and one transform) */
-    const int nfft = cema_nfft(L);
-    const double tr = k->fft_a * nfft * log2((double)nfft) + k->fft_b * nfft;
-    const double tail = (double)(pb->decay < L ? pb->decay : L) * step;
-    double per_ch = tr + tail * (1 + (pb->carried ? zero_rel : 0));
-    if (!pb->kernel_cached) {
-        int kl = nfft / 2 < pb->decay ? nfft / 2 : pb->decay;
-        per_ch += kl * step * zero_rel + 0.5 * tr;
+    int nfft, rows;
+    cema_fft_blocks(L, pb->decay, &nfft, &rows);
+    if (nfft > 0) {
+        const double tr1 = k->fft_a * nfft * log2((double)nfft) + k->fft_b * nfft;
+        const double tr = tr1 * ((L + rows - 1) / rows);
+        const double tail = (double)(pb->decay < L ? pb->decay : L) * step;
+        double per_ch = tr + tail * (1 + (pb->carried ? zero_rel : 0));
+        if (!pb->kernel_cached) {
+            int kl = nfft / 2 < pb->decay ? nfft / 2 : pb->decay;
+            per_ch += kl * step * zero_rel + 0.5 * tr1;
+        }
+        ns[CEMA_RUN_FFT] = spread(groups, T) * gw * per_ch + (T > 1 ? 2 * fork_ns : 0);
+    } else {
+        ns[CEMA_RUN_FFT] = INFINITY;
     }
-    ns[CEMA_RUN_FFT] = spread(groups, T) * gw * per_ch + (T > 1 ? 2 * fork_ns : 0);
 
     cema_run best = CEMA_RUN_SCAN;
     for (int r = 1; r < CEMA_N_RUNS; r++)

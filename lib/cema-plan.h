@@ -23,8 +23,9 @@
 typedef enum { CEMA_RUN_SCAN = 0, CEMA_RUN_SCAN_CHUNKED = 1, CEMA_RUN_FFT = 2 } cema_run;
 #define CEMA_N_RUNS 3
 
-/* The backend op also accepts this value of mg_cema_algo: the chunked scan. */
-#define MG_CEMA_SCAN_CHUNKED ((mg_cema_algo)3)
+/* The backend op also accepts this value of mg_cema_algo: the chunked scan (the value a
+ * public MG_CEMA_SCAN_CHUNKED would take). */
+#define CEMA_ALGO_CHUNKED ((mg_cema_algo)3)
 
 /* "scan", "scan-chunked", "fft" */
 const char *cema_run_name(cema_run r);
@@ -40,7 +41,7 @@ typedef enum { CEMA_PLAN_ESTIMATE = 0, CEMA_PLAN_MEASURE = 1 } cema_plan_mode;
  *                            cema-wisdom, else ~/.cache/megalodon/cema-wisdom)
  *   MEGALODON_CEMA_CACHE_MB  memory for cached FFT kernels, MiB (default 256; 0: no cache) */
 typedef struct {
-    int override;        /* -1: none; else an mg_cema_algo (MG_CEMA_SCAN_CHUNKED included) */
+    int override;        /* -1: none; else an mg_cema_algo (CEMA_ALGO_CHUNKED included) */
     cema_plan_mode mode;
     char *wisdom_path;   /* malloc'd; NULL: no wisdom file */
     int wisdom_default;  /* the path is the default one (its directory may be created) */
@@ -62,8 +63,17 @@ int cema_decay_steps(double qmax);
  * on the thread count. >= L means a single block (the plain scan). */
 int cema_chunk_len(int L);
 
-/* The FFT size for L: the power of two >= 2L. */
-int cema_nfft(int L);
+/* The FFT size for L rows and a kernel of `decay` steps: the smallest 2^a, 5 2^a or 3 2^a
+ * (sizes FFTW transforms about as fast per point as powers of two) >= L + min(L, decay) - 1,
+ * or >= 2L when decay >= L; -1 beyond 2^30. */
+int cema_nfft(int L, int decay);
+
+/* The FFT path's transform size and output rows per transform: one transform of
+ * cema_nfft(L, decay) points, or, for a long input and a short kernel, blocks of about
+ * CEMA_FFT_BLOCK outputs (overlap-save: each transform also covers the kernel's
+ * min(L, decay) - 1 rows before its block), which keep the buffers in cache. */
+#define CEMA_FFT_BLOCK 4096
+void cema_fft_blocks(int L, int decay, int *nfft, int *rows);
 
 /* The key length of a measured choice: the power of two >= L. */
 int cema_len_bucket(int L);

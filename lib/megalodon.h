@@ -155,6 +155,11 @@ MG_API uint64_t mg_state_n_past(const mg_state *state);
 /* Bytes of state carried between calls: fixed by the config, independent of context. */
 MG_API size_t mg_state_size(const mg_state *state);
 MG_API int mg_state_set_cema(mg_state *state, mg_cema_algo algo);
+/* The CEMA implementation run for a call of n_tokens tokens when asked for algo
+ * (MEGALODON_CEMA and the planner applied, current thread count): "scan", "scan-chunked" or
+ * "fft"; NULL on error. In measure mode (MEGALODON_CEMA_PLANNER=measure) an unmeasured
+ * shape is timed now. */
+MG_API const char *mg_cema_choice(const mg_model *model, mg_cema_algo algo, int n_tokens);
 
 /* Feed n_tokens new tokens (any number, any position; they are split at chunk boundaries
  * internally) and write logits as asked. Every id must be in [0, n_vocab). On failure

@@ -12,6 +12,7 @@
 #include "error.h"
 #include "kernels.h"
 #include "model.h"
+#include "cema-plan.h"
 
 #define MAX_DIM (1 << 24)   /* any single size above this is rejected as implausible */
 #define MAX_LAYERS 4096
@@ -374,22 +375,41 @@ static int load(mg_model *m, const mg_model_params *mp)
     return mg_backend_cpu_new(mp->n_threads, mp->isa, &m->be);
 }
 
+/* The two loaders: from the file at `path`, or (path NULL) from the image buf[0..size). */
+static int load_from(const char *path, const void *buf, size_t size,
+                     const mg_model_params *params, mg_model **out)
+{
+    mg_model_params mp = params ? *params : mg_model_default_params();
+    mg_model *m = calloc(1, sizeof *m);
+    if (!m) return mg_seterr(MG_ERR_NOMEM, "out of memory");
+    int rc = path ? gguf_open(path, &m->file) : gguf_open_memory(buf, size, &m->file);
+    if (!rc) rc = load(m, &mp);
+    if (rc) {
+        mg_model_free(m);
+        return path ? mg_adderr_context(rc, "%s", path)
+                    : mg_adderr_context(rc, "in-memory model of %zu bytes", size);
+    }
+    *out = m;
+    return MG_OK;
+}
+
 int mg_model_load(const char *path, const mg_model_params *params, mg_model **out)
 {
     if (!out) return mg_seterr(MG_ERR_INVALID_ARG, "mg_model_load: out is NULL");
     *out = NULL;
     if (!path) return mg_seterr(MG_ERR_INVALID_ARG, "mg_model_load: path is NULL");
-    mg_model_params mp = params ? *params : mg_model_default_params();
-    mg_model *m = calloc(1, sizeof *m);
-    if (!m) return mg_seterr(MG_ERR_NOMEM, "out of memory");
-    int rc = gguf_open(path, &m->file);
-    if (!rc) rc = load(m, &mp);
-    if (rc) {
-        mg_model_free(m);
-        return mg_adderr_context(rc, "%s", path);
-    }
-    *out = m;
-    return MG_OK;
+    return load_from(path, NULL, 0, params, out);
+}
+
+int mg_model_load_memory(const void *buf, size_t size, const mg_model_params *params,
+                         mg_model **out)
+{
+    if (!out) return mg_seterr(MG_ERR_INVALID_ARG, "mg_model_load_memory: out is NULL");
+    *out = NULL;
+    if (!buf && size)
+        return mg_seterr(MG_ERR_INVALID_ARG, "mg_model_load_memory: NULL buffer of %zu bytes",
+                         size);
+    return load_from(NULL, buf, size, params, out);
 }
 
 const mg_hparams *mg_model_hparams(const mg_model *m) { return m ? &m->hp : NULL; }
@@ -427,4 +447,13 @@ int mg_model_set_n_threads(mg_model *m, int n_threads)
     if (!m) return mg_seterr(MG_ERR_INVALID_ARG, "mg_model_set_n_threads: NULL model");
     mg_backend_set_threads(m->be, n_threads);
     return MG_OK;
+}
+
+const char *mg_cema_choice(const mg_model *m, mg_cema_algo algo, int n_tokens)
+{
+    if (!m || n_tokens < 1 || m->hp.n_layer < 1) {
+        mg_seterr(MG_ERR_INVALID_ARG, "mg_cema_choice: NULL model or n_tokens < 1");
+        return NULL;
+    }
+    return cpu_cema_choice(m->be, algo, n_tokens, &m->layers[0].cema);
 }

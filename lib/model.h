@@ -100,6 +100,12 @@ int mg_hparams_validate(const mg_hparams *hp);
 /* Parameter count implied by the hyper-parameters (buffers excluded, tied head once). */
 uint64_t mg_hparams_n_params(const mg_hparams *hp);
 
+/* model.c: mg_model_load from an in-memory GGUF image (no copy: with use_mmap, f32 tensors
+ * point into buf, which must outlive the model). Validation is that of mg_model_load; used
+ * by the fuzzers (fuzz/). */
+int mg_model_load_memory(const void *buf, size_t size, const mg_model_params *params,
+                         mg_model **out);
+
 /* state.c */
 void mg_tnorm_state_reset(mg_tnorm_state *st, const mg_tnorm_params *p, int G);
 

@@ -183,7 +183,7 @@ for isa in neon avx2 avx512; do
   case " $tables " in *" $isa "*) ;; *) missing=$isa; break ;; esac
 done
 if [ -n "$missing" ]; then
-  expect 1 "^error: --isa $missing: kernel table '$missing' is not built in or not supported by this CPU \(available: $tables\)" \
+  expect 1 "^error: --isa $missing: .*kernel table '$missing' is not built in or not supported by this CPU \(available: $tables\)" \
     "--isa $missing (not here)" "$run" perplexity -m "$golden/base.gguf" --tokens "$golden/ppl-base.tokens" --isa $missing
   expect 1 "^error: --isa $missing: " "--isa $missing in info" "$run" info -m "$golden/base.gguf" --isa=$missing
 else
@@ -343,9 +343,10 @@ if [ -f "$tiny" ]; then
     n1=$(jget "$tmp/rss.out" tokens)
     k2=$(peak_rss "$tmp/huge.ids")
     n2=$(jget "$tmp/rss.out" tokens)
-    # allowed: 5% of the short run, at least 256 kB (allocator noise)
+    # allowed: 5% of the short run, at least 512 kB (the peak varies by about 200 kB from
+    # run to run); holding the ids would add 800 kB, the per-token values 1.6 MB more
     if [ "$n1" = 16383 ] && [ "$n2" = 199999 ] && awk -v a="$k1" -v b="$k2" 'BEGIN {
-         lim = a / 20; if (lim < 256) lim = 256; exit !(a > 0 && b - a <= lim) }'; then
+         lim = a / 20; if (lim < 512) lim = 512; exit !(a > 0 && b - a <= lim) }'; then
       ok "peak RSS: $k1 kB for 16384 ids, $k2 kB for 200000 ids"
     else
       bad "peak RSS grows with the document: $k1 kB for 16384 ids ($n1 scored), $k2 kB for 200000 ($n2 scored)"
