@@ -189,6 +189,7 @@ struct run_token_reader {
     size_t len, off; /* bytes in block, next byte */
     int eof;         /* fread found the end: block holds the last bytes */
     char word[64];   /* the id being read (longer words are cut for the message) */
+    int word_nul;    /* the word contains a NUL byte */
     size_t wl, word_line, line;
     size_t index;    /* ids returned */
 };
@@ -225,8 +226,17 @@ void run_tokens_close(run_token_reader *r)
 /* the word that ends here is the next id */
 static int end_word(run_token_reader *r, int32_t *out)
 {
-    r->word[r->wl < sizeof r->word ? r->wl : sizeof r->word - 1] = '\0';
+    size_t wl = r->wl;
+    int nul = r->word_nul;
+    r->word[wl < sizeof r->word ? wl : sizeof r->word - 1] = '\0';
     r->wl = 0;
+    r->word_nul = 0;
+    if (nul)
+        return run_error(EXIT_RUNTIME, "%s: token %zu (line %zu): a word with a NUL byte is "
+                         "not a token id", r->path, r->index + 1, r->word_line);
+    if (wl >= sizeof r->word)
+        return run_error(EXIT_RUNTIME, "%s: token %zu (line %zu): '%.40s...' is too long to be "
+                         "a token id", r->path, r->index + 1, r->word_line, r->word);
     return parse_id(r->word, r->n_vocab, r->path, r->index + 1, r->word_line, out);
 }
 
@@ -263,6 +273,7 @@ int run_tokens_next(run_token_reader *r, int32_t *out, size_t max, size_t *n)
             if (c == '\n') r->line++;
         } else {
             if (r->wl == 0) r->word_line = r->line;
+            if (c == '\0') r->word_nul = 1;
             if (r->wl < sizeof r->word - 1) r->word[r->wl] = (char)c;
             r->wl++;
         }
@@ -288,6 +299,7 @@ int run_tokens_count(run_token_reader *r, size_t *n, int *known)
         return run_error(EXIT_RUNTIME, "cannot read '%s' again: %s", r->path, strerror(errno));
     clearerr(r->f);
     r->len = r->off = r->wl = r->index = 0;
+    r->word_nul = 0;
     r->eof = 0;
     r->line = 1;
     *known = 1;
@@ -343,7 +355,10 @@ int run_parse_ids(const char *text, int32_t n_vocab, int32_t **tokens, size_t *n
         snprintf(word, sizeof word, "%.*s", (int)(wl < sizeof word ? wl : sizeof word - 1), p);
         p += wl;
         int32_t t;
-        int rc = parse_id(word, n_vocab, "input", a.n + 1, 0, &t);
+        int rc = wl >= sizeof word
+                     ? run_error(EXIT_RUNTIME, "input: token %zu: '%.40s...' is too long to "
+                                 "be a token id", a.n + 1, word)
+                     : parse_id(word, n_vocab, "input", a.n + 1, 0, &t);
         if (!rc && push(&a, t)) rc = run_error(EXIT_RUNTIME, "out of memory");
         if (rc) {
             free(a.v);

@@ -15,6 +15,7 @@ PACKAGES="
   libopenblas-dev libfftw3-dev
   python3 python3-venv python3-torch python3-numpy python3-sentencepiece
   gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user
+  clang libclang-rt-14-dev libomp-dev
 "
 
 SUDO=""
