@@ -57,8 +57,8 @@ static int feed(mg_state *st, const int32_t *tokens, int L, const int *pattern, 
 }
 
 /* Run the model over `tokens` with every thread count and mode; logits must be identical
- * to those of the first thread count. */
-static void check_model(const char *label, mg_model *m, const int32_t *tokens, int L)
+ * to those of the first thread count. Returns the number of runs that differ. */
+static int check_model(const char *label, mg_model *m, const int32_t *tokens, int L)
 {
     const mg_hparams *hp = mg_model_hparams(m);
     const size_t V = (size_t)mg_model_n_vocab(m);
@@ -71,11 +71,12 @@ static void check_model(const char *label, mg_model *m, const int32_t *tokens, i
     const mg_cema_algo algos[] = {MG_CEMA_FFT, MG_CEMA_SCAN};
     const char *algo_names[] = {"fft", "scan"};
     float *ref = malloc(sizeof(float) * L * V), *got = malloc(sizeof(float) * L * V);
+    int n_differ = 0;
     if (!ref || !got) {
         CHECK(0, "out of memory");
         free(ref);
         free(got);
-        return;
+        return 1;
     }
     for (size_t mi = 0; mi < sizeof modes / sizeof modes[0]; mi++)
         for (int a = 0; a < 2; a++) {
@@ -101,6 +102,7 @@ static void check_model(const char *label, mg_model *m, const int32_t *tokens, i
                 size_t bad = 0, first = 0;
                 for (size_t i = 0; i < (size_t)L * V; i++)
                     if (memcmp(&ref[i], &got[i], sizeof(float)) != 0 && bad++ == 0) first = i;
+                n_differ += bad != 0;
                 CHECK(bad == 0,
                       "%s: %zu of %zu logits differ from %d thread(s); first at token %zu "
                       "(%.9g vs %.9g)",
@@ -110,6 +112,7 @@ static void check_model(const char *label, mg_model *m, const int32_t *tokens, i
         }
     free(ref);
     free(got);
+    return n_differ;
 }
 
 static void golden_models(void)
@@ -124,9 +127,9 @@ static void golden_models(void)
         int rc = mg_model_load(gc.model_path, NULL, &m);
         CHECK(rc == MG_OK, "load %s: %s", gc.model_path, mg_last_error());
         if (rc == MG_OK) {
-            check_model(golden_cases[i], m, gc.tokens, gc.L);
-            printf("  %-18s L=%-3d same logits with 1, 2 and 3 threads\n", golden_cases[i],
-                   gc.L);
+            int nd = check_model(golden_cases[i], m, gc.tokens, gc.L);
+            printf("  %-18s L=%-3d %s\n", golden_cases[i], gc.L,
+                   nd ? "logits DIFFER across thread counts" : "same logits with 1, 2 and 3 threads");
         }
         mg_model_free(m);
         golden_close(&gc);
@@ -135,7 +138,9 @@ static void golden_models(void)
 
 static void random_model(void)
 {
-    char path[] = "/tmp/mg-test-threads-XXXXXX";
+    char path[1024];
+    const char *tmpdir = getenv("TMPDIR");
+    snprintf(path, sizeof path, "%s/mg-test-threads-XXXXXX", tmpdir && *tmpdir ? tmpdir : "/tmp");
     int fd = mkstemp(path);
     CHECK(fd >= 0, "mkstemp");
     if (fd < 0) return;
@@ -165,8 +170,9 @@ static void random_model(void)
     enum { L = 300 };
     int32_t tokens[L];
     for (int i = 0; i < L; i++) tokens[i] = (int32_t)((uint32_t)(i * 2654435761u) >> 24);
-    check_model("random D=128 C=64 H=4", m, tokens, L);
-    printf("  random D=128 C=64 H=4 L=%d same logits with 1, 2 and 3 threads\n", L);
+    int nd = check_model("random D=128 C=64 H=4", m, tokens, L);
+    printf("  random D=128 C=64 H=4 L=%d %s\n", L,
+           nd ? "logits DIFFER across thread counts" : "same logits with 1, 2 and 3 threads");
     mg_model_free(m);
 }
 
@@ -207,6 +213,7 @@ static void attention_op(void)
         {100, 229, 3, 16, 20}, {129, 130, 1, 8, 40}, {200, 333, 2, 32, 16}, {301, 301, 4, 16, 16},
     };
     mg_backend *be[N_THREADS] = {NULL};
+    const int failures0 = test_failures;
     for (int ti = 0; ti < N_THREADS; ti++) {
         int rc = mg_backend_cpu_new(thread_counts[ti], NULL, &be[ti]);
         CHECK(rc == MG_OK, "backend with %d threads: %s", thread_counts[ti], mg_last_error());
@@ -255,8 +262,9 @@ static void attention_op(void)
         }
         free(q); free(k); free(v); free(o1); free(o2); free(e);
     }
-    printf("  attention op: %zu shapes, worst error vs double %.3g, same bits with 1, 2, 3 "
-           "threads\n", sizeof cases / sizeof cases[0], worst);
+    printf("  attention op: %zu shapes, worst error vs double %.3g%s\n",
+           sizeof cases / sizeof cases[0], worst,
+           test_failures == failures0 ? ", same bits with 1, 2 and 3 threads" : ": FAILED");
 done:
     for (int ti = 0; ti < N_THREADS; ti++)
         if (be[ti]) be[ti]->free(be[ti]);
