@@ -16,8 +16,8 @@
  *
  * Threads (design.md, "Threads"): the (head, block) tasks are spread over the backend's
  * OpenMP threads and every matrix product inside is a single-threaded OpenBLAS call
- * (openblas_set_num_threads(1) for the whole op, be->n_threads restored after), even when
- * the op runs on one thread. The blocks are fixed by L, Lk and H only and each task's
+ * (the backend keeps OpenBLAS at one thread, see cpu_matmul), even when the op runs on one
+ * thread. The blocks are fixed by L, Lk and H only and each task's
  * arithmetic does not depend on the thread that runs it, so the result is bit-identical for
  * any thread count. (Keeping OpenBLAS at one thread here is also what makes that true:
  * OpenBLAS 0.3.21's threaded sgemm splits the work at places that depend on its thread
@@ -179,10 +179,7 @@ int cpu_attention(mg_backend *be, const float *q, const float *k, const float *v
     if (L <= 0 || H <= 0) return MG_OK;
     if (Lk < L)
         return mg_seterr(MG_ERR_INVALID_ARG, "attention: %d queries over only %d keys", L, Lk);
-    /* Single-threaded OpenBLAS inside the op (see the top of the file). */
-    openblas_set_num_threads(1);
-    int rc = L == 1 ? attn_decode(be, q, k, v, Lk, H, dk, dv, out)
-                    : attn_prefill(be, q, k, v, L, Lk, H, dk, dv, out);
-    openblas_set_num_threads(be->n_threads);
-    return rc;
+    /* OpenBLAS is single-threaded throughout the backend (backend-cpu.c, cpu_matmul). */
+    return L == 1 ? attn_decode(be, q, k, v, Lk, H, dk, dv, out)
+                  : attn_prefill(be, q, k, v, L, Lk, H, dk, dv, out);
 }

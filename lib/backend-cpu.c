@@ -14,24 +14,41 @@
 
 /* ---------------------------------------------------------------- matmul */
 
-/* y = x W^T + bias */
+/* y = x W^T + bias.
+ *
+ * Threads (design.md): OpenBLAS always runs single-threaded (its thread count is global to
+ * the process and its threaded sgemm splits rows at places that depend on that count, which
+ * changes the last bits of results); the library splits the product itself over its OpenMP
+ * threads into blocks whose bounds depend only on the shapes, so the result is the same for
+ * any thread count and any number of concurrent states. */
+#define MM_ROWS 64  /* rows of x per sgemm block (prefill) */
+#define MV_ROWS 256 /* rows of W per sgemv block (decode, M == 1) */
+
 static int cpu_matmul(mg_backend *be, const float *x, int M, int K, const float *W, int N,
                       const float *bias, float *y)
 {
-    (void)be;
     if (M <= 0 || N <= 0) return MG_OK;
-    if (M == 1) { /* decode: OpenBLAS sgemv is an order of magnitude faster than sgemm here */
-        if (bias) memcpy(y, bias, sizeof(float) * N);
-        cblas_sgemv(CblasRowMajor, CblasNoTrans, N, K, 1.0f, W, K, x, 1, bias ? 1.0f : 0.0f, y, 1);
+    if (M == 1) { /* decode: sgemv is an order of magnitude faster than sgemm here */
+        const int nb = (N + MV_ROWS - 1) / MV_ROWS;
+#pragma omp parallel for num_threads(be->n_threads) schedule(static) if (nb > 1 && (size_t)N * K >= 65536)
+        for (int b = 0; b < nb; b++) {
+            const int n0 = b * MV_ROWS, n = N - n0 < MV_ROWS ? N - n0 : MV_ROWS;
+            if (bias) memcpy(y + n0, bias + n0, sizeof(float) * n);
+            cblas_sgemv(CblasRowMajor, CblasNoTrans, n, K, 1.0f, W + (size_t)n0 * K, K, x, 1,
+                        bias ? 1.0f : 0.0f, y + n0, 1);
+        }
         return MG_OK;
     }
-    float beta = 0.0f;
-    if (bias) {
-        for (int i = 0; i < M; i++) memcpy(y + (size_t)i * N, bias, sizeof(float) * N);
-        beta = 1.0f;
+    const int nb = (M + MM_ROWS - 1) / MM_ROWS;
+#pragma omp parallel for num_threads(be->n_threads) schedule(static) if (nb > 1)
+    for (int b = 0; b < nb; b++) {
+        const int m0 = b * MM_ROWS, m = M - m0 < MM_ROWS ? M - m0 : MM_ROWS;
+        float *yb = y + (size_t)m0 * N;
+        if (bias)
+            for (int i = 0; i < m; i++) memcpy(yb + (size_t)i * N, bias, sizeof(float) * N);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, N, K, 1.0f, x + (size_t)m0 * K,
+                    K, W, K, bias ? 1.0f : 0.0f, yb, N);
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, x, K, W, K, beta, y,
-                N);
     return MG_OK;
 }
 
@@ -118,7 +135,7 @@ void mg_backend_set_threads(mg_backend *be, int n_threads)
         n_threads = n > 0 ? (int)n : 1;
     }
     be->n_threads = n_threads;
-    openblas_set_num_threads(n_threads);
+    openblas_set_num_threads(1); /* always: see cpu_matmul */
 }
 
 int mg_backend_cpu_new(int n_threads, const char *isa, mg_backend **out)
