@@ -25,7 +25,8 @@ enum {
     O_PROMPT, O_FILE, O_TOKENS, O_NO_BOS, O_NO_EOS, O_BOS,
     O_N_PREDICT, O_TEMP, O_TOP_K, O_TOP_P, O_MIN_P, O_REPEAT_PENALTY, O_REPEAT_LAST_N, O_SEED,
     O_INTERACTIVE, O_IGNORE_EOS, O_NO_DISPLAY_PROMPT,
-    O_JSON, O_PER_TOKEN, O_OFFICIAL_WINDOW, O_PIECES, O_ISA, O_VERBOSE
+    O_JSON, O_PER_TOKEN, O_OFFICIAL_WINDOW, O_PIECES, O_ISA, O_VERBOSE,
+    O_BACKEND, O_DEVICE, O_LIST_DEVICES
 };
 
 typedef struct {
@@ -39,7 +40,8 @@ typedef struct {
 static const opt_def options[] = {
     {O_HELP, "-h", "--help", NULL, M_ALL, "show this help and exit"},
     {O_VERSION, NULL, "--version", NULL, M_ALL, "show the library version and exit"},
-    {O_MODEL, "-m", "--model", "FILE", M_ALL, "model file (GGUF), required"},
+    {O_MODEL, "-m", "--model", "FILE", M_ALL,
+     "model file (GGUF); without -m: $MEGALODON_MODEL, else the default model"},
     {O_PROMPT, "-p", "--prompt", "TEXT", M_GEN | M_TOK, "prompt text"},
     {O_FILE, "-f", "--file", "FILE", M_GEN | M_PPL | M_TOK,
      "read the text from FILE (\"-\": standard input)"},
@@ -94,6 +96,13 @@ static const opt_def options[] = {
     {O_ISA, NULL, "--isa", "NAME", M_ALL,
      "kernel table: auto (the best for this CPU, or $MEGALODON_ISA), scalar, avx2, avx512 or "
      "neon; one this build or CPU lacks is an error"},
+    {O_BACKEND, NULL, "--backend", "NAME", M_ALL,
+     "compute backend: cpu, or opencl (an error when this build or machine has none; "
+     "docs/opencl.md)"},
+    {O_DEVICE, NULL, "--device", "N", M_ALL,
+     "OpenCL device index (see --list-devices); -1: $MEGALODON_OPENCL_DEVICE, else 0"},
+    {O_LIST_DEVICES, NULL, "--list-devices", NULL, M_ALL,
+     "list the OpenCL devices and exit"},
     {O_VERBOSE, "-v", "--verbose", NULL, M_ALL,
      "describe the backend, its kernel table and the CEMA algorithm on standard error"},
 };
@@ -159,6 +168,8 @@ static void default_str(int id, run_mode mode, char *buf, size_t size)
     case O_THREADS: snprintf(buf, size, "0"); break;
     case O_CEMA: snprintf(buf, size, "auto"); break;
     case O_ISA: snprintf(buf, size, "auto"); break;
+    case O_BACKEND: snprintf(buf, size, "$MEGALODON_BACKEND, else cpu"); break;
+    case O_DEVICE: snprintf(buf, size, "-1"); break;
     case O_BATCH:
         snprintf(buf, size, "%s", mode == MODE_PERPLEXITY ? "the chunk size" : "0");
         break;
@@ -216,7 +227,7 @@ static const char *mode_summary(run_mode mode)
 void run_usage(run_mode mode, int whole_program)
 {
     if (whole_program) {
-        printf("usage: megalodon-run [MODE] -m MODEL [options]\n\n"
+        printf("usage: megalodon-run [MODE] [-m MODEL] [options]\n\n"
                "Run a Megalodon model (libmegalodon %s).\n\n"
                "modes:\n"
                "  generate     generate text from a prompt (the default when no mode is given)\n"
@@ -229,10 +240,10 @@ void run_usage(run_mode mode, int whole_program)
                mg_version());
     } else {
         static const char *const synopsis[MODE_COUNT] = {
-            "usage: megalodon-run [generate] -m MODEL [-p TEXT | -f FILE | --tokens FILE] [options]",
-            "usage: megalodon-run perplexity -m MODEL (-f FILE | --tokens FILE) [options]",
-            "usage: megalodon-run tokenize -m MODEL (-p TEXT | -f FILE) [options]",
-            "usage: megalodon-run info -m MODEL [options]"};
+            "usage: megalodon-run [generate] [-m MODEL] [-p TEXT | -f FILE | --tokens FILE] [options]",
+            "usage: megalodon-run perplexity [-m MODEL] (-f FILE | --tokens FILE) [options]",
+            "usage: megalodon-run tokenize [-m MODEL] (-p TEXT | -f FILE) [options]",
+            "usage: megalodon-run info [-m MODEL] [options]"};
         printf("%s\n\n", synopsis[mode]);
         print_wrapped(mode_summary(mode), 0, 0);
         printf("\nExit status: 0 success, 1 runtime error, 2 usage error.\n\n");
@@ -345,6 +356,16 @@ static int apply(const opt_def *d, const char *name, const char *v, run_opts *o)
     case O_PER_TOKEN: o->per_token = 1; return -1;
     case O_OFFICIAL_WINDOW: o->official_window = 1; return -1;
     case O_VERBOSE: o->verbose = 1; return -1;
+    case O_BACKEND:
+        if (strcmp(v, "cpu") != 0 && strcmp(v, "opencl") != 0)
+            return run_error(EXIT_USAGE, "invalid value '%s' for %s: expected cpu or opencl", v,
+                             name);
+        o->backend = v;
+        return -1;
+    case O_DEVICE:
+        if ((rc = parse_long(name, v, -1, 4095, &x)) >= 0) return rc;
+        o->device = (int)x;
+        return -1;
     case O_ISA:
         for (size_t i = 0; i < sizeof isa_names / sizeof isa_names[0]; i++)
             if (strcmp(v, isa_names[i]) == 0) {
@@ -425,7 +446,9 @@ static void modes_of(const opt_def *d, char *buf, size_t size)
 
 static int check_combination(run_opts *o)
 {
-    if (!o->model) return run_error(EXIT_USAGE, "no model given: -m FILE is required");
+    if (!o->model && run_default_model(o) != 0)
+        return run_error(EXIT_USAGE, "no model given: -m FILE is required (no MEGALODON_MODEL "
+                                     "and no default model found)");
     int inputs = !!o->prompt + !!o->file + !!o->tokens_file;
     switch (o->mode) {
     case MODE_GENERATE:
@@ -454,6 +477,7 @@ int run_parse_args(run_mode mode, int mode_given, int argc, char **argv, run_opt
     o->mode = mode;
     usage_mode = mode;
     o->cema = MG_CEMA_AUTO;
+    o->device = -1;
     o->n_predict = 128;
     o->sampling = mg_sampler_default_params();
 
@@ -478,6 +502,13 @@ int run_parse_args(run_mode mode, int mode_given, int argc, char **argv, run_opt
         }
         if (d->id == O_VERSION) {
             printf("megalodon-run (libmegalodon %s)\n", mg_version());
+            return EXIT_OK;
+        }
+        if (d->id == O_LIST_DEVICES) {
+            char buf[8192];
+            int n = mg_backend_devices(buf, sizeof buf);
+            if (n < 0) return run_error(EXIT_RUNTIME, "--list-devices: %s", mg_last_error());
+            printf("%s", buf);
             return EXIT_OK;
         }
         const char *v = NULL;

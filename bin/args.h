@@ -16,10 +16,13 @@ typedef enum { MODE_GENERATE = 0, MODE_PERPLEXITY, MODE_TOKENIZE, MODE_INFO, MOD
 typedef struct {
     run_mode mode;
     /* every mode */
-    const char *model;     /* -m */
+    const char *model;     /* -m, or the default model (run_default_model) */
+    const char *model_from; /* where the model path came from, for -v */
     int n_threads;         /* -t; 0: all CPUs */
     mg_cema_algo cema;     /* --cema */
     const char *isa;       /* --isa; NULL: auto */
+    const char *backend;   /* --backend; NULL: $MEGALODON_BACKEND, else cpu */
+    int device;            /* --device; -1: $MEGALODON_OPENCL_DEVICE, else 0 */
     int verbose;           /* -v */
     const char *state_in;  /* --state-in */
     const char *state_out; /* --state-out */
@@ -72,6 +75,10 @@ int run_info(const run_opts *o);          /* run-info.c */
 
 double run_now_ms(void);
 
+/* Without -m: the model named by $MEGALODON_MODEL, else the default model installed in the
+ * package data directory, else the one in the source tree of an uninstalled build
+ * (docs/megalodon-run.md); sets o->model and o->model_from. 0 when one was found. */
+int run_default_model(run_opts *o);
 /* Load the model given by -m (with -t and --isa; -v describes the backend on stderr);
  * *load_ms receives the time taken. */
 int run_load_model(const run_opts *o, mg_model **model, double *load_ms);

@@ -25,7 +25,8 @@ typedef struct {
 
 typedef struct {
     const char *model;
-    strlist prompts, gens, depths, threads, isas, cemas;
+    strlist prompts, gens, depths, threads, isas, cemas, backends;
+    int device;
     int reps;
     int json;
 } options;
@@ -47,7 +48,9 @@ static void usage(FILE *f, const char *prog)
             "  -r, --repetitions N  repetitions of each test (default 3)\n"
             "      --isa LIST       kernel tables: auto, scalar, avx2, avx512, neon (default auto)\n"
             "      --cema LIST      CEMA algorithm: auto, fft, scan (default auto)\n"
-            "      --backend NAME   compute backend: cpu (default cpu)\n"
+            "      --backend LIST   compute backends: cpu, opencl (default cpu)\n"
+            "      --device N       OpenCL device (default: $MEGALODON_OPENCL_DEVICE, else 0)\n"
+            "      --list-devices   list the OpenCL devices and exit\n"
             "  -o, --output FMT     md (default) or json\n"
             "  -h, --help           this text\n"
             "      --version        the library version\n",
@@ -238,6 +241,8 @@ int main(int argc, char **argv)
     split(nproc, &o.threads);
     split("auto", &o.isas);
     split("auto", &o.cemas);
+    split("cpu", &o.backends);
+    o.device = -1;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -261,10 +266,26 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--cema")) { WANT(); bad = split(v, &o.cemas); }
         else if (!strcmp(a, "--backend")) {
             WANT();
-            if (strcmp(v, "cpu") != 0) {
-                fprintf(stderr, "%s: backend '%s' is not available in this build (available: cpu)\n", argv[0], v);
-                return 2;
+            bad = split(v, &o.backends);
+            for (int b = 0; !bad && b < o.backends.n; b++)
+                if (strcmp(o.backends.v[b], "cpu") && strcmp(o.backends.v[b], "opencl")) {
+                    fprintf(stderr, "%s: unknown backend '%s' (expected cpu or opencl)\n", argv[0],
+                            o.backends.v[b]);
+                    return 2;
+                }
+        } else if (!strcmp(a, "--device")) {
+            long d;
+            WANT();
+            if (parse_int(v, -1, 4095, &d)) bad = 1; else o.device = (int)d;
+        } else if (!strcmp(a, "--list-devices")) {
+            char buf[8192];
+            int n = mg_backend_devices(buf, sizeof buf);
+            if (n < 0) {
+                fprintf(stderr, "%s: %s\n", argv[0], mg_last_error());
+                return 1;
             }
+            printf("%s", buf);
+            return 0;
         } else if (!strcmp(a, "-r") || !strcmp(a, "--repetitions")) {
             long r;
             WANT();
@@ -308,9 +329,14 @@ int main(int argc, char **argv)
     const mg_hparams *hp = &hpv;
     memset(&hpv, 0, sizeof hpv);
     uint64_t n_params = 0;
+    for (int bi = 0; bi < o.backends.n; bi++)
     for (int ii = 0; ii < o.isas.n; ii++) {
+        /* the kernel table is a CPU setting: the OpenCL backend runs once */
+        if (strcmp(o.backends.v[bi], "cpu") != 0 && ii > 0) continue;
         mg_model_params mp = mg_model_default_params();
         mp.isa = o.isas.v[ii];
+        mp.backend = o.backends.v[bi];
+        mp.device = o.device;
         mg_model *m;
         if (mg_model_load(o.model, &mp, &m) != MG_OK) {
             fprintf(stderr, "%s: %s\n", argv[0], mg_last_error());
@@ -340,7 +366,7 @@ int main(int argc, char **argv)
                             r->threads = threads;
                             snprintf(r->isa, sizeof r->isa, "%s", isa);
                             snprintf(r->cema, sizeof r->cema, "%s", o.cemas.v[ci]);
-                            snprintf(r->backend, sizeof r->backend, "cpu");
+                            snprintf(r->backend, sizeof r->backend, "%s", o.backends.v[bi]);
                             fprintf(stderr, "running %s%d depth %d, %d threads, isa %s, cema %s ...\n",
                                     r->test, len, r->n_depth, threads, isa, r->cema);
                             if (run_test(m, r->cema, r->n_prompt, r->n_gen, r->n_depth, o.reps,
@@ -365,6 +391,8 @@ int main(int argc, char **argv)
     if (!o.json && o.cemas.n > 0) { /* where the planner's crossover lies on this machine */
         mg_model_params mp = mg_model_default_params();
         mp.isa = o.isas.v[0];
+        mp.backend = o.backends.v[0];
+        mp.device = o.device;
         mg_model *m;
         if (mg_model_load(o.model, &mp, &m) == MG_OK) {
             mg_model_set_n_threads(m, atoi(o.threads.v[o.threads.n - 1]));

@@ -4,6 +4,8 @@ model file (GGUF v3, docs/model-format.md).
 
     megalodon-convert CHECKPOINT -o OUT.gguf [--outtype auto|f32|f16|bf16]
                       [--tokenizer tokenizer.model] [--name NAME] [--config config.json]
+    megalodon-convert --vocab-only --tokenizer tokenizer.model -o OUT.gguf [--name NAME]
+                      [--vocab-size N]
 
 CHECKPOINT is either
   * a consolidated checkpoint directory of the official code (XuezheMax/megalodon,
@@ -13,6 +15,9 @@ CHECKPOINT is either
     which are merged as the official layer definitions split them (docs/megalodon-convert.md);
   * or one complete (unsharded) state-dict file (.pth/.pt); its configuration is read from
     --config, or else from config.json in the same directory.
+
+--vocab-only writes only the tokenizer keys of a SentencePiece model (general.architecture
+megalodon-vocab, no tensors): the vocabulary file of megalodon-train --vocab.
 
 Everything is explained in docs/megalodon-convert.md. Needs PyTorch and the `gguf` package
 (PyPI); --tokenizer also needs `sentencepiece`. Exit status: 0 on success, 1 on any error
@@ -742,16 +747,7 @@ def write_gguf(out, tmp, conf, table, tensors, outtype, name, tok, rope_bf16):
     w.add_bool("megalodon.rescale_nffn", c.rescale_nffn)
     w.add_bool("megalodon.norm_affine", c.norm_affine)
     if tok is not None:
-        w.add_string("tokenizer.ggml.model", "llama")
-        w.add_array("tokenizer.ggml.tokens", tok["tokens"])
-        w.add_array("tokenizer.ggml.scores", tok["scores"])
-        w.add_array("tokenizer.ggml.token_type", tok["types"])
-        for key, gkey in (("bos", "bos_token_id"), ("eos", "eos_token_id"), ("unk", "unknown_token_id"),
-                          ("pad", "padding_token_id")):
-            if tok["ids"][key] >= 0:
-                w.add_uint32("tokenizer.ggml." + gkey, tok["ids"][key])
-        w.add_bool("tokenizer.ggml.add_bos_token", True)
-        w.add_bool("tokenizer.ggml.add_space_prefix", tok["add_space_prefix"])
+        add_tokenizer_keys(w, tok)
 
     # plan: (gguf name, official name, storage type, numpy shape)
     plan = []
@@ -803,6 +799,48 @@ def write_gguf(out, tmp, conf, table, tensors, outtype, name, tok, rope_bf16):
     return plan
 
 
+def add_tokenizer_keys(w, tok):
+    w.add_string("tokenizer.ggml.model", "llama")
+    w.add_array("tokenizer.ggml.tokens", tok["tokens"])
+    w.add_array("tokenizer.ggml.scores", tok["scores"])
+    w.add_array("tokenizer.ggml.token_type", tok["types"])
+    for key, gkey in (("bos", "bos_token_id"), ("eos", "eos_token_id"), ("unk", "unknown_token_id"),
+                      ("pad", "padding_token_id")):
+        if tok["ids"][key] >= 0:
+            w.add_uint32("tokenizer.ggml." + gkey, tok["ids"][key])
+    w.add_bool("tokenizer.ggml.add_bos_token", True)
+    w.add_bool("tokenizer.ggml.add_space_prefix", tok["add_space_prefix"])
+
+
+# general.architecture of a tokenizer-only file (--vocab-only)
+VOCAB_ARCH = "megalodon-vocab"
+
+
+def write_vocab_gguf(tmp, name, tok):
+    """A tokenizer-only GGUF: general.architecture, general.name and the tokenizer keys; no
+    tensors. Read back before it replaces OUT."""
+    try:
+        import gguf
+    except ImportError:
+        raise ConvertError("the gguf Python package is needed (pip install gguf)")
+    w = gguf.GGUFWriter(tmp, VOCAB_ARCH)
+    w.add_string("general.name", name)
+    add_tokenizer_keys(w, tok)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_ti_data_to_file()
+    w.flush()
+    for f in w.fout:
+        os.fsync(f.fileno())
+    w.close()
+    r = gguf.GGUFReader(tmp, "r")
+    got_arch = r.fields["general.architecture"].contents() if "general.architecture" in r.fields else None
+    ntok = len(r.fields["tokenizer.ggml.tokens"].contents()) if "tokenizer.ggml.tokens" in r.fields else -1
+    if r.tensors or got_arch != VOCAB_ARCH or ntok != len(tok["tokens"]):
+        raise ConvertError("internal error: the written vocabulary file reads back as %d tensors, "
+                           "architecture %r, %d tokens" % (len(r.tensors), got_arch, ntok))
+
+
 def verify_header(path, plan, gguf_mod):
     """Re-read what was written (header only) and check names, GGUF ne and types."""
     r = gguf_mod.GGUFReader(path, "r")
@@ -850,8 +888,12 @@ class Parser(argparse.ArgumentParser):
 
 def parse_args(argv):
     p = Parser(prog=PROG, formatter_class=argparse.RawDescriptionHelpFormatter,
+               usage="%(prog)s CHECKPOINT -o OUT.gguf [options]\n"
+                     "       %(prog)s --vocab-only --tokenizer tokenizer.model -o OUT.gguf "
+                     "[--name NAME] [--vocab-size N]",
                description="Convert an official Megalodon PyTorch checkpoint (XuezheMax/megalodon) to a "
-                           "libmegalodon model file (GGUF).",
+                           "libmegalodon model file (GGUF), or (--vocab-only) a SentencePiece model "
+                           "to a tokenizer-only GGUF.",
                epilog="CHECKPOINT is a consolidated checkpoint directory (config.json, "
                       "consolidate_config.json,\nconsolidated.pth or consolidated.NN.pth shards, which are "
                       "merged) or a single state-dict\nfile (.pth/.pt) whose config.json is --config or "
@@ -860,7 +902,8 @@ def parse_args(argv):
                       "gamma and beta, biases, rope.freqs,\npriors) is F32. auto (the default) keeps the "
                       "checkpoint's precision (fp32 -> f32,\nfp16 -> f16, bf16 -> bf16), so nothing is "
                       "rounded.\n\nSee docs/megalodon-convert.md. Exit status 0 on success, 1 on error.")
-    p.add_argument("checkpoint", metavar="CHECKPOINT", help="checkpoint directory or state-dict file")
+    p.add_argument("checkpoint", metavar="CHECKPOINT", nargs="?",
+                   help="checkpoint directory or state-dict file (not with --vocab-only)")
     p.add_argument("-o", "--output", metavar="OUT.gguf", required=True, help="model file to write (atomically)")
     p.add_argument("--outtype", choices=OUTTYPES, default="auto",
                    help="storage type of the projection and embedding matrices (default: auto)")
@@ -875,8 +918,79 @@ def parse_args(argv):
     p.add_argument("--trust-pickle", action="store_true",
                    help="unpickle checkpoint files without torch.load(weights_only=True) (only for "
                         "files you trust)")
+    p.add_argument("--vocab-only", action="store_true",
+                   help="write only the tokenizer of --tokenizer (general.architecture "
+                        "%s, no tensors), e.g. for megalodon-train --vocab" % VOCAB_ARCH)
+    p.add_argument("--vocab-size", metavar="N", type=int,
+                   help="with --vocab-only: vocabulary rows, at least the tokenizer's pieces "
+                        "(default: the pieces; extra rows as the official additional_vocab_size)")
     p.add_argument("-q", "--quiet", action="store_true", help="print only warnings and errors")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.vocab_only:
+        if args.checkpoint is not None:
+            p.error("--vocab-only takes no CHECKPOINT (the vocabulary comes from --tokenizer)")
+        if not args.tokenizer:
+            p.error("--vocab-only needs --tokenizer tokenizer.model")
+        for flag, given in (("--outtype", args.outtype != "auto"), ("--config", args.config),
+                            ("--rope-freqs-bf16", args.rope_freqs_bf16),
+                            ("--trust-pickle", args.trust_pickle)):
+            if given:
+                p.error("%s does not apply to --vocab-only" % flag)
+        if args.vocab_size is not None and args.vocab_size <= 0:
+            p.error("--vocab-size must be a positive integer")
+    else:
+        if args.checkpoint is None:
+            p.error("the following arguments are required: CHECKPOINT")
+        if args.vocab_size is not None:
+            p.error("--vocab-size is only for --vocab-only (a model's comes from its config)")
+    return args
+
+
+def main_vocab_only(args):
+    """--vocab-only: the tokenizer keys of a SentencePiece model in a GGUF without tensors."""
+    tmp = check_output_path(args.output)
+    try:
+        n_sp = read_tokenizer_size(args.tokenizer)
+        if args.vocab_size is not None and args.vocab_size < n_sp:
+            raise ConvertError("--vocab-size %d: %s has %d pieces (--vocab-size must be at least that)"
+                               % (args.vocab_size, args.tokenizer, n_sp))
+        tok = read_tokenizer(args.tokenizer, args.vocab_size or n_sp, None)
+        name = args.name
+        if name is None:
+            name = os.path.splitext(os.path.basename(args.tokenizer))[0]
+        write_vocab_gguf(tmp, name, tok)
+        finish(tmp, args.output)
+        tmp = None
+        note("wrote %s: tokenizer only, %d tokens (%d pieces%s), %d bytes" % (
+            args.output, len(tok["tokens"]), tok["n_sp"],
+            " + %d extra rows" % (len(tok["tokens"]) - tok["n_sp"]) if len(tok["tokens"]) > tok["n_sp"] else "",
+            os.path.getsize(args.output)))
+        return 0
+    finally:
+        if tmp is not None and os.path.exists(tmp):
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+
+
+def read_tokenizer_size(path):
+    try:
+        import sentencepiece
+    except ImportError:
+        raise ConvertError("--tokenizer needs the sentencepiece module (Debian: apt-get install "
+                           "python3-sentencepiece)")
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise ConvertError("%s: cannot read: %s" % (path, e.strerror or e))
+    sp = sentencepiece.SentencePieceProcessor()
+    try:
+        sp.LoadFromSerializedProto(data)
+    except Exception as e:                  # noqa: BLE001
+        raise ConvertError("%s: not a SentencePiece model: %s" % (path, e))
+    return sp.get_piece_size()
 
 
 def main(argv=None):
@@ -889,6 +1003,8 @@ def main(argv=None):
             import gguf
         except ImportError:
             raise ConvertError("the gguf Python package is needed (pip install gguf)")
+        if args.vocab_only:
+            return main_vocab_only(args)
         out = args.output
         tmp = check_output_path(out)                  # fail early if OUT cannot be written
         ck = Checkpoint(args)

@@ -33,12 +33,54 @@ static int listed(const char *list, const char *name)
     return 0;
 }
 
+/* The default model's file name, in the package data directory (installed) and in models/
+ * of the source tree (uninstalled builds); the build defines MG_PKGDATADIR and MG_SRCDIR. */
+#define DEFAULT_MODEL_NAME "megalodon-default.gguf"
+
+static int is_file(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+int run_default_model(run_opts *o)
+{
+    const char *env = getenv("MEGALODON_MODEL");
+    if (env) {
+        if (!*env) return -1; /* set but empty: no default model */
+        o->model = env;
+        o->model_from = "MEGALODON_MODEL";
+        return 0;
+    }
+    static const struct {
+        const char *path, *from;
+    } candidates[] = {
+#ifdef MG_PKGDATADIR
+        {MG_PKGDATADIR "/" DEFAULT_MODEL_NAME, "the default model, installed"},
+#endif
+#ifdef MG_SRCDIR
+        {MG_SRCDIR "/models/" DEFAULT_MODEL_NAME, "the default model, in the source tree"},
+#endif
+        {NULL, NULL}};
+    for (size_t i = 0; candidates[i].path; i++)
+        if (is_file(candidates[i].path)) {
+            o->model = candidates[i].path;
+            o->model_from = candidates[i].from;
+            return 0;
+        }
+    return -1;
+}
+
 int run_load_model(const run_opts *o, mg_model **model, double *load_ms)
 {
+    if (o->verbose)
+        fprintf(stderr, "model: %s (%s)\n", o->model, o->model_from ? o->model_from : "-m");
     double t0 = run_now_ms();
     mg_model_params mp = mg_model_default_params();
     mp.n_threads = o->n_threads;
     mp.isa = o->isa;
+    mp.backend = o->backend;
+    mp.device = o->device;
     if (mg_model_load(o->model, &mp, model) != MG_OK) {
         /* a kernel table this machine lacks is the option's fault, not the file's */
         if (o->isa && strcmp(o->isa, "auto") != 0 && !listed(mg_isa_available(), o->isa))

@@ -8,7 +8,7 @@
 # same feature macros as that build), else a minimal one generated here (PACKAGE_VERSION,
 # _GNU_SOURCE, MG_HAVE_AVX2 / MG_HAVE_AVX512 when clang can compile those tables).
 #
-# Writes OUTDIR/fuzz-gguf, fuzz-model, fuzz-tokenizer, fuzz-state, fuzz-args and
+# Writes OUTDIR/fuzz-gguf, fuzz-model, fuzz-tokenizer, fuzz-state, fuzz-args, fuzz-checkpoint and
 # OUTDIR/make-seeds (the seed generator, built without the fuzzer runtime).
 # Objects are kept in OUTDIR/obj and rebuilt only when a source or header is newer.
 #
@@ -70,12 +70,14 @@ have() { grep -q "^#define $1 1" "$out/include/config.h"; }
 
 # ---------------------------------------------------------------- flags
 COMMON=(-std=c11 -Wall -Wextra -Wno-unknown-pragmas -O1 -g -fno-omit-frame-pointer -fopenmp -pthread
-        -I"$out/include" -I"$top/lib" -I"$top/simd" -I"$top/bin" -I"$top/tests"
+        -I"$out/include" -I"$top/lib" -I"$top/simd" -I"$top/bin" -I"$top/tests" -I"$top/opencl"
         -DMG_FUZZ_TOP_SRCDIR="\"$top\"" ${FUZZ_CFLAGS:-})
 SANFLAGS=(-fsanitize="$SAN" -fno-sanitize-recover=undefined)
 LIBS=(-lopenblas -lfftw3f -lm -fopenmp -pthread)
 
 lib_srcs=("$top"/lib/*.c "$top/simd/scalar.c" "$top/simd/cpu.c" "$top/bin/args.c" "$top/bin/run-common.c")
+# the OpenCL backend's entry points: the stub (the harnesses run on the CPU backend)
+[ -f "$top/opencl/opencl-stub.c" ] && lib_srcs+=("$top/opencl/opencl-stub.c")
 have MG_HAVE_AVX2 && lib_srcs+=("$top/simd/avx2.c")
 have MG_HAVE_AVX512 && lib_srcs+=("$top/simd/avx512.c")
 have MG_HAVE_NEON && [ "$arch" = aarch64 ] && lib_srcs+=("$top/simd/neon.c")
@@ -118,7 +120,7 @@ for src in "${lib_srcs[@]}"; do
   wait_some; compile "$src" "$out/obj/$name.o" & pids+=($!)
   objs+=("$out/obj/$name.o")
 done
-harnesses=(gguf model tokenizer state args)
+harnesses=(gguf model tokenizer state args checkpoint)
 for h in "${harnesses[@]}"; do
   wait_some; compile "$top/fuzz/fuzz-$h.c" "$out/obj/fuzz-$h.o" & pids+=($!)
 done

@@ -8,7 +8,8 @@
  *                                  tests/, states saved for tests/golden/base.gguf, generated
  *                                  GGUF files with every key and tensor type, models with a
  *                                  small "llama" tokenizer, broken variants and truncations,
- *                                  texts and id lists, megalodon-run command lines.
+ *                                  texts and id lists, megalodon-run command lines, training
+ *                                  checkpoints of a very small model.
  *
  * Usage: make-seeds TOP_SRCDIR OUTDIR   (fuzz/build.sh builds it; fuzz/README.md says when to
  * run it). Deterministic: the same tree gives the same files. */
@@ -24,6 +25,7 @@
 
 #include "gguf.h"
 #include "megalodon.h"
+#include "model.h" /* mg_model_load_memory */
 #include "tiny_model.h"
 
 static const char *top, *outdir;
@@ -609,6 +611,63 @@ static void args_seeds(void)
     }
 }
 
+/* ------------------------------------------------------------------ checkpoint */
+
+/* Training checkpoints (mg_trainer_save_checkpoint) of a very small random model: a fresh
+ * trainer (step 0), one after two steps with a caller string, a truncated one, one whose
+ * tensor data no longer matches its checksum, and a plain model file (not a checkpoint). */
+static void checkpoint_seeds(void)
+{
+    tiny_opts o = tiny_default_opts();
+    o.n_layer = 1;
+    o.n_embd = 4;
+    o.z_dim = 2;
+    o.value_dim = 2;
+    o.n_head = 1;
+    o.n_ff = 4;
+    o.cema_ndim = 2;
+    o.chunk_size = 4;
+    o.norm_groups = 2;
+    o.n_vocab = 8;
+    size_t msize;
+    unsigned char *img = tiny_image(&o, &msize);
+    put("checkpoint", "model-not-a-checkpoint.gguf", img, msize);
+    mg_model_params mp = mg_model_default_params();
+    mp.n_threads = 1;
+    mg_model *m;
+    if (mg_model_load_memory(img, msize, &mp, &m)) DIE("%s", mg_last_error());
+    mg_train_params tp = mg_train_default_params();
+    tp.n_threads = 1;
+    mg_trainer *tr;
+    if (mg_trainer_new(m, &tp, &tr)) DIE("trainer: %s", mg_last_error());
+    char tmp[] = "/tmp/mg-make-seeds-XXXXXX";
+    if (!mkdtemp(tmp)) DIE("mkdtemp: %s", strerror(errno));
+    char file[4200];
+    snprintf(file, sizeof file, "%s/c.ckpt", tmp);
+    size_t size;
+    unsigned char *b;
+    if (mg_trainer_save_checkpoint(tr, file, NULL)) DIE("%s", mg_last_error());
+    b = read_file(file, &size);
+    put("checkpoint", "step0.ckpt", b, size);
+    free(b);
+    const int32_t ids[10] = {1, 2, 3, 4, 5, 6, 7, 0, 1, 2}; /* 2 rows of L + 1 = 5 */
+    for (int k = 0; k < 2; k++)
+        if (mg_trainer_step(tr, ids, 2, 4, NULL)) DIE("step: %s", mg_last_error());
+    if (mg_trainer_save_checkpoint(tr, file, "{\"data\": \"corpus.txt\", \"offset\": 40}"))
+        DIE("%s", mg_last_error());
+    b = read_file(file, &size);
+    put("checkpoint", "step2.ckpt", b, size);
+    put("checkpoint", "step2.trunc-half", b, size / 2);
+    b[size - 1] ^= 0x01; /* the last byte of the last tensor */
+    put("checkpoint", "step2.bad-checksum", b, size);
+    free(b);
+    unlink(file);
+    rmdir(tmp);
+    mg_trainer_free(tr);
+    mg_model_free(m);
+    free(img);
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 3) {
@@ -625,6 +684,7 @@ int main(int argc, char **argv)
     state_seeds();
     tokenizer_seeds();
     args_seeds();
+    checkpoint_seeds();
     printf("make-seeds: corpora written under %s/corpus\n", outdir);
     return failures ? 1 : 0;
 }

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # fuzz/run.sh SECONDS [HARNESS...] - run the libFuzzer harnesses of fuzz/ (docs/fuzzing.md).
 #
-# HARNESS: gguf, model, tokenizer, state, args (default: all), each run for SECONDS.
+# HARNESS: gguf, model, tokenizer, state, args, checkpoint (default: all), each run for SECONDS.
 # For each harness:
 #   1. the regression inputs fuzz/regressions/HARNESS/* (inputs that once crashed) are
 #      replayed: each must run cleanly;
@@ -24,13 +24,13 @@
 #                   a fresh copy of the seeds each time)
 set -uo pipefail
 
-usage() { echo "usage: fuzz/run.sh SECONDS [gguf|model|tokenizer|state|args ...]" >&2; exit 2; }
+usage() { echo "usage: fuzz/run.sh SECONDS [gguf|model|tokenizer|state|args|checkpoint ...]" >&2; exit 2; }
 [ $# -ge 1 ] || usage
 case $1 in '' | *[!0-9]*) usage ;; esac
 seconds=$1
 shift
 top=$(cd "$(dirname "$0")/.." && pwd)
-all=(gguf model tokenizer state args)
+all=(gguf model tokenizer state args checkpoint)
 harnesses=("$@")
 [ ${#harnesses[@]} -gt 0 ] || harnesses=("${all[@]}")
 for h in "${harnesses[@]}"; do
@@ -51,7 +51,7 @@ export MG_FUZZ_TOP_SRCDIR=$top
 max_len() {
   case $1 in
   gguf) echo 32768 ;; model) echo 65536 ;; tokenizer) echo 1024 ;; state) echo 8192 ;;
-  args) echo 1024 ;;
+  args) echo 1024 ;; checkpoint) echo 32768 ;;
   esac
 }
 

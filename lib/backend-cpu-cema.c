@@ -96,7 +96,7 @@ struct cema_cpu {
 };
 
 /* FFTW's planner is not thread-safe, and other backends may plan too */
-static pthread_mutex_t fftw_planner_lock = PTHREAD_MUTEX_INITIALIZER;
+pthread_mutex_t mg_fftw_planner_lock = PTHREAD_MUTEX_INITIALIZER;
 
 /* Row strides of the per-channel transform buffers: whole cache lines (FFTW's new-array
  * execution wants the planning arrays' alignment), plus one line so that the G rows of a
@@ -149,10 +149,10 @@ static void kentry_free(kentry *e)
 
 static void plan_destroy(fft_plan *p)
 {
-    pthread_mutex_lock(&fftw_planner_lock);
+    pthread_mutex_lock(&mg_fftw_planner_lock);
     fftwf_destroy_plan(p->r2c);
     fftwf_destroy_plan(p->c2r);
-    pthread_mutex_unlock(&fftw_planner_lock);
+    pthread_mutex_unlock(&mg_fftw_planner_lock);
     free(p);
 }
 
@@ -204,23 +204,23 @@ static int get_plan(struct cema_cpu *cs, int n, fft_plan **out)
     fftwf_complex *f = fftwf_malloc(sizeof(fftwf_complex) * cstride(n));
     fft_plan *p = calloc(1, sizeof *p);
     if (r && f && p) {
-        pthread_mutex_lock(&fftw_planner_lock);
+        pthread_mutex_lock(&mg_fftw_planner_lock);
         p->r2c = fftwf_plan_dft_r2c_1d(n, r, f, FFTW_ESTIMATE);
         p->c2r = fftwf_plan_dft_c2r_1d(n, f, r, FFTW_ESTIMATE);
-        pthread_mutex_unlock(&fftw_planner_lock);
+        pthread_mutex_unlock(&mg_fftw_planner_lock);
     }
     fftwf_free(r);
     fftwf_free(f);
     if (!p || !p->r2c || !p->c2r) {
         if (p && (p->r2c || p->c2r)) {
-            pthread_mutex_lock(&fftw_planner_lock);
+            pthread_mutex_lock(&mg_fftw_planner_lock);
             if (p->r2c) fftwf_destroy_plan(p->r2c);
             if (p->c2r) fftwf_destroy_plan(p->c2r);
-            pthread_mutex_unlock(&fftw_planner_lock);
+            pthread_mutex_unlock(&mg_fftw_planner_lock);
         }
         free(p);
         pthread_mutex_unlock(&cs->lock);
-        return mg_seterr(MG_ERR_NOMEM, "FFTW: cannot plan a transform of size %d", n);
+        return mg_seterr(MG_ERR_NOMEM, "FFTW: cannot plan a transform of size %d (out of memory)", n);
     }
     p->n = n;
     p->refs = 1;
@@ -650,7 +650,12 @@ static int run_fft(mg_backend *be, const float *x, int L, const mg_cema_coeffs *
     fft_plan *plp = NULL;
     int rc = get_plan(cs, nfft, &plp);
     if (rc) return rc;
-    const fft_plan pl = *plp;
+    /* only the immutable fields: refs and used change under the lock in other threads */
+    fft_plan pl;
+    memset(&pl, 0, sizeof pl);
+    pl.n = plp->n;
+    pl.r2c = plp->r2c;
+    pl.c2r = plp->c2r;
     note_seen(cs, c);
     const uint64_t hash = coeffs_hash(c);
     kentry *ke = kc_acquire(cs, c, hash, nfft);

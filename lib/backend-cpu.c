@@ -186,6 +186,7 @@ int mg_backend_cpu_new(int n_threads, const char *isa, mg_backend **out)
     be->add = cpu_add;
     be->scale = cpu_scale;
     be->affine_rows = cpu_affine_rows;
+    cpu_fill_train_ops(be);
     mg_backend_set_threads(be, n_threads);
     *out = be;
     return MG_OK;

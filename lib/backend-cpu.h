@@ -26,6 +26,16 @@ int cpu_cema(mg_backend *be, mg_cema_algo algo, const float *x, int L, const mg_
 int cpu_cema_init(cpu_ctx *c);
 void cpu_cema_free(cpu_ctx *c);
 
+/* backend-cpu-cema.c: FFTW's planner is not thread-safe; every plan is made under this lock. */
+extern pthread_mutex_t mg_fftw_planner_lock;
+
+/* backend-cpu-train.c: fill the training ops of the table. */
+void cpu_fill_train_ops(mg_backend *be);
+/* backend-cpu-cema-grad.c: the CEMA backward by FFT correlations (backend.h: cema_backward). */
+int cpu_cema_backward_fft(mg_backend *be, const float *x, int S, int L, const mg_cema_coeffs *c,
+                          const float *dy, float *dx, float *dp, float *dq, float *deta,
+                          float *domega);
+
 /* backend-cpu-attention.c */
 int cpu_rope(mg_backend *be, float *x, int L, int H, int dh, int pos0, const float *freqs);
 int cpu_attention(mg_backend *be, const float *q, const float *k, const float *v, int L, int Lk,

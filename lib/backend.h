@@ -71,6 +71,72 @@ struct mg_backend {
     /* y[r,i] = x[r,i] * s[i] + t[i] over rows of m (t may be NULL). */
     int (*affine_rows)(mg_backend *be, const float *x, size_t rows, int m, const float *s,
                        const float *t, float *y);
+
+    /* ---- training: the forward variants that keep what the backward needs, and the
+     * backward of every op. Gradients of parameters are ADDED to their buffers (dW, db,
+     * dw, ...); gradients of inputs are written (or added where the op says so). A backend
+     * without training support leaves these NULL. */
+
+    /* Given y = x W^T + b (x: M x K, W: N x K) and dy (M x N):
+     *   dx = dy W (added to dx when dx_add, written otherwise; dx may be NULL),
+     *   dW += dy^T x,  db += sum_rows dy (db may be NULL). */
+    int (*matmul_backward)(mg_backend *be, const float *x, int M, int K, const float *W, int N,
+                           const float *dy, float *dx, int dx_add, float *dW, float *db);
+
+    /* Timestep norm of S sequences of L rows of D (x: S*L rows), each from the same fresh
+     * state (count0, mean0[G], var0[G]), keeping the statistics after every step: cmean,
+     * crstd (S*L x G; crstd = 1/sqrt(var_t + eps)). */
+    int (*timestep_norm_train)(mg_backend *be, const float *x, int S, int L, int D, int G,
+                               const float *w, const float *b, float eps, int64_t count0,
+                               const float *mean0, const float *var0, float *y, float *cmean,
+                               float *crstd);
+    /* Its backward (spec 11.1) with no gradient arriving on the final statistics:
+     * dx (written), dw, db (added). */
+    int (*timestep_norm_backward)(mg_backend *be, const float *x, int S, int L, int D, int G,
+                                  const float *w, int64_t count0, const float *mean0,
+                                  const float *cmean, const float *crstd, const float *dy,
+                                  float *dx, float *dw, float *db);
+
+    /* Backward of rms_norm / layer_norm over rows of n: dx (written), dw, db (added; NULL
+     * when the norm has no weight / bias). */
+    int (*rms_norm_backward)(mg_backend *be, const float *x, size_t rows, int n, const float *w,
+                             float eps, const float *dy, float *dx, float *dw);
+    int (*layer_norm_backward)(mg_backend *be, const float *x, size_t rows, int n,
+                               const float *w, float eps, const float *dy, float *dx, float *dw,
+                               float *db);
+
+    /* Backward of CEMA over S sequences of L rows of D (x: S*L rows), each from a zero
+     * hidden state: dx (written) and the coefficient gradients dp (D*N), dq, deta (D*N
+     * complex, PyTorch's convention grad = dL/dRe + i dL/dIm) and domega (D), added. */
+    int (*cema_backward)(mg_backend *be, mg_cema_algo algo, const float *x, int S, int L,
+                         const mg_cema_coeffs *c, const float *dy, float *dx, float *dp,
+                         float *dq, float *deta, float *domega);
+
+    /* Causal attention inside each of S independent chunks of L tokens (query i sees keys
+     * 0..i of its chunk); q: S*L rows of H*dk, v: S*L rows of H*dv. Keeps the probabilities
+     * P (S x H x L x L, zeros above the diagonal). */
+    int (*attention_train)(mg_backend *be, const float *q, const float *k, const float *v,
+                           int S, int L, int H, int dk, int dv, float *out, float *P);
+    /* Its backward: dq, dk, dv written (same layouts as q, k, v). */
+    int (*attention_backward)(mg_backend *be, const float *q, const float *k, const float *v,
+                              const float *P, const float *dout, int S, int L, int H, int dk,
+                              int dv, float *dq, float *dk_, float *dv_);
+
+    /* dx = dy * silu'(x) over n (x: the input of the SiLU). */
+    int (*silu_backward)(mg_backend *be, const float *x, const float *dy, float *dx, size_t n);
+
+    /* Cross-entropy of rows of n logits against targets: loss_sum += sum_r -log softmax(l_r)
+     * [t_r] (accumulated in double); dlogits = (softmax - onehot) * scale (may alias logits). */
+    int (*cross_entropy)(mg_backend *be, const float *logits, const int32_t *targets,
+                         size_t rows, int n, float scale, double *loss_sum, float *dlogits);
+
+    /* AdamW over n parameters p (host memory) with gradients g and moments m, v, updated in
+     * place (lib/trainer.c gives the constants; simd/kernels.h: adamw):
+     *   gj = g gs ;  p = p (1 - lr wd) - step_size m' / (sqrt(v') / sbc2 + eps)
+     *   m' = b1 m + (1 - b1) gj ;  v' = b2 v + (1 - b2) gj^2 */
+    int (*adamw)(mg_backend *be, float *p, const float *g, float *m, float *v, size_t n,
+                 double lr, double wd, double b1, double b2, double eps, double gs,
+                 double step_size, double sbc2);
 };
 
 /* The CPU backend: OpenBLAS, FFTW, OpenMP and a simd/ kernel table: `isa` names one

@@ -33,6 +33,14 @@ int mg_cema_coeffs_init(mg_cema_coeffs *c, int D, int N, const float *alpha,
         mg_cema_coeffs_free(c);
         return mg_seterr(MG_ERR_NOMEM, "out of memory for CEMA coefficients (D=%d, N=%d)", D, N);
     }
+    mg_cema_coeffs_compute(c, alpha, delta, theta, gamma, omega);
+    return MG_OK;
+}
+
+void mg_cema_coeffs_compute(mg_cema_coeffs *c, const float *alpha, const float *delta,
+                            const float *theta, const float *gamma, const float *omega)
+{
+    const int D = c->D, N = c->N;
     const double two_pi = 2.0 * 3.14159265358979323846;
     const double rsqrt_n = sqrt(1.0 / N);
     for (int d = 0; d < D; d++) {
@@ -50,7 +58,43 @@ int mg_cema_coeffs_init(mg_cema_coeffs *c, int D, int N, const float *alpha,
         }
         c->omega[d] = omega[d];
     }
-    return MG_OK;
+}
+
+/* Backward of the coefficients (spec 11.2's last step, done by autograd officially): from
+ * the gradients of p, q, eta (complex, grad = dL/dRe + i dL/dIm) and omega to those of the
+ * official parameters, added to dalpha, ddelta, dtheta, dgamma, domega_param.
+ *   q = m e^{i phi}, m = 1 - s_a s_d:  dL/dm = Re(dq e^{-i phi}),
+ *                                      dL/dphi = m (Im(dq) cos phi - Re(dq) sin phi)
+ *   dalpha = (dp - s_d dL/dm) s_a (1 - s_a) ;  ddelta = -s_a dL/dm s_d (1 - s_d)
+ *   dtheta = sum_n dL/dphi_n (n+1) 2pi/N s_t (1 - s_t) ;  dgamma = deta / sqrt(N) */
+void mg_cema_coeffs_backward(const mg_cema_coeffs *c, const float *alpha, const float *delta,
+                             const float *theta, const float *dp, const float *dq,
+                             const float *deta, const float *domega, float *dalpha,
+                             float *ddelta, float *dtheta, float *dgamma, float *domega_param)
+{
+    const int D = c->D, N = c->N;
+    const double two_pi = 2.0 * 3.14159265358979323846;
+    const double rsqrt_n = sqrt(1.0 / N);
+    for (int d = 0; d < D; d++) {
+        double st = sigmoid(theta[d]);
+        double base = st * two_pi / N, dth = 0;
+        for (int n = 0; n < N; n++) {
+            size_t i = (size_t)d * N + n;
+            double sa = sigmoid(alpha[i]), sd = sigmoid(delta[i]);
+            double mag = 1.0 - sa * sd, phi = (n + 1) * base;
+            double cs = cos(phi), sn = sin(phi);
+            double gr = dq[2 * i], gi = dq[2 * i + 1];
+            double dm = gr * cs + gi * sn;
+            double dphi = mag * (gi * cs - gr * sn);
+            dalpha[i] += (float)((dp[i] - sd * dm) * sa * (1.0 - sa));
+            ddelta[i] += (float)(-sa * dm * sd * (1.0 - sd));
+            dth += dphi * (n + 1);
+            dgamma[2 * i] += (float)(deta[2 * i] * rsqrt_n);
+            dgamma[2 * i + 1] += (float)(deta[2 * i + 1] * rsqrt_n);
+        }
+        dtheta[d] += (float)(dth * two_pi / N * st * (1.0 - st));
+        domega_param[d] += domega[d];
+    }
 }
 
 void mg_cema_coeffs_free(mg_cema_coeffs *c)

@@ -59,6 +59,7 @@ const char *mg_status_str(int status)
     case MG_ERR_UNSUPPORTED: return "unsupported";
     case MG_ERR_STATE: return "invalid state";
     case MG_ERR_BACKEND: return "backend failure";
+    case MG_ERR_NUMERIC: return "non-finite loss or gradient";
     }
     return "unknown error";
 }

@@ -9,6 +9,7 @@
 
 #include "error.h"
 #include "model.h"
+#include "train.h"
 
 #define TRY(x)                                                                             \
     do {                                                                                   \
@@ -36,5 +37,82 @@ int mg_ffn_forward(const mg_model *m, int il, mg_scratch *s, int L, const float 
     TRY(be->matmul(be, s->u, L, F, w->ffn_down, D, NULL, o));
     if (w->ffn_alpha) TRY(be->affine_rows(be, o, L, D, w->ffn_alpha, NULL, o));
     TRY(be->add(be, x, o, out, (size_t)L * D));
+    return MG_OK;
+}
+
+/* ------------------------------------------------------------------ training */
+
+/* As mg_ffn_forward, keeping xn, u1 (= xn W1^T), u3 (= xn W3^T), u (hidden) and o. */
+int mg_ffn_train_forward(const mg_model *m, int il, mg_layer_act *a, int T, float *out)
+{
+    const mg_hparams *hp = &m->hp;
+    const mg_layer *w = &m->layers[il];
+    mg_backend *be = m->be;
+    const int D = hp->n_embd, F = hp->n_ff;
+    const size_t TF = (size_t)T * F, TD = (size_t)T * D;
+
+    TRY(be->layer_norm(be, a->y, T, D, w->ffn_norm_w, w->ffn_norm_b, hp->norm_eps, a->xn));
+    TRY(be->matmul(be, a->xn, T, D, w->ffn_up, F, NULL, a->u1));
+    TRY(be->silu(be, a->u1, a->u, TF));
+    if (w->ffn_gate) {
+        TRY(be->matmul(be, a->xn, T, D, w->ffn_gate, F, NULL, a->u3));
+        TRY(be->mul(be, a->u, a->u3, a->u, TF));
+    }
+    if (w->ffn_alpha) {
+        TRY(be->matmul(be, a->u, T, F, w->ffn_down, D, NULL, a->o));
+        TRY(be->affine_rows(be, a->o, T, D, w->ffn_alpha, NULL, out));
+        TRY(be->add(be, a->x, out, out, TD));
+    } else {
+        TRY(be->matmul(be, a->u, T, F, w->ffn_down, D, NULL, out));
+        TRY(be->add(be, a->x, out, out, TD));
+    }
+    return MG_OK;
+}
+
+/* Backward: dout is the gradient of the block output. Writes dy, the gradient reaching the
+ * MEGA output y through the FFN (the residual part, dout itself, goes to the block input
+ * and is added by the caller).
+ *   o' = o alpha            -> dalpha += sum dout o ; do = dout alpha
+ *   o = u W2^T              -> du, dW2
+ *   u = silu(u1) [* u3]     -> du1 = du [u3] silu'(u1) ; du3 = du silu(u1)
+ *   u1 = xn W1^T, u3 = xn W3^T -> dxn, dW1, dW3
+ *   xn = LayerNorm(y)       -> dy, dw, db */
+int mg_ffn_train_backward(const mg_model *m, int il, const mg_layer_tensors *gr,
+                          mg_layer_act *a, mg_train_scratch *g, int T, const float *dout,
+                          float *dy)
+{
+    const mg_hparams *hp = &m->hp;
+    const mg_layer *w = &m->layers[il];
+    mg_backend *be = m->be;
+    const int D = hp->n_embd, F = hp->n_ff;
+    const size_t TF = (size_t)T * F;
+
+    const float *dO = dout;
+    if (w->ffn_alpha) {
+#pragma omp parallel for num_threads(be->n_threads) schedule(static) if (D >= 64)
+        for (int j = 0; j < D; j++) {
+            double s = 0;
+            for (int r = 0; r < T; r++) s += (double)dout[(size_t)r * D + j] * a->o[(size_t)r * D + j];
+            gr->ffn_alpha[j] += (float)s;
+        }
+        TRY(be->affine_rows(be, dout, T, D, w->ffn_alpha, NULL, g->d3));
+        dO = g->d3;
+    }
+    TRY(be->matmul_backward(be, a->u, T, F, w->ffn_down, D, dO, g->du, 0, gr->ffn_down, NULL));
+    if (w->ffn_gate) {
+        /* du3 = du silu(u1) ; du1 = du u3 silu'(u1) */
+        TRY(be->silu(be, a->u1, g->du3, TF));
+        TRY(be->mul(be, g->du, g->du3, g->du3, TF));
+        TRY(be->mul(be, g->du, a->u3, g->du1, TF));
+        TRY(be->silu_backward(be, a->u1, g->du1, g->du1, TF));
+        TRY(be->matmul_backward(be, a->xn, T, D, w->ffn_up, F, g->du1, g->d2, 0, gr->ffn_up, NULL));
+        TRY(be->matmul_backward(be, a->xn, T, D, w->ffn_gate, F, g->du3, g->d2, 1, gr->ffn_gate,
+                                NULL));
+    } else {
+        TRY(be->silu_backward(be, a->u1, g->du, g->du1, TF));
+        TRY(be->matmul_backward(be, a->xn, T, D, w->ffn_up, F, g->du1, g->d2, 0, gr->ffn_up, NULL));
+    }
+    TRY(be->layer_norm_backward(be, a->y, T, D, w->ffn_norm_w, hp->norm_eps, g->d2, dy,
+                                gr->ffn_norm_w, gr->ffn_norm_b));
     return MG_OK;
 }

@@ -69,6 +69,83 @@ static int eval_step(mg_state *st, const int32_t *tokens, int L, float *logits,
     return MG_OK;
 }
 
+/* ---------------------------------------------------------------- atomic calls
+ * A call that fails half-way (out of memory in an op) must leave the state as it was
+ * (megalodon.h). What a call can change: every norm's statistics, the CEMA states, n_past,
+ * n_kv, and - only when it runs past the end of the current chunk - the cached keys/values
+ * of that chunk's first n_kv tokens (later rows are beyond the restored n_kv). */
+typedef struct {
+    void *buf;
+    int64_t *counts; /* n_layer + 1 */
+    float *f;        /* per layer mean, var (G each), h (2DN); then the final norm's mean, var */
+    float *kv;       /* NULL, or per layer k then v of rows [0, n_kv) */
+    uint64_t n_past;
+    int n_kv;
+} snapshot;
+
+static int snapshot_take(const mg_state *st, size_t n_tokens, snapshot *sn)
+{
+    const mg_hparams *hp = &st->model->hp;
+    const size_t G = hp->norm_groups, DN2 = (size_t)hp->n_embd * hp->cema_ndim * 2,
+                 ZE = (size_t)hp->z_dim + hp->value_dim, nl = hp->n_layer;
+    const int crossing = st->n_kv > 0 && (size_t)st->n_kv + n_tokens > (size_t)hp->chunk_size;
+    const size_t nf = nl * (2 * G + DN2) + 2 * G, nkv = crossing ? nl * st->n_kv * ZE : 0;
+    sn->buf = malloc(sizeof(int64_t) * (nl + 1) + sizeof(float) * (nf + nkv));
+    if (!sn->buf)
+        return mg_seterr(MG_ERR_NOMEM, "out of memory for the state backup of an eval call");
+    sn->counts = sn->buf;
+    sn->f = (float *)(sn->counts + nl + 1);
+    sn->kv = crossing ? sn->f + nf : NULL;
+    sn->n_past = st->n_past;
+    sn->n_kv = st->n_kv;
+    float *f = sn->f, *kv = sn->kv;
+    for (size_t il = 0; il < nl; il++) {
+        const mg_layer_state *ls = &st->layers[il];
+        sn->counts[il] = ls->tnorm.count;
+        memcpy(f, ls->tnorm.mean, sizeof(float) * G);
+        memcpy(f + G, ls->tnorm.var, sizeof(float) * G);
+        memcpy(f + 2 * G, ls->h, sizeof(float) * DN2);
+        f += 2 * G + DN2;
+        if (kv) {
+            memcpy(kv, ls->k, sizeof(float) * st->n_kv * hp->z_dim);
+            kv += (size_t)st->n_kv * hp->z_dim;
+            memcpy(kv, ls->v, sizeof(float) * st->n_kv * hp->value_dim);
+            kv += (size_t)st->n_kv * hp->value_dim;
+        }
+    }
+    sn->counts[nl] = st->out_norm.count;
+    memcpy(f, st->out_norm.mean, sizeof(float) * G);
+    memcpy(f + G, st->out_norm.var, sizeof(float) * G);
+    return MG_OK;
+}
+
+static void snapshot_restore(mg_state *st, const snapshot *sn)
+{
+    const mg_hparams *hp = &st->model->hp;
+    const size_t G = hp->norm_groups, DN2 = (size_t)hp->n_embd * hp->cema_ndim * 2,
+                 nl = hp->n_layer;
+    const float *f = sn->f, *kv = sn->kv;
+    for (size_t il = 0; il < nl; il++) {
+        mg_layer_state *ls = &st->layers[il];
+        ls->tnorm.count = sn->counts[il];
+        memcpy(ls->tnorm.mean, f, sizeof(float) * G);
+        memcpy(ls->tnorm.var, f + G, sizeof(float) * G);
+        memcpy(ls->h, f + 2 * G, sizeof(float) * DN2);
+        f += 2 * G + DN2;
+        if (kv) {
+            memcpy(ls->k, kv, sizeof(float) * sn->n_kv * hp->z_dim);
+            kv += (size_t)sn->n_kv * hp->z_dim;
+            memcpy(ls->v, kv, sizeof(float) * sn->n_kv * hp->value_dim);
+            kv += (size_t)sn->n_kv * hp->value_dim;
+        }
+    }
+    st->out_norm.count = sn->counts[nl];
+    memcpy(st->out_norm.mean, f, sizeof(float) * G);
+    memcpy(st->out_norm.var, f + G, sizeof(float) * G);
+    st->n_past = sn->n_past;
+    st->n_kv = sn->n_kv;
+}
+
 int mg_eval(mg_state *st, const int32_t *tokens, size_t n_tokens, float *logits,
             mg_logits_mode mode)
 {
@@ -87,6 +164,9 @@ int mg_eval(mg_state *st, const int32_t *tokens, size_t n_tokens, float *logits,
     if (n_tokens == 0) return MG_OK;
 
     const int C = hp->chunk_size, cap = st->s.cap;
+    snapshot sn;
+    int src = snapshot_take(st, n_tokens, &sn);
+    if (src) return src;
     size_t done = 0;
     while (done < n_tokens) {
         size_t left = n_tokens - done;
@@ -105,9 +185,15 @@ int mg_eval(mg_state *st, const int32_t *tokens, size_t n_tokens, float *logits,
             md = MG_LOGITS_LAST;
         }
         int rc = eval_step(st, tokens + done, L, lg, md);
-        if (rc) return mg_adderr_context(rc, "mg_eval at token %llu",
-                                         (unsigned long long)(st->n_past));
+        if (rc) {
+            const unsigned long long at = st->n_past;
+            snapshot_restore(st, &sn);
+            free(sn.buf);
+            return mg_adderr_context(rc, "mg_eval at token %llu (the state is as before the call)",
+                                     at);
+        }
         done += (size_t)L;
     }
+    free(sn.buf);
     return MG_OK;
 }

@@ -1107,6 +1107,43 @@ int gguf_set_arr_str(gguf_writer *w, const char *key, const char *const *v, uint
     return writer_put(w, key, GGUF_TYPE_ARRAY, &b);
 }
 
+int gguf_copy_kv(gguf_writer *w, const gguf_file *f, int64_t i)
+{
+    if (!w || !f || i < 0 || i >= f->n_kv)
+        return mg_seterr(MG_ERR_INVALID_ARG, "gguf_copy_kv: no key #%" PRId64, i);
+    const struct gguf_kv *kv = &f->kvs[i];
+    struct bytebuf b = {0};
+    if (kv->type == GGUF_TYPE_STRING) {
+        bb_uint(&b, kv->str_len, 8);
+        bb_put(&b, kv->str, (size_t)kv->str_len);
+    } else if (kv->type == GGUF_TYPE_ARRAY) {
+        bb_uint(&b, kv->arr_type, 4);
+        bb_uint(&b, kv->arr_n, 8);
+        if (kv->arr_type == GGUF_TYPE_STRING) {
+            const char *blob = kv->arr_data;
+            for (uint64_t j = 0; j < kv->arr_n; j++) {
+                size_t len = (size_t)(kv->arr_off[j + 1] - kv->arr_off[j] - 1);
+                bb_uint(&b, len, 8);
+                bb_put(&b, blob + kv->arr_off[j], len);
+            }
+        } else {
+            bb_put(&b, kv->arr_data, (size_t)kv->arr_n * kv_scalar_size(kv->arr_type));
+        }
+    } else if (kv->type == GGUF_TYPE_FLOAT32) {
+        float x = (float)kv->val.f;
+        uint32_t bits;
+        memcpy(&bits, &x, sizeof bits);
+        bb_uint(&b, bits, 4);
+    } else if (kv->type == GGUF_TYPE_FLOAT64) {
+        uint64_t bits;
+        memcpy(&bits, &kv->val.f, sizeof bits);
+        bb_uint(&b, bits, 8);
+    } else {
+        bb_uint(&b, kv->val.u, kv_scalar_size(kv->type)); /* two's complement for signed */
+    }
+    return writer_put(w, kv->key, kv->type, &b);
+}
+
 int gguf_add_tensor(gguf_writer *w, const char *name, uint32_t ggml_type, uint32_t n_dims,
                     const uint64_t *ne, const void *data)
 {
@@ -1314,19 +1351,17 @@ static char *dir_of(const char *path)
     return dup_bytes(path, (size_t)(slash - path));
 }
 
-/* fsync the directory holding path so that the rename is durable. File systems that cannot
- * sync directories (EINVAL, ENOTSUP) are accepted. */
-static int sync_dir(const char *path)
+/* fsync the directory `dir` holding path so that the rename is durable. File systems that
+ * cannot sync directories (EINVAL, ENOTSUP) are accepted. `dir` is computed before anything
+ * is written, so that no allocation can fail once the new file is in place. */
+static int sync_dir(const char *path, const char *dir)
 {
-    char *dir = dir_of(path);
-    if (!dir) return mg_seterr(MG_ERR_NOMEM, "out of memory");
     int rc = MG_OK;
     int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0 || (fsync(fd) != 0 && errno != EINVAL && errno != ENOTSUP))
         rc = mg_seterr(MG_ERR_IO, "wrote '%s' but cannot sync directory '%s': %s", path, dir,
                        strerror(errno));
     if (fd >= 0) close(fd);
-    free(dir);
     return rc;
 }
 
@@ -1343,9 +1378,11 @@ int gguf_write_file(const gguf_writer *w, const char *path)
     static const char suffix[] = ".tmp.XXXXXX";
     size_t plen = strlen(path);
     char *tmp = malloc(plen + sizeof suffix);
-    if (!tmp) {
+    char *dir = tmp ? dir_of(path) : NULL;
+    if (!dir) {
+        free(tmp);
         free(meta.data);
-        return mg_seterr(MG_ERR_NOMEM, "out of memory");
+        return mg_seterr(MG_ERR_NOMEM, "cannot write '%s': out of memory", path);
     }
     memcpy(tmp, path, plen);
     memcpy(tmp + plen, suffix, sizeof suffix);
@@ -1373,8 +1410,9 @@ int gguf_write_file(const gguf_writer *w, const char *path)
         if (fd >= 0) close(fd);
         if (have_tmp) unlink(tmp);
     } else {
-        rc = sync_dir(path);
+        rc = sync_dir(path, dir);
     }
+    free(dir);
     free(tmp);
     free(meta.data);
     return rc;

@@ -134,6 +134,9 @@ int gguf_set_str(gguf_writer *w, const char *key, const char *v);
 int gguf_set_arr(gguf_writer *w, const char *key, uint32_t elem_type, const void *data, uint64_t n);
 int gguf_set_arr_str(gguf_writer *w, const char *key, const char *const *v, uint64_t n);
 
+/* Copy key #i of a file (any type) into the writer. */
+int gguf_copy_kv(gguf_writer *w, const gguf_file *f, int64_t i);
+
 /* Add a tensor; ne as in the file (ne[0] fastest). data is copied. */
 int gguf_add_tensor(gguf_writer *w, const char *name, uint32_t ggml_type, uint32_t n_dims,
                     const uint64_t *ne, const void *data);

@@ -44,7 +44,8 @@ typedef enum {
     MG_ERR_MODEL = -5,       /* valid GGUF but not a usable Megalodon model */
     MG_ERR_UNSUPPORTED = -6, /* a feature this build or machine does not have */
     MG_ERR_STATE = -7,       /* a state (file) that does not fit the model */
-    MG_ERR_BACKEND = -8      /* a compute backend failed */
+    MG_ERR_BACKEND = -8,     /* a compute backend failed */
+    MG_ERR_NUMERIC = -9      /* a loss or gradient that is not finite (training) */
 } mg_status;
 
 /* Message for the calling thread's last failure ("no error" if none). */
@@ -81,6 +82,10 @@ typedef struct {
     int use_mmap;    /* map f32 tensors from the file instead of copying (default 1) */
     const char *isa; /* kernel table: NULL or "auto" = best for this CPU (or $MEGALODON_ISA);
                         "scalar", "avx2", "avx512", "neon" force one (an error if unusable) */
+    /* compute backend (see "backends" below): NULL = $MEGALODON_BACKEND, else "cpu";
+       "cpu" or "opencl" (an error with MG_ERR_UNSUPPORTED if not built or no platform) */
+    const char *backend;
+    int device; /* OpenCL device index; -1 (default) = $MEGALODON_OPENCL_DEVICE, else 0 */
 } mg_model_params;
 
 MG_API mg_model_params mg_model_default_params(void);
@@ -109,6 +114,13 @@ MG_API const char *mg_model_backend_name(const mg_model *model);
 MG_API int mg_model_set_n_threads(mg_model *model, int n_threads);
 /* Kernel tables compiled in and supported by this CPU, best first, e.g. "avx2 scalar". */
 MG_API const char *mg_isa_available(void);
+
+/* ---- backends (docs/opencl.md): "cpu" always; "opencl" when built with OpenCL.
+ * mg_backend_devices writes the OpenCL devices, one line each ("N: platform / device
+ * (details)"), into buf (truncated to size, NUL-terminated) and returns their number: 0
+ * when no OpenCL platform is installed (buf says so), MG_ERR_UNSUPPORTED when this build
+ * has no OpenCL backend (buf and mg_last_error() say so). */
+MG_API int mg_backend_devices(char *buf, size_t size);
 MG_API int32_t mg_model_n_vocab(const mg_model *model);   /* logits per token (n_output) */
 MG_API uint64_t mg_model_n_params(const mg_model *model); /* parameters, tied head once */
 
@@ -206,6 +218,99 @@ MG_API const char *mg_token_text(const mg_model *model, int32_t token);
  * streaming later pieces. */
 MG_API int mg_detokenize(const mg_model *model, const int32_t *tokens, size_t n, int at_start,
                          char *buf, size_t size, size_t *len);
+
+/* ------------------------------------------------------------------ training
+ * Small-scale training on the CPU (docs/training.md). A trainer owns an fp32 copy of the
+ * model's parameters, their gradients and the AdamW moments. A training example is a row of
+ * L+1 ids: inputs ids[0..L-1], next-token targets ids[1..L]; each row starts from a fresh
+ * state (zero CEMA state, prior norm statistics), and L must be below the chunk size or a
+ * multiple of it. The loss is the mean token cross-entropy. Gradients flow through the
+ * CEMA state and the timestep-norm statistics across all chunks of a row. */
+
+typedef struct mg_trainer mg_trainer;
+
+typedef enum {
+    MG_LR_LINEAR = 0,  /* official: warmup from lr*lr_init_ratio, then linear to lr*lr_end_ratio */
+    MG_LR_COSINE = 1,  /* warmup, then lr*(end + (1-end)(1+cos(pi*progress))/2) */
+    MG_LR_CONSTANT = 2 /* warmup, then lr */
+} mg_lr_schedule;
+
+typedef struct {
+    float lr;              /* peak learning rate (1e-3) */
+    float beta1, beta2;    /* AdamW betas (0.9, 0.98) */
+    float eps;             /* AdamW epsilon (1e-8) */
+    float weight_decay;    /* decoupled, on every parameter (0.1) */
+    float clip;            /* global gradient-norm clip (1.0); <= 0: off */
+    int64_t warmup;        /* warmup steps (0 here; the official default is 2000) */
+    int64_t total_steps;   /* schedule length in optimizer steps (1000) */
+    mg_lr_schedule schedule;
+    float lr_init_ratio;   /* warmup starts at lr*lr_init_ratio (1e-4) */
+    float lr_end_ratio;    /* linear/cosine end at lr*lr_end_ratio (0.01) */
+    mg_cema_algo cema;     /* CEMA algorithm, forward and backward (MG_CEMA_AUTO) */
+    int n_threads;         /* 0: all online CPUs */
+} mg_train_params;
+
+typedef struct {
+    int64_t step;       /* optimizer steps done (after this one) */
+    double loss;        /* mean token cross-entropy of the step's batches */
+    double grad_norm;   /* global gradient norm before clipping */
+    double lr;          /* learning rate used by this step */
+    int64_t n_tokens;   /* target tokens in this step */
+} mg_train_stats;
+
+MG_API mg_train_params mg_train_default_params(void);
+/* Learning rate of optimizer step `step` (0-based) under params. */
+MG_API double mg_train_lr(const mg_train_params *params, int64_t step);
+
+/* A trainer starting from the weights of a loaded model (f16/bf16 are converted to f32).
+ * params may be NULL (defaults). */
+MG_API int mg_trainer_new(const mg_model *init, const mg_train_params *params, mg_trainer **out);
+/* A trainer for a new model with the official initialization (spec section 4) from `seed`.
+ * vocab_path: NULL (a model without tokenizer, ids only) or a GGUF file - a model, or a
+ * tokenizer-only file from `megalodon-convert --vocab-only` - whose tokenizer.* keys are
+ * copied; hp->n_vocab is then checked against (or, when 0, taken from) its vocabulary.
+ * hp->n_output is set to hp->n_vocab when 0. */
+MG_API int mg_trainer_new_random(const mg_hparams *hp, uint64_t seed, const char *vocab_path,
+                                 const mg_train_params *params, mg_trainer **out);
+/* Vocabulary size of the tokenizer in a GGUF file (model or tokenizer-only), or an error. */
+MG_API int mg_vocab_file_size(const char *path, int32_t *n_vocab);
+MG_API void mg_trainer_free(mg_trainer *tr);
+
+/* The model with the current weights, usable with mg_state_new for evaluation or sampling
+ * between steps (its states must be freed before the trainer). */
+MG_API const mg_model *mg_trainer_model(const mg_trainer *tr);
+MG_API int64_t mg_trainer_step_count(const mg_trainer *tr);
+MG_API const mg_train_params *mg_trainer_params(const mg_trainer *tr);
+/* Change the schedule/optimizer settings (e.g. on resume with a longer run). */
+MG_API int mg_trainer_set_params(mg_trainer *tr, const mg_train_params *params);
+
+/* Forward and backward of B rows of L+1 ids (row-major, B*(L+1) ids); adds the gradient of
+ * the rows' mean loss to the accumulator and returns that loss in *loss. */
+MG_API int mg_trainer_accumulate(mg_trainer *tr, const int32_t *ids, int B, int L,
+                                 double *loss);
+/* One optimizer step with the accumulated gradient (averaged over the accumulate calls
+ * since the last step): global-norm clipping, AdamW at the scheduled learning rate, then
+ * the accumulator is cleared. A non-finite gradient fails with MG_ERR_NUMERIC and leaves
+ * the weights and moments unchanged. stats may be NULL. */
+MG_API int mg_trainer_update(mg_trainer *tr, mg_train_stats *stats);
+/* accumulate + update. */
+MG_API int mg_trainer_step(mg_trainer *tr, const int32_t *ids, int B, int L,
+                           mg_train_stats *stats);
+/* Mean loss of B rows of L+1 ids without touching gradients (validation). */
+MG_API int mg_trainer_eval(mg_trainer *tr, const int32_t *ids, int B, int L, double *loss);
+
+/* The current weights as a model file (atomically: temporary file, fsync, rename). */
+MG_API int mg_trainer_save_model(const mg_trainer *tr, const char *path);
+/* A checkpoint: the weights, AdamW moments, step and params, plus an opaque caller string
+ * (e.g. the program's options and data position as JSON; may be NULL). Atomic. */
+MG_API int mg_trainer_save_checkpoint(const mg_trainer *tr, const char *path,
+                                      const char *user_meta);
+/* Resume from a checkpoint; params NULL: those stored in it. Corrupt or truncated files fail
+ * with a message naming the problem. */
+MG_API int mg_trainer_load_checkpoint(const char *path, const mg_train_params *params,
+                                      mg_trainer **out);
+/* The caller string of the checkpoint the trainer was loaded from ("" otherwise). */
+MG_API const char *mg_trainer_user_meta(const mg_trainer *tr);
 
 /* ------------------------------------------------------------------ sampling */
 

@@ -13,6 +13,7 @@
 #include "kernels.h"
 #include "model.h"
 #include "cema-plan.h"
+#include "../opencl/backend-opencl.h"
 
 #define MAX_DIM (1 << 24)   /* any single size above this is rejected as implausible */
 #define MAX_LAYERS 4096
@@ -25,6 +26,8 @@ mg_model_params mg_model_default_params(void)
     memset(&p, 0, sizeof p);
     p.n_threads = 0;
     p.use_mmap = 1;
+    p.backend = NULL; /* $MEGALODON_BACKEND, else "cpu" */
+    p.device = -1;    /* $MEGALODON_OPENCL_DEVICE, else 0 */
     return p;
 }
 
@@ -320,6 +323,39 @@ static int load_layer(mg_model *m, const mg_model_params *mp, int il)
     return MG_OK;
 }
 
+/* The f32 data of tensor `name` in the model's file (training images are all f32). */
+static const float *f32_of(const mg_model *m, const char *fmt, int il)
+{
+    char name[96];
+    snprintf(name, sizeof name, fmt, il);
+    int64_t i = gguf_find_tensor(m->file, name);
+    if (i < 0) return NULL;
+    const gguf_tensor_info *t = gguf_tensor(m->file, i);
+    return t->type == GGML_TYPE_F32 ? (const float *)t->data : NULL;
+}
+
+int mg_model_refresh_derived(mg_model *m)
+{
+    const mg_hparams *hp = &m->hp;
+    const int Z = hp->z_dim;
+    const float rs = 1.0f / sqrtf((float)(Z / hp->n_head));
+    for (int il = 0; il < hp->n_layer; il++) {
+        mg_layer *w = &m->layers[il];
+        const float *alpha = f32_of(m, "blk.%d.cema.alpha", il),
+                    *delta = f32_of(m, "blk.%d.cema.delta", il),
+                    *theta = f32_of(m, "blk.%d.cema.theta", il),
+                    *gamma = f32_of(m, "blk.%d.cema.gamma", il),
+                    *omega = f32_of(m, "blk.%d.cema.omega", il),
+                    *qk_gamma = f32_of(m, "blk.%d.attn_qk.gamma", il);
+        if (!alpha || !delta || !theta || !gamma || !omega || !qk_gamma)
+            return mg_seterr(MG_ERR_MODEL, "layer %d: CEMA or q/k parameters are not f32 in "
+                             "the model image", il);
+        mg_cema_coeffs_compute(&w->cema, alpha, delta, theta, gamma, omega);
+        for (int j = 0; j < 2 * Z; j++) w->qk_scale[j] = (1.0f + qk_gamma[j]) * rs;
+    }
+    return MG_OK;
+}
+
 static void count_params(mg_model *m)
 {
     uint64_t n = 0;
@@ -351,6 +387,20 @@ void mg_model_free(mg_model *m)
     free(m);
 }
 
+/* The backend named by mp->backend (NULL: $MEGALODON_BACKEND, else "cpu"). */
+static int new_backend(const mg_model_params *mp, mg_backend **be)
+{
+    const char *name = mp->backend;
+    const char *env = getenv("MEGALODON_BACKEND");
+    if (!name || !*name) name = env && *env ? env : "cpu";
+    if (strcmp(name, "cpu") == 0) return mg_backend_cpu_new(mp->n_threads, mp->isa, be);
+    if (strcmp(name, "opencl") == 0) return mg_backend_opencl_new(mp->device, be);
+    return mg_seterr(MG_ERR_INVALID_ARG, "unknown backend '%s'%s (expected cpu or opencl)", name,
+                     mp->backend && *mp->backend ? "" : " in MEGALODON_BACKEND");
+}
+
+int mg_backend_devices(char *buf, size_t size) { return mg_opencl_list_devices(buf, size); }
+
 static int load(mg_model *m, const mg_model_params *mp)
 {
     mg_hparams *hp = &m->hp;
@@ -372,7 +422,7 @@ static int load(mg_model *m, const mg_model_params *mp)
         return rc;
     count_params(m);
     if ((rc = mg_tokenizer_load(m->file, hp->n_vocab, &m->tok))) return rc;
-    return mg_backend_cpu_new(mp->n_threads, mp->isa, &m->be);
+    return new_backend(mp, &m->be);
 }
 
 /* The two loaders: from the file at `path`, or (path NULL) from the image buf[0..size). */
@@ -381,7 +431,9 @@ static int load_from(const char *path, const void *buf, size_t size,
 {
     mg_model_params mp = params ? *params : mg_model_default_params();
     mg_model *m = calloc(1, sizeof *m);
-    if (!m) return mg_seterr(MG_ERR_NOMEM, "out of memory");
+    if (!m)
+        return path ? mg_seterr(MG_ERR_NOMEM, "%s: out of memory", path)
+                    : mg_seterr(MG_ERR_NOMEM, "out of memory");
     int rc = path ? gguf_open(path, &m->file) : gguf_open_memory(buf, size, &m->file);
     if (!rc) rc = load(m, &mp);
     if (rc) {
@@ -455,5 +507,6 @@ const char *mg_cema_choice(const mg_model *m, mg_cema_algo algo, int n_tokens)
         mg_seterr(MG_ERR_INVALID_ARG, "mg_cema_choice: NULL model or n_tokens < 1");
         return NULL;
     }
+    if (mg_backend_is_opencl(m->be)) return "scan-chunked"; /* both algorithms (docs/opencl.md) */
     return cpu_cema_choice(m->be, algo, n_tokens, &m->layers[0].cema);
 }

@@ -85,6 +85,18 @@ int mg_cema_coeffs_init(mg_cema_coeffs *c, int D, int N, const float *alpha,
                         const float *delta, const float *theta, const float *gamma,
                         const float *omega);
 void mg_cema_coeffs_free(mg_cema_coeffs *c);
+/* Recompute the coefficients of an initialized c from new parameter values (training). */
+void mg_cema_coeffs_compute(mg_cema_coeffs *c, const float *alpha, const float *delta,
+                            const float *theta, const float *gamma, const float *omega);
+/* Gradients of p, q, eta, omega (added) -> gradients of alpha, delta, theta, gamma, omega. */
+void mg_cema_coeffs_backward(const mg_cema_coeffs *c, const float *alpha, const float *delta,
+                             const float *theta, const float *dp, const float *dq,
+                             const float *deta, const float *domega, float *dalpha,
+                             float *ddelta, float *dtheta, float *dgamma, float *domega_param);
+
+/* model.c: recompute what is derived from the weights at load (CEMA coefficients, q/k
+ * scales) after the weights in the model's image changed (training). */
+int mg_model_refresh_derived(mg_model *m);
 
 /* attention.c: the MEGA sub-layer for L tokens at chunk position n_kv; x -> y = x + h. */
 int mg_mega_forward(const mg_model *m, int il, mg_layer_state *ls, int n_kv, mg_cema_algo algo,

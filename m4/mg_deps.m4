@@ -142,3 +142,56 @@ AC_DEFUN([MG_FIND_PYTHON], [
   AC_SUBST([MG_PYTHON])
   AC_SUBST([MG_PYTHON_TORCH])
 ])
+
+# MG_OPENCL
+# ---------
+# The OpenCL backend (opencl/, docs/opencl.md): --enable-opencl=auto|yes|no (default auto: on
+# when CL/cl.h and an ICD loader (-lOpenCL) are found; Debian: ocl-icd-opencl-dev
+# opencl-c-headers). With it, CLBlast (clblast_c.h, -lclblast; Debian libclblast-dev) is used
+# when found (--without-clblast: never). Sets OPENCL_LIBS, MG_HAVE_OPENCL, MG_HAVE_CLBLAST
+# and the conditional MG_OPENCL; mg_opencl is the summary line.
+AC_DEFUN([MG_OPENCL], [
+  AC_ARG_ENABLE([opencl],
+    [AS_HELP_STRING([--enable-opencl], [build the OpenCL backend (default: auto, when headers and an ICD loader are found)])],
+    [], [enable_opencl=auto])
+  AC_ARG_WITH([clblast],
+    [AS_HELP_STRING([--without-clblast], [do not use CLBlast in the OpenCL backend (default: use it when found)])],
+    [], [with_clblast=auto])
+  mg_opencl=no
+  mg_ocl_built=no
+  OPENCL_LIBS=""
+  AS_IF([test "x$enable_opencl" != xno], [
+    mg_ocl_ok=yes
+    AC_CHECK_HEADER([CL/cl.h], [], [mg_ocl_ok=no], [[#define CL_TARGET_OPENCL_VERSION 120]])
+    mg_save_LIBS=$LIBS
+    LIBS=""
+    AS_IF([test $mg_ocl_ok = yes],
+      [AC_SEARCH_LIBS([clGetPlatformIDs], [OpenCL], [OPENCL_LIBS=$LIBS], [mg_ocl_ok=no])])
+    LIBS=$mg_save_LIBS
+    AS_IF([test $mg_ocl_ok = no && test "x$enable_opencl" = xyes],
+      [AC_MSG_ERROR([--enable-opencl: CL/cl.h or the OpenCL ICD loader (-lOpenCL) not found. Install the Debian packages ocl-icd-opencl-dev and opencl-c-headers (tools/install-deps.sh does).])])
+    AS_IF([test $mg_ocl_ok = yes], [
+      mg_ocl_built=yes
+      mg_opencl="yes ($OPENCL_LIBS; kernels embedded, devices chosen at run time)"
+      AC_DEFINE([MG_HAVE_OPENCL], [1], [OpenCL backend built])
+      AS_IF([test "x$with_clblast" != xno], [
+        mg_clblast_ok=yes
+        AC_CHECK_HEADER([clblast_c.h], [], [mg_clblast_ok=no], [[#define CL_TARGET_OPENCL_VERSION 120
+#include <CL/cl.h>]])
+        mg_save_LIBS=$LIBS
+        LIBS="$OPENCL_LIBS"
+        AS_IF([test $mg_clblast_ok = yes],
+          [AC_SEARCH_LIBS([CLBlastSgemm], [clblast], [OPENCL_LIBS=$LIBS], [mg_clblast_ok=no])])
+        LIBS=$mg_save_LIBS
+        AS_IF([test $mg_clblast_ok = no && test "x$with_clblast" = xyes],
+          [AC_MSG_ERROR([--with-clblast: CLBlast not found. Install the Debian package libclblast-dev.])])
+        AS_IF([test $mg_clblast_ok = yes], [
+          AC_DEFINE([MG_HAVE_CLBLAST], [1], [CLBlast available to the OpenCL backend])
+          mg_opencl="$mg_opencl, CLBlast"])
+      ])
+    ], [mg_opencl="no (CL/cl.h or -lOpenCL not found: Debian ocl-icd-opencl-dev opencl-c-headers)"])
+  ])
+  AS_IF([test "x$enable_opencl" = xno], [mg_opencl="no (--disable-opencl)"])
+  AC_SUBST([OPENCL_LIBS])
+  AM_CONDITIONAL([MG_OPENCL], [test $mg_ocl_built = yes])
+])

@@ -127,27 +127,6 @@ static double sum_d(const float *x, int n)
     return s;
 }
 
-static double sumsq_d(const float *x, int n)
-{
-    __m256d a0 = _mm256_setzero_pd(), a1 = a0, a2 = a0, a3 = a0;
-    int i = 0;
-    for (; i + 16 <= n; i += 16) {
-        __m256d v0 = _mm256_cvtps_pd(_mm_loadu_ps(x + i)), v1 = _mm256_cvtps_pd(_mm_loadu_ps(x + i + 4));
-        __m256d v2 = _mm256_cvtps_pd(_mm_loadu_ps(x + i + 8)), v3 = _mm256_cvtps_pd(_mm_loadu_ps(x + i + 12));
-        a0 = _mm256_fmadd_pd(v0, v0, a0); /* x*x is exact in double */
-        a1 = _mm256_fmadd_pd(v1, v1, a1);
-        a2 = _mm256_fmadd_pd(v2, v2, a2);
-        a3 = _mm256_fmadd_pd(v3, v3, a3);
-    }
-    for (; i + 4 <= n; i += 4) {
-        __m256d v = _mm256_cvtps_pd(_mm_loadu_ps(x + i));
-        a0 = _mm256_fmadd_pd(v, v, a0);
-    }
-    double s = hsum_pd(_mm256_add_pd(_mm256_add_pd(a0, a1), _mm256_add_pd(a2, a3)));
-    for (; i < n; i++) s += (double)x[i] * x[i];
-    return s;
-}
-
 static double sumdev_d(const float *x, int n, double mean)
 {
     __m256d a0 = _mm256_setzero_pd(), a1 = a0, a2 = a0, a3 = a0, m = _mm256_set1_pd(mean);
@@ -193,54 +172,7 @@ static void norm_out(const float *x, float m, float r, const float *w, const flo
 
 /* ------------------------------------------------------------------ norms */
 
-static void rms_norm(const float *x, const float *w, float eps, int n, float *y)
-{
-    double ss = sumsq_d(x, n);
-    float r = (float)(1.0 / sqrt(ss / n + eps));
-    const __m256 vr = _mm256_set1_ps(r), one = _mm256_set1_ps(1.0f);
-    int i = 0;
-    for (; i + W <= n; i += W) {
-        __m256 v = _mm256_mul_ps(_mm256_loadu_ps(x + i), vr);
-        if (w) v = _mm256_mul_ps(v, _mm256_add_ps(one, _mm256_loadu_ps(w + i)));
-        _mm256_storeu_ps(y + i, v);
-    }
-    for (; i < n; i++) y[i] = x[i] * r * (w ? 1.0f + w[i] : 1.0f);
-}
-
-static void layer_norm(const float *x, const float *w, const float *b, float eps, int n,
-                       float *y)
-{
-    double mean = sum_d(x, n) / n;
-    double v = sumdev_d(x, n, mean);
-    float r = (float)(1.0 / sqrt(v / n + eps));
-    norm_out(x, (float)mean, r, w, b, n, y);
-}
-
-static void timestep_norm(const float *x, int L, int D, int G, const float *w, const float *b,
-                          float eps, int64_t *count, float *mean, float *var, float *y)
-{
-    const int Dg = D / G;
-    for (int t = 0; t < L; t++) {
-        const float *xt = x + (size_t)t * D;
-        float *yt = y + (size_t)t * D;
-        int64_t n = *count;
-        double c1 = (double)n / (double)(n + 1), c2 = 1.0 / (double)(n + 1);
-        for (int g = 0; g < G; g++) {
-            const float *xg = xt + g * Dg;
-            double gm = sum_d(xg, Dg) / Dg;
-            double gv = sumdev_d(xg, Dg, gm) / Dg;
-            double d = gm - mean[g];
-            double mu = c1 * mean[g] + c2 * gm;
-            double va = c1 * var[g] + c2 * gv + (c1 * d) * (c2 * d);
-            mean[g] = (float)mu;
-            var[g] = (float)va;
-            float r = (float)(1.0 / sqrt(va + eps));
-            norm_out(xg, (float)mu, r, w ? w + g * Dg : NULL, b ? b + g * Dg : NULL, Dg,
-                     yt + g * Dg);
-        }
-        *count = n + 1;
-    }
-}
+#include "norms-impl.h"
 
 /* ------------------------------------------------------------------ CEMA */
 
@@ -569,6 +501,228 @@ static void bf16_to_f32(const uint16_t *x, float *y, size_t n)
     }
 }
 
+/* ------------------------------------------------------------------ training */
+
+/* (dy s)(1 + x (1 - s)), s = 1 / (1 + exp(-x)): the reference's operations in its order,
+ * with exp8 for expf (vecmath.h states the error) */
+static inline __m256 silu_bwd8(__m256 x, __m256 dy)
+{
+    const __m256 one = _mm256_set1_ps(1.0f);
+    __m256 s = _mm256_div_ps(one, _mm256_add_ps(one, exp8(_mm256_sub_ps(_mm256_setzero_ps(), x))));
+    return _mm256_mul_ps(_mm256_mul_ps(dy, s), _mm256_add_ps(one, _mm256_mul_ps(x, _mm256_sub_ps(one, s))));
+}
+
+static void silu_backward(const float *x, const float *dy, float *dx, size_t n)
+{
+    size_t i = 0;
+    for (; i + W <= n; i += W)
+        _mm256_storeu_ps(dx + i, silu_bwd8(_mm256_loadu_ps(x + i), _mm256_loadu_ps(dy + i)));
+    if (i < n) {
+        const __m256i msk = tail_mask((int)(n - i));
+        _mm256_maskstore_ps(dx + i, msk, silu_bwd8(_mm256_maskload_ps(x + i, msk), _mm256_maskload_ps(dy + i, msk)));
+    }
+}
+
+/* max in fp32; e = exp8(l - max) summed in double (and kept in dl); dl = e (scale / sum) */
+static double cross_entropy_row(const float *l, int n, int t, float scale, float *dl)
+{
+    const float lt = l[t];
+    int i = 0;
+    float mx = l[0];
+    if (n >= W) {
+        __m256 vm = _mm256_loadu_ps(l);
+        for (i = W; i + W <= n; i += W) vm = _mm256_max_ps(vm, _mm256_loadu_ps(l + i));
+        mx = hmax_ps(vm);
+    }
+    for (; i < n; i++) mx = l[i] > mx ? l[i] : mx;
+    const __m256 vm = _mm256_set1_ps(mx);
+    __m256d s0 = _mm256_setzero_pd(), s1 = s0;
+    for (i = 0; i < n; i += W) {
+        const int k = n - i < W ? n - i : W;
+        const __m256i msk = tail_mask(k);
+        __m256 e = exp8(_mm256_sub_ps(_mm256_maskload_ps(l + i, msk), vm));
+        e = _mm256_and_ps(e, _mm256_castsi256_ps(msk));
+        if (dl) _mm256_maskstore_ps(dl + i, msk, e);
+        s0 = _mm256_add_pd(s0, _mm256_cvtps_pd(_mm256_castps256_ps128(e)));
+        s1 = _mm256_add_pd(s1, _mm256_cvtps_pd(_mm256_extractf128_ps(e, 1)));
+    }
+    const double sum = hsum_pd(_mm256_add_pd(s0, s1)), lse = mx + log(sum);
+    if (dl) {
+        const float f = (float)(scale / sum);
+        const __m256 vf = _mm256_set1_ps(f);
+        for (i = 0; i + W <= n; i += W) _mm256_storeu_ps(dl + i, _mm256_mul_ps(_mm256_loadu_ps(dl + i), vf));
+        for (; i < n; i++) dl[i] *= f;
+        dl[t] -= scale;
+    }
+    return lse - lt;
+}
+
+/* AdamW in fp32 with the constants rounded to fp32 (the same operations in the AVX-512 and
+ * NEON tables: the three give the same bits) */
+typedef struct {
+    __m256 gs, decay, b1, c1, b2, c2, sbc2, eps, step;
+} adamw_c8;
+
+static inline void adamw8(const adamw_c8 *c, __m256 p, __m256 g, __m256 m, __m256 v, __m256 *po,
+                          __m256 *mo, __m256 *vo)
+{
+    __m256 gj = _mm256_mul_ps(g, c->gs);
+    __m256 pj = _mm256_mul_ps(p, c->decay);
+    m = _mm256_add_ps(_mm256_mul_ps(c->b1, m), _mm256_mul_ps(c->c1, gj));
+    v = _mm256_add_ps(_mm256_mul_ps(c->b2, v), _mm256_mul_ps(_mm256_mul_ps(c->c2, gj), gj));
+    __m256 den = _mm256_add_ps(_mm256_div_ps(_mm256_sqrt_ps(v), c->sbc2), c->eps);
+    *po = _mm256_sub_ps(pj, _mm256_div_ps(_mm256_mul_ps(c->step, m), den));
+    *mo = m;
+    *vo = v;
+}
+
+static void adamw(float *p, const float *g, float *m, float *v, size_t n, double lr, double wd,
+                  double b1, double b2, double eps, double gs, double step_size, double sbc2)
+{
+    const adamw_c8 c = {_mm256_set1_ps((float)gs), _mm256_set1_ps((float)(1.0 - lr * wd)),
+                        _mm256_set1_ps((float)b1), _mm256_set1_ps((float)(1.0 - b1)),
+                        _mm256_set1_ps((float)b2), _mm256_set1_ps((float)(1.0 - b2)),
+                        _mm256_set1_ps((float)sbc2), _mm256_set1_ps((float)eps),
+                        _mm256_set1_ps((float)step_size)};
+    __m256 po, mo, vo;
+    size_t i = 0;
+    for (; i + W <= n; i += W) {
+        adamw8(&c, _mm256_loadu_ps(p + i), _mm256_loadu_ps(g + i), _mm256_loadu_ps(m + i),
+               _mm256_loadu_ps(v + i), &po, &mo, &vo);
+        _mm256_storeu_ps(p + i, po);
+        _mm256_storeu_ps(m + i, mo);
+        _mm256_storeu_ps(v + i, vo);
+    }
+    if (i < n) {
+        const __m256i k = tail_mask((int)(n - i));
+        adamw8(&c, _mm256_maskload_ps(p + i, k), _mm256_maskload_ps(g + i, k),
+               _mm256_maskload_ps(m + i, k), _mm256_maskload_ps(v + i, k), &po, &mo, &vo);
+        _mm256_maskstore_ps(p + i, k, po);
+        _mm256_maskstore_ps(m + i, k, mo);
+        _mm256_maskstore_ps(v + i, k, vo);
+    }
+}
+
+/* The norm backward kernels in double, four features per vector, with the reference's
+ * operations in its order (so every per-feature value is bit-identical to it; the sums are
+ * accumulated in another order, differing by roundings of double); scalar remainders. */
+static inline __m256d ld4d(const float *p) { return _mm256_cvtps_pd(_mm_loadu_ps(p)); }
+
+static void tsnorm_bwd_sums(const float *x, const float *dy, const float *w, int n, double u,
+                            double r, double *aw, double *ab, double s[3])
+{
+    const __m256d vu = _mm256_set1_pd(u), vr = _mm256_set1_pd(r), one = _mm256_set1_pd(1.0);
+    __m256d sx = _mm256_setzero_pd(), sd = sx, sb = sx;
+    int k = 0;
+    for (; k + 4 <= n; k += 4) {
+        const __m256d xv = ld4d(x + k), dv = ld4d(dy + k);
+        const __m256d wk = w ? _mm256_add_pd(one, ld4d(w + k)) : one;
+        const __m256d dxu = _mm256_mul_pd(dv, _mm256_sub_pd(xv, vu));
+        sx = _mm256_add_pd(sx, xv);
+        sd = _mm256_add_pd(sd, _mm256_mul_pd(dxu, wk));
+        sb = _mm256_add_pd(sb, _mm256_mul_pd(dv, wk));
+        _mm256_storeu_pd(aw + k, _mm256_add_pd(_mm256_loadu_pd(aw + k), _mm256_mul_pd(dxu, vr)));
+        _mm256_storeu_pd(ab + k, _mm256_add_pd(_mm256_loadu_pd(ab + k), dv));
+    }
+    double ux = hsum_pd(sx), ds = hsum_pd(sd), dsb = hsum_pd(sb);
+    for (; k < n; k++) {
+        const double wk = w ? 1.0 + w[k] : 1.0;
+        ux += x[k];
+        ds += dy[k] * (x[k] - u) * wk;
+        dsb += dy[k] * wk;
+        aw[k] += dy[k] * (x[k] - u) * r;
+        ab[k] += dy[k];
+    }
+    s[0] = ux;
+    s[1] = ds;
+    s[2] = dsb;
+}
+
+static void tsnorm_bwd_dx(const float *x, const float *dy, const float *w, int n, double r,
+                          double a, double c, double ux, float *dx)
+{
+    const __m256d vr = _mm256_set1_pd(r), va = _mm256_set1_pd(a), vc = _mm256_set1_pd(c);
+    const __m256d vux = _mm256_set1_pd(ux), one = _mm256_set1_pd(1.0);
+    int k = 0;
+    for (; k + 4 <= n; k += 4) {
+        const __m256d wk = w ? _mm256_add_pd(one, ld4d(w + k)) : one;
+        __m256d t = _mm256_add_pd(_mm256_mul_pd(_mm256_mul_pd(ld4d(dy + k), vr), wk), va);
+        t = _mm256_add_pd(t, _mm256_mul_pd(vc, _mm256_sub_pd(ld4d(x + k), vux)));
+        _mm_storeu_ps(dx + k, _mm256_cvtpd_ps(t));
+    }
+    for (; k < n; k++) {
+        const double wk = w ? 1.0 + w[k] : 1.0;
+        dx[k] = (float)(dy[k] * r * wk + a + c * (x[k] - ux));
+    }
+}
+
+static float rms_norm_backward_row(const float *x, const float *dy, const float *w, int n,
+                                   float eps, float *dx)
+{
+    const __m256d one = _mm256_set1_pd(1.0);
+    __m256d s0 = _mm256_setzero_pd(), s1 = s0;
+    int k = 0;
+    for (; k + 4 <= n; k += 4) {
+        const __m256d xv = ld4d(x + k), wk = w ? _mm256_add_pd(one, ld4d(w + k)) : one;
+        s0 = _mm256_add_pd(s0, _mm256_mul_pd(xv, xv));
+        s1 = _mm256_add_pd(s1, _mm256_mul_pd(_mm256_mul_pd(ld4d(dy + k), wk), xv));
+    }
+    double ss = hsum_pd(s0), gx = hsum_pd(s1);
+    for (int j = k; j < n; j++) {
+        ss += (double)x[j] * x[j];
+        gx += dy[j] * (w ? 1.0 + w[j] : 1.0) * x[j];
+    }
+    const double r = 1.0 / sqrt(ss / n + eps), c = r * r * r * gx / n;
+    const __m256d vr = _mm256_set1_pd(r), vc = _mm256_set1_pd(c);
+    for (k = 0; k + 4 <= n; k += 4) {
+        const __m256d wk = w ? _mm256_add_pd(one, ld4d(w + k)) : one;
+        __m256d t = _mm256_sub_pd(_mm256_mul_pd(_mm256_mul_pd(vr, ld4d(dy + k)), wk),
+                                  _mm256_mul_pd(ld4d(x + k), vc));
+        _mm_storeu_ps(dx + k, _mm256_cvtpd_ps(t));
+    }
+    for (; k < n; k++) dx[k] = (float)(r * dy[k] * (w ? 1.0 + w[k] : 1.0) - x[k] * c);
+    return (float)r;
+}
+
+static void layer_norm_backward_row(const float *x, const float *dy, const float *w, int n,
+                                    float eps, float *dx, float *mu_out, float *r_out)
+{
+    const double mu = sum_d(x, n) / n;
+    const double r = 1.0 / sqrt(sumdev_d(x, n, mu) / n + eps);
+    const __m256d one = _mm256_set1_pd(1.0), vmu = _mm256_set1_pd(mu), vr = _mm256_set1_pd(r);
+    __m256d s0 = _mm256_setzero_pd(), s1 = s0;
+    int k = 0;
+    for (; k + 4 <= n; k += 4) {
+        const __m256d wk = w ? _mm256_add_pd(one, ld4d(w + k)) : one;
+        const __m256d g = _mm256_mul_pd(ld4d(dy + k), wk);
+        const __m256d xh = _mm256_mul_pd(_mm256_sub_pd(ld4d(x + k), vmu), vr);
+        s0 = _mm256_add_pd(s0, g);
+        s1 = _mm256_add_pd(s1, _mm256_mul_pd(g, xh));
+    }
+    double mg = hsum_pd(s0), mgx = hsum_pd(s1);
+    for (int j = k; j < n; j++) {
+        const double g = dy[j] * (w ? 1.0 + w[j] : 1.0), xh = (x[j] - mu) * r;
+        mg += g;
+        mgx += g * xh;
+    }
+    mg /= n;
+    mgx /= n;
+    const __m256d vmg = _mm256_set1_pd(mg), vmgx = _mm256_set1_pd(mgx);
+    for (k = 0; k + 4 <= n; k += 4) {
+        const __m256d wk = w ? _mm256_add_pd(one, ld4d(w + k)) : one;
+        const __m256d g = _mm256_mul_pd(ld4d(dy + k), wk);
+        const __m256d xh = _mm256_mul_pd(_mm256_sub_pd(ld4d(x + k), vmu), vr);
+        __m256d t = _mm256_mul_pd(vr, _mm256_sub_pd(_mm256_sub_pd(g, vmg), _mm256_mul_pd(xh, vmgx)));
+        _mm_storeu_ps(dx + k, _mm256_cvtpd_ps(t));
+    }
+    for (; k < n; k++) {
+        const double g = dy[k] * (w ? 1.0 + w[k] : 1.0), xh = (x[k] - mu) * r;
+        dx[k] = (float)(r * (g - mg - xh * mgx));
+    }
+    *mu_out = (float)mu;
+    *r_out = (float)r;
+}
+
 /* ------------------------------------------------------------------ test hooks */
 
 /* The vectorized exp and silu over n floats, for tests/test-kernels.c (call only where the
@@ -600,4 +754,11 @@ const mg_kernels mg_kernels_avx2 = {
     .scale = scale,
     .f16_to_f32 = f16_to_f32,
     .bf16_to_f32 = bf16_to_f32,
+    .silu_backward = silu_backward,
+    .cross_entropy_row = cross_entropy_row,
+    .adamw = adamw,
+    .tsnorm_bwd_sums = tsnorm_bwd_sums,
+    .tsnorm_bwd_dx = tsnorm_bwd_dx,
+    .rms_norm_backward_row = rms_norm_backward_row,
+    .layer_norm_backward_row = layer_norm_backward_row,
 };

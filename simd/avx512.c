@@ -86,7 +86,7 @@ static inline void sincos16(__m512 th, __m512 *s, __m512 *c)
 static inline __m512d lo_pd(__m512 v) { return _mm512_cvtps_pd(_mm512_castps512_ps256(v)); }
 static inline __m512d hi_pd(__m512 v) { return _mm512_cvtps_pd(_mm512_extractf32x8_ps(v, 1)); }
 
-/* sum x, sum x^2, sum (x - mean)^2 of n floats, in double; masked lanes load as 0 */
+/* sum x, sum (x - mean)^2 of n floats, in double; masked lanes load as 0 */
 static double sum_d(const float *x, int n)
 {
     __m512d a0 = _mm512_setzero_pd(), a1 = a0;
@@ -94,18 +94,6 @@ static double sum_d(const float *x, int n)
         __m512 v = _mm512_maskz_loadu_ps(tail_mask(n - i < W ? n - i : W), x + i);
         a0 = _mm512_add_pd(a0, lo_pd(v));
         a1 = _mm512_add_pd(a1, hi_pd(v));
-    }
-    return _mm512_reduce_add_pd(_mm512_add_pd(a0, a1));
-}
-
-static double sumsq_d(const float *x, int n)
-{
-    __m512d a0 = _mm512_setzero_pd(), a1 = a0;
-    for (int i = 0; i < n; i += W) {
-        __m512 v = _mm512_maskz_loadu_ps(tail_mask(n - i < W ? n - i : W), x + i);
-        __m512d l = lo_pd(v), h = hi_pd(v);
-        a0 = _mm512_fmadd_pd(l, l, a0); /* x*x is exact in double */
-        a1 = _mm512_fmadd_pd(h, h, a1);
     }
     return _mm512_reduce_add_pd(_mm512_add_pd(a0, a1));
 }
@@ -140,53 +128,7 @@ static void norm_out(const float *x, float m, float r, const float *w, const flo
 
 /* ------------------------------------------------------------------ norms */
 
-static void rms_norm(const float *x, const float *w, float eps, int n, float *y)
-{
-    double ss = sumsq_d(x, n);
-    float r = (float)(1.0 / sqrt(ss / n + eps));
-    const __m512 vr = _mm512_set1_ps(r), one = _mm512_set1_ps(1.0f);
-    for (int i = 0; i < n; i += W) {
-        __mmask16 k = tail_mask(n - i < W ? n - i : W);
-        __m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps(k, x + i), vr);
-        if (w) v = _mm512_mul_ps(v, _mm512_add_ps(one, _mm512_maskz_loadu_ps(k, w + i)));
-        _mm512_mask_storeu_ps(y + i, k, v);
-    }
-}
-
-static void layer_norm(const float *x, const float *w, const float *b, float eps, int n,
-                       float *y)
-{
-    double mean = sum_d(x, n) / n;
-    double v = sumdev_d(x, n, mean);
-    float r = (float)(1.0 / sqrt(v / n + eps));
-    norm_out(x, (float)mean, r, w, b, n, y);
-}
-
-static void timestep_norm(const float *x, int L, int D, int G, const float *w, const float *b,
-                          float eps, int64_t *count, float *mean, float *var, float *y)
-{
-    const int Dg = D / G;
-    for (int t = 0; t < L; t++) {
-        const float *xt = x + (size_t)t * D;
-        float *yt = y + (size_t)t * D;
-        int64_t n = *count;
-        double c1 = (double)n / (double)(n + 1), c2 = 1.0 / (double)(n + 1);
-        for (int g = 0; g < G; g++) {
-            const float *xg = xt + g * Dg;
-            double gm = sum_d(xg, Dg) / Dg;
-            double gv = sumdev_d(xg, Dg, gm) / Dg;
-            double d = gm - mean[g];
-            double mu = c1 * mean[g] + c2 * gm;
-            double va = c1 * var[g] + c2 * gv + (c1 * d) * (c2 * d);
-            mean[g] = (float)mu;
-            var[g] = (float)va;
-            float r = (float)(1.0 / sqrt(va + eps));
-            norm_out(xg, (float)mu, r, w ? w + g * Dg : NULL, b ? b + g * Dg : NULL, Dg,
-                     yt + g * Dg);
-        }
-        *count = n + 1;
-    }
-}
+#include "norms-impl.h"
 
 /* ------------------------------------------------------------------ CEMA */
 
@@ -517,6 +459,222 @@ static void bf16_to_f32(const uint16_t *x, float *y, size_t n)
     }
 }
 
+/* ------------------------------------------------------------------ training */
+
+/* (dy s)(1 + x (1 - s)), s = 1 / (1 + exp(-x)): the reference's operations in its order,
+ * with exp16 for expf (vecmath.h states the error); the same bits as the AVX2 table */
+static inline __m512 silu_bwd16(__m512 x, __m512 dy)
+{
+    const __m512 one = _mm512_set1_ps(1.0f);
+    __m512 s = _mm512_div_ps(one, _mm512_add_ps(one, exp16(_mm512_sub_ps(_mm512_setzero_ps(), x))));
+    return _mm512_mul_ps(_mm512_mul_ps(dy, s), _mm512_add_ps(one, _mm512_mul_ps(x, _mm512_sub_ps(one, s))));
+}
+
+static void silu_backward(const float *x, const float *dy, float *dx, size_t n)
+{
+    size_t i = 0;
+    for (; i + W <= n; i += W)
+        _mm512_storeu_ps(dx + i, silu_bwd16(_mm512_loadu_ps(x + i), _mm512_loadu_ps(dy + i)));
+    if (i < n) {
+        const __mmask16 k = tail_mask((int)(n - i));
+        _mm512_mask_storeu_ps(dx + i, k, silu_bwd16(_mm512_maskz_loadu_ps(k, x + i), _mm512_maskz_loadu_ps(k, dy + i)));
+    }
+}
+
+/* max in fp32; e = exp16(l - max) summed in double (and kept in dl); dl = e (scale / sum) */
+static double cross_entropy_row(const float *l, int n, int t, float scale, float *dl)
+{
+    const float lt = l[t];
+    __m512 vm = _mm512_set1_ps(l[0]);
+    for (int i = 0; i < n; i += W) /* masked lanes repeat l[0] */
+        vm = _mm512_max_ps(vm, _mm512_mask_loadu_ps(_mm512_set1_ps(l[0]), tail_mask(n - i < W ? n - i : W), l + i));
+    const float mx = _mm512_reduce_max_ps(vm);
+    vm = _mm512_set1_ps(mx);
+    __m512d s0 = _mm512_setzero_pd(), s1 = s0;
+    for (int i = 0; i < n; i += W) {
+        const __mmask16 k = tail_mask(n - i < W ? n - i : W);
+        __m512 e = _mm512_maskz_mov_ps(k, exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, l + i), vm)));
+        if (dl) _mm512_mask_storeu_ps(dl + i, k, e);
+        s0 = _mm512_add_pd(s0, lo_pd(e));
+        s1 = _mm512_add_pd(s1, hi_pd(e));
+    }
+    const double sum = _mm512_reduce_add_pd(_mm512_add_pd(s0, s1)), lse = mx + log(sum);
+    if (dl) {
+        const __m512 vf = _mm512_set1_ps((float)(scale / sum));
+        for (int i = 0; i < n; i += W) {
+            const __mmask16 k = tail_mask(n - i < W ? n - i : W);
+            _mm512_mask_storeu_ps(dl + i, k, _mm512_mul_ps(_mm512_maskz_loadu_ps(k, dl + i), vf));
+        }
+        dl[t] -= scale;
+    }
+    return lse - lt;
+}
+
+/* AdamW in fp32 with the constants rounded to fp32: the operations of avx2.c (same bits) */
+typedef struct {
+    __m512 gs, decay, b1, c1, b2, c2, sbc2, eps, step;
+} adamw_c16;
+
+static inline void adamw16(const adamw_c16 *c, __m512 p, __m512 g, __m512 m, __m512 v,
+                           __m512 *po, __m512 *mo, __m512 *vo)
+{
+    __m512 gj = _mm512_mul_ps(g, c->gs);
+    __m512 pj = _mm512_mul_ps(p, c->decay);
+    m = _mm512_add_ps(_mm512_mul_ps(c->b1, m), _mm512_mul_ps(c->c1, gj));
+    v = _mm512_add_ps(_mm512_mul_ps(c->b2, v), _mm512_mul_ps(_mm512_mul_ps(c->c2, gj), gj));
+    __m512 den = _mm512_add_ps(_mm512_div_ps(_mm512_sqrt_ps(v), c->sbc2), c->eps);
+    *po = _mm512_sub_ps(pj, _mm512_div_ps(_mm512_mul_ps(c->step, m), den));
+    *mo = m;
+    *vo = v;
+}
+
+static void adamw(float *p, const float *g, float *m, float *v, size_t n, double lr, double wd,
+                  double b1, double b2, double eps, double gs, double step_size, double sbc2)
+{
+    const adamw_c16 c = {_mm512_set1_ps((float)gs), _mm512_set1_ps((float)(1.0 - lr * wd)),
+                         _mm512_set1_ps((float)b1), _mm512_set1_ps((float)(1.0 - b1)),
+                         _mm512_set1_ps((float)b2), _mm512_set1_ps((float)(1.0 - b2)),
+                         _mm512_set1_ps((float)sbc2), _mm512_set1_ps((float)eps),
+                         _mm512_set1_ps((float)step_size)};
+    __m512 po, mo, vo;
+    size_t i = 0;
+    for (; i + W <= n; i += W) {
+        adamw16(&c, _mm512_loadu_ps(p + i), _mm512_loadu_ps(g + i), _mm512_loadu_ps(m + i),
+                _mm512_loadu_ps(v + i), &po, &mo, &vo);
+        _mm512_storeu_ps(p + i, po);
+        _mm512_storeu_ps(m + i, mo);
+        _mm512_storeu_ps(v + i, vo);
+    }
+    if (i < n) {
+        const __mmask16 k = tail_mask((int)(n - i));
+        adamw16(&c, _mm512_maskz_loadu_ps(k, p + i), _mm512_maskz_loadu_ps(k, g + i),
+                _mm512_maskz_loadu_ps(k, m + i), _mm512_maskz_loadu_ps(k, v + i), &po, &mo, &vo);
+        _mm512_mask_storeu_ps(p + i, k, po);
+        _mm512_mask_storeu_ps(m + i, k, mo);
+        _mm512_mask_storeu_ps(v + i, k, vo);
+    }
+}
+
+/* The norm backward kernels in double, eight features per vector, with the reference's
+ * operations in its order (every per-feature value bit-identical to it; the sums in another
+ * order); scalar remainders. */
+static inline __m512d ld8d(const float *p) { return _mm512_cvtps_pd(_mm256_loadu_ps(p)); }
+
+static void tsnorm_bwd_sums(const float *x, const float *dy, const float *w, int n, double u,
+                            double r, double *aw, double *ab, double s[3])
+{
+    const __m512d vu = _mm512_set1_pd(u), vr = _mm512_set1_pd(r), one = _mm512_set1_pd(1.0);
+    __m512d sx = _mm512_setzero_pd(), sd = sx, sb = sx;
+    int k = 0;
+    for (; k + 8 <= n; k += 8) {
+        const __m512d xv = ld8d(x + k), dv = ld8d(dy + k);
+        const __m512d wk = w ? _mm512_add_pd(one, ld8d(w + k)) : one;
+        const __m512d dxu = _mm512_mul_pd(dv, _mm512_sub_pd(xv, vu));
+        sx = _mm512_add_pd(sx, xv);
+        sd = _mm512_add_pd(sd, _mm512_mul_pd(dxu, wk));
+        sb = _mm512_add_pd(sb, _mm512_mul_pd(dv, wk));
+        _mm512_storeu_pd(aw + k, _mm512_add_pd(_mm512_loadu_pd(aw + k), _mm512_mul_pd(dxu, vr)));
+        _mm512_storeu_pd(ab + k, _mm512_add_pd(_mm512_loadu_pd(ab + k), dv));
+    }
+    double ux = _mm512_reduce_add_pd(sx), ds = _mm512_reduce_add_pd(sd), dsb = _mm512_reduce_add_pd(sb);
+    for (; k < n; k++) {
+        const double wk = w ? 1.0 + w[k] : 1.0;
+        ux += x[k];
+        ds += dy[k] * (x[k] - u) * wk;
+        dsb += dy[k] * wk;
+        aw[k] += dy[k] * (x[k] - u) * r;
+        ab[k] += dy[k];
+    }
+    s[0] = ux;
+    s[1] = ds;
+    s[2] = dsb;
+}
+
+static void tsnorm_bwd_dx(const float *x, const float *dy, const float *w, int n, double r,
+                          double a, double c, double ux, float *dx)
+{
+    const __m512d vr = _mm512_set1_pd(r), va = _mm512_set1_pd(a), vc = _mm512_set1_pd(c);
+    const __m512d vux = _mm512_set1_pd(ux), one = _mm512_set1_pd(1.0);
+    int k = 0;
+    for (; k + 8 <= n; k += 8) {
+        const __m512d wk = w ? _mm512_add_pd(one, ld8d(w + k)) : one;
+        __m512d t = _mm512_add_pd(_mm512_mul_pd(_mm512_mul_pd(ld8d(dy + k), vr), wk), va);
+        t = _mm512_add_pd(t, _mm512_mul_pd(vc, _mm512_sub_pd(ld8d(x + k), vux)));
+        _mm256_storeu_ps(dx + k, _mm512_cvtpd_ps(t));
+    }
+    for (; k < n; k++) {
+        const double wk = w ? 1.0 + w[k] : 1.0;
+        dx[k] = (float)(dy[k] * r * wk + a + c * (x[k] - ux));
+    }
+}
+
+static float rms_norm_backward_row(const float *x, const float *dy, const float *w, int n,
+                                   float eps, float *dx)
+{
+    const __m512d one = _mm512_set1_pd(1.0);
+    __m512d s0 = _mm512_setzero_pd(), s1 = s0;
+    int k = 0;
+    for (; k + 8 <= n; k += 8) {
+        const __m512d xv = ld8d(x + k), wk = w ? _mm512_add_pd(one, ld8d(w + k)) : one;
+        s0 = _mm512_add_pd(s0, _mm512_mul_pd(xv, xv));
+        s1 = _mm512_add_pd(s1, _mm512_mul_pd(_mm512_mul_pd(ld8d(dy + k), wk), xv));
+    }
+    double ss = _mm512_reduce_add_pd(s0), gx = _mm512_reduce_add_pd(s1);
+    for (int j = k; j < n; j++) {
+        ss += (double)x[j] * x[j];
+        gx += dy[j] * (w ? 1.0 + w[j] : 1.0) * x[j];
+    }
+    const double r = 1.0 / sqrt(ss / n + eps), c = r * r * r * gx / n;
+    const __m512d vr = _mm512_set1_pd(r), vc = _mm512_set1_pd(c);
+    for (k = 0; k + 8 <= n; k += 8) {
+        const __m512d wk = w ? _mm512_add_pd(one, ld8d(w + k)) : one;
+        __m512d t = _mm512_sub_pd(_mm512_mul_pd(_mm512_mul_pd(vr, ld8d(dy + k)), wk),
+                                  _mm512_mul_pd(ld8d(x + k), vc));
+        _mm256_storeu_ps(dx + k, _mm512_cvtpd_ps(t));
+    }
+    for (; k < n; k++) dx[k] = (float)(r * dy[k] * (w ? 1.0 + w[k] : 1.0) - x[k] * c);
+    return (float)r;
+}
+
+static void layer_norm_backward_row(const float *x, const float *dy, const float *w, int n,
+                                    float eps, float *dx, float *mu_out, float *r_out)
+{
+    const double mu = sum_d(x, n) / n;
+    const double r = 1.0 / sqrt(sumdev_d(x, n, mu) / n + eps);
+    const __m512d one = _mm512_set1_pd(1.0), vmu = _mm512_set1_pd(mu), vr = _mm512_set1_pd(r);
+    __m512d s0 = _mm512_setzero_pd(), s1 = s0;
+    int k = 0;
+    for (; k + 8 <= n; k += 8) {
+        const __m512d wk = w ? _mm512_add_pd(one, ld8d(w + k)) : one;
+        const __m512d g = _mm512_mul_pd(ld8d(dy + k), wk);
+        const __m512d xh = _mm512_mul_pd(_mm512_sub_pd(ld8d(x + k), vmu), vr);
+        s0 = _mm512_add_pd(s0, g);
+        s1 = _mm512_add_pd(s1, _mm512_mul_pd(g, xh));
+    }
+    double mg = _mm512_reduce_add_pd(s0), mgx = _mm512_reduce_add_pd(s1);
+    for (int j = k; j < n; j++) {
+        const double g = dy[j] * (w ? 1.0 + w[j] : 1.0), xh = (x[j] - mu) * r;
+        mg += g;
+        mgx += g * xh;
+    }
+    mg /= n;
+    mgx /= n;
+    const __m512d vmg = _mm512_set1_pd(mg), vmgx = _mm512_set1_pd(mgx);
+    for (k = 0; k + 8 <= n; k += 8) {
+        const __m512d wk = w ? _mm512_add_pd(one, ld8d(w + k)) : one;
+        const __m512d g = _mm512_mul_pd(ld8d(dy + k), wk);
+        const __m512d xh = _mm512_mul_pd(_mm512_sub_pd(ld8d(x + k), vmu), vr);
+        __m512d t = _mm512_mul_pd(vr, _mm512_sub_pd(_mm512_sub_pd(g, vmg), _mm512_mul_pd(xh, vmgx)));
+        _mm256_storeu_ps(dx + k, _mm512_cvtpd_ps(t));
+    }
+    for (; k < n; k++) {
+        const double g = dy[k] * (w ? 1.0 + w[k] : 1.0), xh = (x[k] - mu) * r;
+        dx[k] = (float)(r * (g - mg - xh * mgx));
+    }
+    *mu_out = (float)mu;
+    *r_out = (float)r;
+}
+
 /* ------------------------------------------------------------------ test hooks */
 
 /* The vectorized exp over n floats, for tests/test-kernels.c (call only where the avx512
@@ -546,4 +704,11 @@ const mg_kernels mg_kernels_avx512 = {
     .scale = scale,
     .f16_to_f32 = f16_to_f32,
     .bf16_to_f32 = bf16_to_f32,
+    .silu_backward = silu_backward,
+    .cross_entropy_row = cross_entropy_row,
+    .adamw = adamw,
+    .tsnorm_bwd_sums = tsnorm_bwd_sums,
+    .tsnorm_bwd_dx = tsnorm_bwd_dx,
+    .rms_norm_backward_row = rms_norm_backward_row,
+    .layer_norm_backward_row = layer_norm_backward_row,
 };

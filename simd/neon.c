@@ -12,8 +12,12 @@
  *   - f16_to_f32 (FCVTL, with the NaN bit pattern of the scalar code restored for signalling
  *     NaNs, which FCVTL would quieten) and bf16_to_f32 (a widening shift) are bit-exact for all
  *     65536 inputs;
- *   - silu and softmax use v_exp below instead of libm's expf: within 1.02 ulp of exp (see its
- *     comment; tests/cross/test-neon-exp.c checks 2 ulp).
+ *   - silu, softmax, silu_backward and cross_entropy_row use v_exp below instead of libm's
+ *     expf (cross_entropy_row's scalar code uses double exp): within 1.02 ulp of exp (see its
+ *     comment; tests/cross/test-neon-exp.c checks 2 ulp);
+ *   - adamw computes in fp32 (scalar.c in double) with the x86 tables' operations: the same
+ *     bits as theirs; the norm backward kernels use float64x2 with the scalar operations per
+ *     feature (kernels.h states the tolerances).
  * Built only on AArch64, where Advanced SIMD is part of the base architecture (no run-time
  * check is needed; cpu.c registers the table unconditionally under MG_HAVE_NEON). */
 #include "config.h"
@@ -139,47 +143,16 @@ static void norm_apply(const float *x, float m, float r, const float *w, const f
     }
 }
 
-static void rms_norm(const float *x, const float *w, float eps, int n, float *y)
+/* the names norms-impl.h expects */
+static double sum_d(const float *x, int n) { return sum_f64(x, n); }
+static double sumdev_d(const float *x, int n, double c) { return sumsq_f64(x, c, n); }
+static void norm_out(const float *x, float m, float r, const float *w, const float *b, int n,
+                     float *y)
 {
-    double ss = sumsq_f64(x, 0.0, n);
-    float r = (float)(1.0 / sqrt(ss / n + eps));
-    norm_apply(x, 0.0f, r, w, NULL, 0, n, y); /* x - 0 == x exactly */
+    norm_apply(x, m, r, w, b, b != NULL, n, y);
 }
 
-static void layer_norm(const float *x, const float *w, const float *b, float eps, int n,
-                       float *y)
-{
-    double mean = sum_f64(x, n) / n;
-    double v = sumsq_f64(x, mean, n);
-    float r = (float)(1.0 / sqrt(v / n + eps));
-    norm_apply(x, (float)mean, r, w, b, 1, n, y);
-}
-
-static void timestep_norm(const float *x, int L, int D, int G, const float *w, const float *b,
-                          float eps, int64_t *count, float *mean, float *var, float *y)
-{
-    const int Dg = D / G;
-    for (int t = 0; t < L; t++) {
-        const float *xt = x + (size_t)t * D;
-        float *yt = y + (size_t)t * D;
-        int64_t n = *count;
-        double c1 = (double)n / (double)(n + 1), c2 = 1.0 / (double)(n + 1);
-        for (int g = 0; g < G; g++) {
-            const float *xg = xt + g * Dg;
-            double gm = sum_f64(xg, Dg) / Dg;
-            double gv = sumsq_f64(xg, gm, Dg) / Dg;
-            double d = gm - mean[g];
-            double mu = c1 * mean[g] + c2 * gm;
-            double va = c1 * var[g] + c2 * gv + (c1 * d) * (c2 * d);
-            mean[g] = (float)mu;
-            var[g] = (float)va;
-            float r = (float)(1.0 / sqrt(va + eps));
-            norm_apply(xg, (float)mu, r, w ? w + g * Dg : NULL, b ? b + g * Dg : NULL, 1, Dg,
-                       yt + g * Dg);
-        }
-        *count = n + 1;
-    }
-}
+#include "norms-impl.h"
 
 /* ------------------------------------------------------------------ CEMA */
 
@@ -505,6 +478,290 @@ static void bf16_to_f32(const uint16_t *x, float *y, size_t n)
     }
 }
 
+/* ------------------------------------------------------------------ training */
+
+/* (dy s)(1 + x (1 - s)), s = 1 / (1 + exp(-x)): the scalar code's operations in its order,
+ * with v_exp for expf */
+static inline float32x4_t v_silu_bwd(float32x4_t x, float32x4_t dy)
+{
+    const float32x4_t one = vdupq_n_f32(1.0f);
+    float32x4_t s = vdivq_f32(one, vaddq_f32(one, v_exp(vnegq_f32(x))));
+    return vmulq_f32(vmulq_f32(dy, s), vaddq_f32(one, vmulq_f32(x, vsubq_f32(one, s))));
+}
+
+static void silu_backward(const float *x, const float *dy, float *dx, size_t n)
+{
+    size_t i = 0;
+    for (; i + 4 <= n; i += 4) vst1q_f32(dx + i, v_silu_bwd(vld1q_f32(x + i), vld1q_f32(dy + i)));
+    if (i < n) { /* the tail through the same vector code */
+        float tx[4] = {0, 0, 0, 0}, td[4] = {0, 0, 0, 0};
+        memcpy(tx, x + i, sizeof(float) * (n - i));
+        memcpy(td, dy + i, sizeof(float) * (n - i));
+        vst1q_f32(tx, v_silu_bwd(vld1q_f32(tx), vld1q_f32(td)));
+        memcpy(dx + i, tx, sizeof(float) * (n - i));
+    }
+}
+
+/* max in fp32; e = v_exp(l - max) summed in double (and kept in dl); dl = e (scale / sum) */
+static double cross_entropy_row(const float *l, int n, int t, float scale, float *dl)
+{
+    const float lt = l[t];
+    float mx = l[0];
+    int i = 0;
+    if (n >= 4) {
+        float32x4_t mv = vld1q_f32(l);
+        for (i = 4; i + 4 <= n; i += 4) mv = vmaxnmq_f32(mv, vld1q_f32(l + i));
+        mx = vmaxnmvq_f32(mv);
+    }
+    for (; i < n; i++) mx = l[i] > mx ? l[i] : mx;
+    const float32x4_t mv = vdupq_n_f32(mx);
+    float64x2_t s0 = vdupq_n_f64(0.0), s1 = s0;
+    for (i = 0; i + 4 <= n; i += 4) {
+        float32x4_t e = v_exp(vsubq_f32(vld1q_f32(l + i), mv));
+        if (dl) vst1q_f32(dl + i, e);
+        s0 = vaddq_f64(s0, vcvt_f64_f32(vget_low_f32(e)));
+        s1 = vaddq_f64(s1, vcvt_high_f64_f32(e));
+    }
+    double sum = vaddvq_f64(vaddq_f64(s0, s1));
+    if (i < n) {
+        float tl[4] = {0, 0, 0, 0};
+        memcpy(tl, l + i, sizeof(float) * (size_t)(n - i));
+        vst1q_f32(tl, v_exp(vsubq_f32(vld1q_f32(tl), mv)));
+        for (int k = 0; i + k < n; k++) {
+            if (dl) dl[i + k] = tl[k];
+            sum += tl[k];
+        }
+    }
+    const double lse = mx + log(sum);
+    if (dl) {
+        const float f = (float)(scale / sum);
+        const float32x4_t fv = vdupq_n_f32(f);
+        for (i = 0; i + 4 <= n; i += 4) vst1q_f32(dl + i, vmulq_f32(vld1q_f32(dl + i), fv));
+        for (; i < n; i++) dl[i] *= f;
+        dl[t] -= scale;
+    }
+    return lse - lt;
+}
+
+/* AdamW in fp32 with the constants rounded to fp32: the operations of the x86 tables, without
+ * fused multiply-adds, so the three SIMD tables give the same bits */
+typedef struct {
+    float32x4_t gs, decay, b1, c1, b2, c2, sbc2, eps, step;
+} adamw_c4;
+
+static inline void adamw4(const adamw_c4 *c, float *p, const float *g, float *m, float *v)
+{
+    float32x4_t gj = vmulq_f32(vld1q_f32(g), c->gs);
+    float32x4_t pj = vmulq_f32(vld1q_f32(p), c->decay);
+    float32x4_t mv = vaddq_f32(vmulq_f32(c->b1, vld1q_f32(m)), vmulq_f32(c->c1, gj));
+    float32x4_t vv = vaddq_f32(vmulq_f32(c->b2, vld1q_f32(v)), vmulq_f32(vmulq_f32(c->c2, gj), gj));
+    float32x4_t den = vaddq_f32(vdivq_f32(vsqrtq_f32(vv), c->sbc2), c->eps);
+    vst1q_f32(p, vsubq_f32(pj, vdivq_f32(vmulq_f32(c->step, mv), den)));
+    vst1q_f32(m, mv);
+    vst1q_f32(v, vv);
+}
+
+static void adamw(float *p, const float *g, float *m, float *v, size_t n, double lr, double wd,
+                  double b1, double b2, double eps, double gs, double step_size, double sbc2)
+{
+    const adamw_c4 c = {vdupq_n_f32((float)gs), vdupq_n_f32((float)(1.0 - lr * wd)),
+                        vdupq_n_f32((float)b1), vdupq_n_f32((float)(1.0 - b1)),
+                        vdupq_n_f32((float)b2), vdupq_n_f32((float)(1.0 - b2)),
+                        vdupq_n_f32((float)sbc2), vdupq_n_f32((float)eps),
+                        vdupq_n_f32((float)step_size)};
+    size_t i = 0;
+    for (; i + 4 <= n; i += 4) adamw4(&c, p + i, g + i, m + i, v + i);
+    if (i < n) {
+        const size_t r = n - i;
+        float tp[4] = {0, 0, 0, 0}, tg[4] = {0, 0, 0, 0}, tm[4] = {0, 0, 0, 0}, tv[4] = {0, 0, 0, 0};
+        memcpy(tp, p + i, sizeof(float) * r);
+        memcpy(tg, g + i, sizeof(float) * r);
+        memcpy(tm, m + i, sizeof(float) * r);
+        memcpy(tv, v + i, sizeof(float) * r);
+        adamw4(&c, tp, tg, tm, tv);
+        memcpy(p + i, tp, sizeof(float) * r);
+        memcpy(m + i, tm, sizeof(float) * r);
+        memcpy(v + i, tv, sizeof(float) * r);
+    }
+}
+
+/* The norm backward kernels in double (float64x2), four features per iteration, with the
+ * scalar code's operations in its order (per-feature values bit-identical to it; the sums in
+ * another order); scalar remainders. */
+static inline float64x2_t ld_lo(float32x4_t v) { return vcvt_f64_f32(vget_low_f32(v)); }
+static inline float64x2_t ld_hi(float32x4_t v) { return vcvt_high_f64_f32(v); }
+static inline float32x4_t cvt2(float64x2_t lo, float64x2_t hi)
+{
+    return vcvt_high_f32_f64(vcvt_f32_f64(lo), hi);
+}
+
+static void tsnorm_bwd_sums(const float *x, const float *dy, const float *w, int n, double u,
+                            double r, double *aw, double *ab, double s[3])
+{
+    const float64x2_t vu = vdupq_n_f64(u), vr = vdupq_n_f64(r), one = vdupq_n_f64(1.0);
+    float64x2_t sx0 = vdupq_n_f64(0.0), sx1 = sx0, sd0 = sx0, sd1 = sx0, sb0 = sx0, sb1 = sx0;
+    int k = 0;
+    for (; k + 4 <= n; k += 4) {
+        const float32x4_t xf = vld1q_f32(x + k), df = vld1q_f32(dy + k);
+        const float64x2_t x0 = ld_lo(xf), x1 = ld_hi(xf), d0 = ld_lo(df), d1 = ld_hi(df);
+        float64x2_t w0 = one, w1 = one;
+        if (w) {
+            const float32x4_t wf = vld1q_f32(w + k);
+            w0 = vaddq_f64(one, ld_lo(wf));
+            w1 = vaddq_f64(one, ld_hi(wf));
+        }
+        const float64x2_t e0 = vmulq_f64(d0, vsubq_f64(x0, vu)), e1 = vmulq_f64(d1, vsubq_f64(x1, vu));
+        sx0 = vaddq_f64(sx0, x0);
+        sx1 = vaddq_f64(sx1, x1);
+        sd0 = vaddq_f64(sd0, vmulq_f64(e0, w0));
+        sd1 = vaddq_f64(sd1, vmulq_f64(e1, w1));
+        sb0 = vaddq_f64(sb0, vmulq_f64(d0, w0));
+        sb1 = vaddq_f64(sb1, vmulq_f64(d1, w1));
+        vst1q_f64(aw + k, vaddq_f64(vld1q_f64(aw + k), vmulq_f64(e0, vr)));
+        vst1q_f64(aw + k + 2, vaddq_f64(vld1q_f64(aw + k + 2), vmulq_f64(e1, vr)));
+        vst1q_f64(ab + k, vaddq_f64(vld1q_f64(ab + k), d0));
+        vst1q_f64(ab + k + 2, vaddq_f64(vld1q_f64(ab + k + 2), d1));
+    }
+    double ux = vaddvq_f64(vaddq_f64(sx0, sx1)), ds = vaddvq_f64(vaddq_f64(sd0, sd1));
+    double dsb = vaddvq_f64(vaddq_f64(sb0, sb1));
+    for (; k < n; k++) {
+        const double wk = w ? 1.0 + w[k] : 1.0;
+        ux += x[k];
+        ds += dy[k] * (x[k] - u) * wk;
+        dsb += dy[k] * wk;
+        aw[k] += dy[k] * (x[k] - u) * r;
+        ab[k] += dy[k];
+    }
+    s[0] = ux;
+    s[1] = ds;
+    s[2] = dsb;
+}
+
+static void tsnorm_bwd_dx(const float *x, const float *dy, const float *w, int n, double r,
+                          double a, double c, double ux, float *dx)
+{
+    const float64x2_t vr = vdupq_n_f64(r), va = vdupq_n_f64(a), vc = vdupq_n_f64(c);
+    const float64x2_t vux = vdupq_n_f64(ux), one = vdupq_n_f64(1.0);
+    int k = 0;
+    for (; k + 4 <= n; k += 4) {
+        const float32x4_t xf = vld1q_f32(x + k), df = vld1q_f32(dy + k);
+        float64x2_t w0 = one, w1 = one;
+        if (w) {
+            const float32x4_t wf = vld1q_f32(w + k);
+            w0 = vaddq_f64(one, ld_lo(wf));
+            w1 = vaddq_f64(one, ld_hi(wf));
+        }
+        float64x2_t t0 = vaddq_f64(vmulq_f64(vmulq_f64(ld_lo(df), vr), w0), va);
+        float64x2_t t1 = vaddq_f64(vmulq_f64(vmulq_f64(ld_hi(df), vr), w1), va);
+        t0 = vaddq_f64(t0, vmulq_f64(vc, vsubq_f64(ld_lo(xf), vux)));
+        t1 = vaddq_f64(t1, vmulq_f64(vc, vsubq_f64(ld_hi(xf), vux)));
+        vst1q_f32(dx + k, cvt2(t0, t1));
+    }
+    for (; k < n; k++) {
+        const double wk = w ? 1.0 + w[k] : 1.0;
+        dx[k] = (float)(dy[k] * r * wk + a + c * (x[k] - ux));
+    }
+}
+
+static float rms_norm_backward_row(const float *x, const float *dy, const float *w, int n,
+                                   float eps, float *dx)
+{
+    const float64x2_t one = vdupq_n_f64(1.0);
+    float64x2_t s0 = vdupq_n_f64(0.0), s1 = s0, g0 = s0, g1 = s0;
+    int k = 0;
+    for (; k + 4 <= n; k += 4) {
+        const float32x4_t xf = vld1q_f32(x + k), df = vld1q_f32(dy + k);
+        const float64x2_t x0 = ld_lo(xf), x1 = ld_hi(xf);
+        float64x2_t w0 = one, w1 = one;
+        if (w) {
+            const float32x4_t wf = vld1q_f32(w + k);
+            w0 = vaddq_f64(one, ld_lo(wf));
+            w1 = vaddq_f64(one, ld_hi(wf));
+        }
+        s0 = vaddq_f64(s0, vmulq_f64(x0, x0));
+        s1 = vaddq_f64(s1, vmulq_f64(x1, x1));
+        g0 = vaddq_f64(g0, vmulq_f64(vmulq_f64(ld_lo(df), w0), x0));
+        g1 = vaddq_f64(g1, vmulq_f64(vmulq_f64(ld_hi(df), w1), x1));
+    }
+    double ss = vaddvq_f64(vaddq_f64(s0, s1)), gx = vaddvq_f64(vaddq_f64(g0, g1));
+    for (int j = k; j < n; j++) {
+        ss += (double)x[j] * x[j];
+        gx += dy[j] * (w ? 1.0 + w[j] : 1.0) * x[j];
+    }
+    const double r = 1.0 / sqrt(ss / n + eps), c = r * r * r * gx / n;
+    const float64x2_t vr = vdupq_n_f64(r), vc = vdupq_n_f64(c);
+    for (k = 0; k + 4 <= n; k += 4) {
+        const float32x4_t xf = vld1q_f32(x + k), df = vld1q_f32(dy + k);
+        float64x2_t w0 = one, w1 = one;
+        if (w) {
+            const float32x4_t wf = vld1q_f32(w + k);
+            w0 = vaddq_f64(one, ld_lo(wf));
+            w1 = vaddq_f64(one, ld_hi(wf));
+        }
+        float64x2_t t0 = vsubq_f64(vmulq_f64(vmulq_f64(vr, ld_lo(df)), w0), vmulq_f64(ld_lo(xf), vc));
+        float64x2_t t1 = vsubq_f64(vmulq_f64(vmulq_f64(vr, ld_hi(df)), w1), vmulq_f64(ld_hi(xf), vc));
+        vst1q_f32(dx + k, cvt2(t0, t1));
+    }
+    for (; k < n; k++) dx[k] = (float)(r * dy[k] * (w ? 1.0 + w[k] : 1.0) - x[k] * c);
+    return (float)r;
+}
+
+static void layer_norm_backward_row(const float *x, const float *dy, const float *w, int n,
+                                    float eps, float *dx, float *mu_out, float *r_out)
+{
+    const double mu = sum_f64(x, n) / n;
+    const double r = 1.0 / sqrt(sumsq_f64(x, mu, n) / n + eps);
+    const float64x2_t one = vdupq_n_f64(1.0), vmu = vdupq_n_f64(mu), vr = vdupq_n_f64(r);
+    float64x2_t a0 = vdupq_n_f64(0.0), a1 = a0, b0 = a0, b1 = a0;
+    int k = 0;
+    for (; k + 4 <= n; k += 4) {
+        const float32x4_t xf = vld1q_f32(x + k), df = vld1q_f32(dy + k);
+        float64x2_t w0 = one, w1 = one;
+        if (w) {
+            const float32x4_t wf = vld1q_f32(w + k);
+            w0 = vaddq_f64(one, ld_lo(wf));
+            w1 = vaddq_f64(one, ld_hi(wf));
+        }
+        const float64x2_t g0 = vmulq_f64(ld_lo(df), w0), g1 = vmulq_f64(ld_hi(df), w1);
+        const float64x2_t h0 = vmulq_f64(vsubq_f64(ld_lo(xf), vmu), vr);
+        const float64x2_t h1 = vmulq_f64(vsubq_f64(ld_hi(xf), vmu), vr);
+        a0 = vaddq_f64(a0, g0);
+        a1 = vaddq_f64(a1, g1);
+        b0 = vaddq_f64(b0, vmulq_f64(g0, h0));
+        b1 = vaddq_f64(b1, vmulq_f64(g1, h1));
+    }
+    double mg = vaddvq_f64(vaddq_f64(a0, a1)), mgx = vaddvq_f64(vaddq_f64(b0, b1));
+    for (int j = k; j < n; j++) {
+        const double g = dy[j] * (w ? 1.0 + w[j] : 1.0), xh = (x[j] - mu) * r;
+        mg += g;
+        mgx += g * xh;
+    }
+    mg /= n;
+    mgx /= n;
+    const float64x2_t vmg = vdupq_n_f64(mg), vmgx = vdupq_n_f64(mgx);
+    for (k = 0; k + 4 <= n; k += 4) {
+        const float32x4_t xf = vld1q_f32(x + k), df = vld1q_f32(dy + k);
+        float64x2_t w0 = one, w1 = one;
+        if (w) {
+            const float32x4_t wf = vld1q_f32(w + k);
+            w0 = vaddq_f64(one, ld_lo(wf));
+            w1 = vaddq_f64(one, ld_hi(wf));
+        }
+        const float64x2_t g0 = vmulq_f64(ld_lo(df), w0), g1 = vmulq_f64(ld_hi(df), w1);
+        const float64x2_t h0 = vmulq_f64(vsubq_f64(ld_lo(xf), vmu), vr);
+        const float64x2_t h1 = vmulq_f64(vsubq_f64(ld_hi(xf), vmu), vr);
+        float64x2_t t0 = vmulq_f64(vr, vsubq_f64(vsubq_f64(g0, vmg), vmulq_f64(h0, vmgx)));
+        float64x2_t t1 = vmulq_f64(vr, vsubq_f64(vsubq_f64(g1, vmg), vmulq_f64(h1, vmgx)));
+        vst1q_f32(dx + k, cvt2(t0, t1));
+    }
+    for (; k < n; k++) {
+        const double g = dy[k] * (w ? 1.0 + w[k] : 1.0), xh = (x[k] - mu) * r;
+        dx[k] = (float)(r * (g - mg - xh * mgx));
+    }
+    *mu_out = (float)mu;
+    *r_out = (float)r;
+}
+
 const mg_kernels mg_kernels_neon = {
     .name = "neon",
     .rms_norm = rms_norm,
@@ -521,4 +778,11 @@ const mg_kernels mg_kernels_neon = {
     .scale = scale,
     .f16_to_f32 = f16_to_f32,
     .bf16_to_f32 = bf16_to_f32,
+    .silu_backward = silu_backward,
+    .cross_entropy_row = cross_entropy_row,
+    .adamw = adamw,
+    .tsnorm_bwd_sums = tsnorm_bwd_sums,
+    .tsnorm_bwd_dx = tsnorm_bwd_dx,
+    .rms_norm_backward_row = rms_norm_backward_row,
+    .layer_norm_backward_row = layer_norm_backward_row,
 };

@@ -187,6 +187,110 @@ static void bf16_to_f32(const uint16_t *x, float *y, size_t n)
     }
 }
 
+/* ------------------------------------------------------------------ training */
+
+/* silu'(x) = s (1 + x (1 - s)), s = sigmoid(x) */
+static void silu_backward(const float *x, const float *dy, float *dx, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        const float s = 1.0f / (1.0f + expf(-x[i]));
+        dx[i] = dy[i] * s * (1.0f + x[i] * (1.0f - s));
+    }
+}
+
+/* logsumexp and the softmax in double, from the row's maximum */
+static double cross_entropy_row(const float *l, int n, int t, float scale, float *dl)
+{
+    float mx = l[0];
+    for (int j = 1; j < n; j++) mx = l[j] > mx ? l[j] : mx;
+    double sum = 0;
+    for (int j = 0; j < n; j++) sum += exp((double)l[j] - mx);
+    const double lse = mx + log(sum), loss = lse - l[t];
+    if (dl) {
+        for (int j = 0; j < n; j++) dl[j] = (float)(exp((double)l[j] - lse) * scale);
+        dl[t] -= scale;
+    }
+    return loss;
+}
+
+/* in double, rounded once to fp32 per stored value */
+static void adamw(float *p, const float *g, float *m, float *v, size_t n, double lr, double wd,
+                  double b1, double b2, double eps, double gs, double step_size, double sbc2)
+{
+    for (size_t j = 0; j < n; j++) {
+        const double gj = g[j] * gs;
+        double pj = p[j] * (1.0 - lr * wd);
+        const double mj = b1 * m[j] + (1.0 - b1) * gj;
+        const double vj = b2 * v[j] + (1.0 - b2) * gj * gj;
+        pj -= step_size * mj / (sqrt(vj) / sbc2 + eps);
+        m[j] = (float)mj;
+        v[j] = (float)vj;
+        p[j] = (float)pj;
+    }
+}
+
+static void tsnorm_bwd_sums(const float *x, const float *dy, const float *w, int n, double u,
+                            double r, double *aw, double *ab, double s[3])
+{
+    double ux = 0, ds = 0, dsb = 0;
+    for (int k = 0; k < n; k++) {
+        const double wk = w ? 1.0 + w[k] : 1.0;
+        ux += x[k];
+        ds += dy[k] * (x[k] - u) * wk;
+        dsb += dy[k] * wk;
+        aw[k] += dy[k] * (x[k] - u) * r;
+        ab[k] += dy[k];
+    }
+    s[0] = ux;
+    s[1] = ds;
+    s[2] = dsb;
+}
+
+static void tsnorm_bwd_dx(const float *x, const float *dy, const float *w, int n, double r,
+                          double a, double c, double ux, float *dx)
+{
+    for (int k = 0; k < n; k++) {
+        const double wk = w ? 1.0 + w[k] : 1.0;
+        dx[k] = (float)(dy[k] * r * wk + a + c * (x[k] - ux));
+    }
+}
+
+static float rms_norm_backward_row(const float *x, const float *dy, const float *w, int n,
+                                   float eps, float *dx)
+{
+    double ss = 0, gx = 0;
+    for (int k = 0; k < n; k++) ss += (double)x[k] * x[k];
+    const double r = 1.0 / sqrt(ss / n + eps);
+    for (int k = 0; k < n; k++) gx += dy[k] * (w ? 1.0 + w[k] : 1.0) * x[k];
+    const double c = r * r * r * gx / n;
+    for (int k = 0; k < n; k++) dx[k] = (float)(r * dy[k] * (w ? 1.0 + w[k] : 1.0) - x[k] * c);
+    return (float)r;
+}
+
+static void layer_norm_backward_row(const float *x, const float *dy, const float *w, int n,
+                                    float eps, float *dx, float *mu_out, float *r_out)
+{
+    double mu = 0, v = 0;
+    for (int k = 0; k < n; k++) mu += x[k];
+    mu /= n;
+    for (int k = 0; k < n; k++) v += (x[k] - mu) * (x[k] - mu);
+    const double r = 1.0 / sqrt(v / n + eps);
+    double mg = 0, mgx = 0;
+    for (int k = 0; k < n; k++) {
+        const double g = dy[k] * (w ? 1.0 + w[k] : 1.0), xh = (x[k] - mu) * r;
+        mg += g;
+        mgx += g * xh;
+    }
+    mg /= n;
+    mgx /= n;
+    for (int k = 0; k < n; k++) {
+        const double g = dy[k] * (w ? 1.0 + w[k] : 1.0), xh = (x[k] - mu) * r;
+        dx[k] = (float)(r * (g - mg - xh * mgx));
+    }
+    *mu_out = (float)mu;
+    *r_out = (float)r;
+}
+
 const mg_kernels mg_kernels_scalar = {
     .name = "scalar",
     .rms_norm = rms_norm,
@@ -203,4 +307,11 @@ const mg_kernels mg_kernels_scalar = {
     .scale = scale,
     .f16_to_f32 = f16_to_f32,
     .bf16_to_f32 = bf16_to_f32,
+    .silu_backward = silu_backward,
+    .cross_entropy_row = cross_entropy_row,
+    .adamw = adamw,
+    .tsnorm_bwd_sums = tsnorm_bwd_sums,
+    .tsnorm_bwd_dx = tsnorm_bwd_dx,
+    .rms_norm_backward_row = rms_norm_backward_row,
+    .layer_norm_backward_row = layer_norm_backward_row,
 };

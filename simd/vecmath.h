@@ -17,6 +17,10 @@
  *   over every fp32 in [-80, 80] with |silu(x)| > 1e-37 (the scalar table with glibc's expf
  *   measures the same 1.75e-7: the error is the rounding of 1 + exp(-x)); tested < 2e-7.
  *
+ * silu'(x) = s (1 + x (1 - s)), s = 1 / (1 + exp(-x)) (silu_backward), that exp, an IEEE division
+ *   and the reference's fp32 operations: absolute error 9.75e-7 over [-80, 80] (at x = 16.6),
+ *   the same as the scalar table with glibc's expf (the rounding of 1 - s); tested < 1.2e-6.
+ *
  * sin, cos (rope), fp32 angle th with |th| <= MG_TRIG_XMAX (a larger one goes to libm):
  *   k = round(th 2/pi);  r = th - k PIO2_1 - k PIO2_2 - k PIO2_3   (three FMAs, pi/2 split in
  *   three floats: r is exact to ~1 ulp of |r| <~ pi/4 for |k| < 2^22)

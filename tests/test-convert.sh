@@ -11,7 +11,8 @@
 #   * --outtype f16/bf16 (rounded exactly as documented; nll within a looser tolerance);
 #   * a single state-dict file with config.json beside it or given by --config;
 #   * bad inputs fail with exit status 1 and a message naming the problem;
-#   * --tokenizer embeds a SentencePiece BPE model trained here (read back with gguf.GGUFReader).
+#   * --tokenizer embeds a SentencePiece BPE model trained here (read back with gguf.GGUFReader);
+#   * --vocab-only writes the same tokenizer keys alone (no tensors), and refuses bad options.
 # Environment: MG_TOP_SRCDIR, MG_TOP_BUILDDIR, MG_PYTHON (a python3 that can import torch and
 # gguf; the test is skipped, exit 77, without one).
 set -u
@@ -378,6 +379,54 @@ EOF
     done
     expect_error "tokenizer larger than the vocabulary" "the tokenizer has $nsp pieces but the model's vocab_size is 37" \
       "$B" -o "$tmp/out/x.gguf" --tokenizer "$tmp/sp.model"
+
+    # --vocab-only: a file with the tokenizer keys alone (general.architecture megalodon-vocab,
+    # general.name, no tensors), the same keys and values as embedded in a model above
+    for nv in "$nsp" $((nsp + 256)); do
+      vs=""; [ "$nv" = "$nsp" ] || vs="--vocab-size $nv"
+      # shellcheck disable=SC2086
+      convert "--vocab-only${vs:+ $vs}" --vocab-only --tokenizer "$tmp/sp.model" -o "$tmp/vocab$nv.gguf" \
+        --name test-vocab $vs || continue
+      if grep -q warning "$tmp/conv.out"; then bad "--vocab-only${vs:+ $vs}: $(cat "$tmp/conv.out")"; fi
+      if res=$(check_tok "$tmp/vocab$nv.gguf" "$nv" 2>&1); then ok "--vocab-only${vs:+ $vs}: $res"; else bad "--vocab-only${vs:+ $vs}: $res"; fi
+      if res=$("$py" - "$tmp/vocab$nv.gguf" "$tmp/tok$nv.gguf" <<'EOF' 2>&1
+import sys
+import gguf
+v, m = gguf.GGUFReader(sys.argv[1]), gguf.GGUFReader(sys.argv[2])
+err = []
+keys = [k for k in v.fields if not k.startswith("GGUF.")]
+want = ["general.architecture", "general.name"] + [k for k in m.fields if k.startswith("tokenizer.")]
+if keys != want:
+    err.append("keys %s, expected %s" % (keys, want))
+if v.fields["general.architecture"].contents() != "megalodon-vocab":
+    err.append("general.architecture %r" % v.fields["general.architecture"].contents())
+if v.fields["general.name"].contents() != "test-vocab":
+    err.append("general.name %r" % v.fields["general.name"].contents())
+if v.tensors:
+    err.append("%d tensors" % len(v.tensors))
+for k in want[2:]:
+    if k in v.fields and (v.fields[k].types != m.fields[k].types or v.fields[k].contents() != m.fields[k].contents()):
+        err.append("%s differs from the model's" % k)
+if err:
+    print("; ".join(err))
+    sys.exit(1)
+print("%d keys, no tensors, tokenizer keys identical to the model's" % len(keys))
+EOF
+      ); then ok "--vocab-only${vs:+ $vs}: $res"; else bad "--vocab-only${vs:+ $vs}: $res"; fi
+    done
+    expect_error "--vocab-only without --tokenizer" "--vocab-only needs --tokenizer" \
+      --vocab-only -o "$tmp/out/x.gguf"
+    expect_error "--vocab-only with a checkpoint" "--vocab-only takes no CHECKPOINT" \
+      "$B" --vocab-only --tokenizer "$tmp/sp.model" -o "$tmp/out/x.gguf"
+    expect_error "--vocab-only with --outtype" "--outtype does not apply to --vocab-only" \
+      --vocab-only --tokenizer "$tmp/sp.model" -o "$tmp/out/x.gguf" --outtype f16
+    expect_error "--vocab-size below the pieces" "--vocab-size 37: .*has $nsp pieces" \
+      --vocab-only --tokenizer "$tmp/sp.model" -o "$tmp/out/x.gguf" --vocab-size 37
+    expect_error "--vocab-size without --vocab-only" "--vocab-size is only for --vocab-only" \
+      "$B" -o "$tmp/out/x.gguf" --vocab-size 500
+    expect_error "--vocab-only, not a SentencePiece model" "not a SentencePiece model" \
+      --vocab-only --tokenizer "$B/config.json" -o "$tmp/out/x.gguf"
+    if [ -e "$tmp/out/x.gguf" ]; then bad "--vocab-only: a failed run left its output"; fi
   else
     bad "training a SentencePiece model: $tk"
   fi

@@ -289,15 +289,27 @@ static double mixed_err(const float *a, const float *b, size_t n)
 }
 
 enum { K_RMS, K_LN, K_TS, K_CEMA, K_CMUL, K_ROPE, K_SOFTMAX, K_SILU, K_MUL, K_ADD, K_AFFINE,
-       K_SCALE, K_F16, K_BF16, K_COUNT };
+       K_SCALE, K_F16, K_BF16, K_SILUB, K_CE, K_ADAMW, K_TSB, K_RMSB, K_LNB, K_COUNT };
 static const char *const kname[K_COUNT] = {
     "rms_norm", "layer_norm", "timestep_norm", "cema_scan", "complex_mul", "rope", "softmax",
-    "silu", "mul", "add", "affine_rows", "scale", "f16_to_f32", "bf16_to_f32"};
+    "silu", "mul", "add", "affine_rows", "scale", "f16_to_f32", "bf16_to_f32",
+    "silu_backward", "cross_entropy_row", "adamw", "tsnorm_bwd", "rms_norm_backward_row",
+    "layer_norm_backward_row"};
 /* Tolerated difference from the scalar table (mixed_err; norms on values ~3). mul, add, scale
  * and the conversions must be exact everywhere; affine_rows too for the x86 tables, which
- * do not use FMA there (another table may: 2e-6, about 2 ulp). */
+ * do not use FMA there (another table may: 2e-6, about 2 ulp). The training kernels, with
+ * the measures of vs_scalar_train (kernels.h states the bounds):
+ *   silu_backward: |dx - scalar| / max(1, |scalar|), dy in [-4, 4), x up to +-16: 1.2e-6
+ *     (one ulp of s near 1 changes 1 - s by 6e-8, times |x| up to ~17 where s rounds to 1);
+ *   cross_entropy_row: max(|loss - scalar|, |dl - scalar| / scale): 4e-7;
+ *   adamw: the fp32 tables against scalar's double, each of p, m, v relative to the size
+ *     of the terms it is formed from: 5e-7 (about 4 roundings of fp32);
+ *   tsnorm_bwd: sums relative to the sum of the terms' sizes (double, another order), 1e-13,
+ *     and dx (mixed), 2.5e-7; the per-feature accumulators aw, ab must be bit-identical;
+ *   rms/layer_norm_backward_row: dx (mixed), r and mu (relative): 2.5e-7. */
 static const double ktol[K_COUNT] = {8e-5, 8e-5, 1e-4, 1e-5, 1e-5, 1e-5, 1e-6,
-                                     1e-6, 0,    0,    2e-6, 0,    0,    0};
+                                     1e-6, 0,    0,    2e-6, 0,    0,    0,
+                                     1.2e-6, 4e-7, 5e-7, 2.5e-7, 2.5e-7, 2.5e-7};
 static double kerr[K_COUNT];
 
 static int is_x86_table(const mg_kernels *K) { return strncmp(K->name, "avx", 3) == 0; }
@@ -495,6 +507,126 @@ static void vs_scalar_elementwise(const mg_kernels *K, const mg_kernels *S)
         }
 }
 
+/* The training kernels against scalar: odd lengths 0 .. 300 at unaligned offsets, w NULL
+ * and not, cross_entropy_row in place, and the elementwise ones split in two at a random
+ * point (as threads split them) giving the same bits. */
+static void vs_scalar_train(const mg_kernels *K, const mg_kernels *S)
+{
+    char what[96];
+    for (int n = 0; n <= 300; n++) {
+        float *b1_, *b2_, *b3_, *b4_, *b5_, *b6_, *b7_, *b8_, *b9_;
+        float *x = pbuf(n, 1.0f, &b1_), *dy = pbuf(n, 4.0f, &b2_), *w = pbuf(n, 0.3f, &b3_);
+        float *y = pbuf(n, 0, &b4_), *e = pbuf(n, 0, &b5_), *y2 = pbuf(n, 0, &b6_);
+        float *p = pbuf(n, 1.0f, &b7_), *m = pbuf(n, 0.1f, &b8_), *v = pbuf(n, 0.1f, &b9_);
+        const float *wn = n % 3 == 0 ? NULL : w;
+        snprintf(what, sizeof what, "n=%d%s", n, wn ? "" : " w=NULL");
+
+        /* silu_backward, x in [-2, 2) .. [-16, 16) */
+        const float sc = 2.0f * (1 + n % 8);
+        for (int i = 0; i < n; i++) x[i] = sc * frand();
+        S->silu_backward(x, dy, e, n);
+        K->silu_backward(x, dy, y, n);
+        note(K, K_SILUB, what, mixed_err(y, e, n));
+        int a = irand(n + 1);
+        for (int i = 0; i < n; i++) y2[i] = NAN;
+        K->silu_backward(x, dy, y2, a);
+        K->silu_backward(x + a, dy + a, y2 + a, n - a);
+        CHECK(memcmp(y, y2, sizeof(float) * n) == 0, "%s silu_backward %s: split at %d differs", K->name, what, a);
+
+        /* cross_entropy_row: logits of scale 1, 10, 30; dl apart, in place, and NULL */
+        if (n >= 1) {
+            const float ls = n % 3 == 0 ? 1.0f : n % 3 == 1 ? 10.0f : 30.0f, scale = 1.0f / (1 + n % 7);
+            for (int i = 0; i < n; i++) x[i] = ls * frand();
+            const int t = irand(n);
+            double le = S->cross_entropy_row(x, n, t, scale, e);
+            double lk = K->cross_entropy_row(x, n, t, scale, y);
+            snprintf(what, sizeof what, "n=%d t=%d logits*%g scale %g", n, t, ls, scale);
+            note(K, K_CE, what, fmax(fabs(lk - le), mixed_err(y, e, n) / scale));
+            memcpy(y2, x, sizeof(float) * n);
+            double li = K->cross_entropy_row(y2, n, t, scale, y2);
+            CHECK(li == lk && memcmp(y, y2, sizeof(float) * n) == 0,
+                  "%s cross_entropy_row %s: in place differs", K->name, what);
+            double l0 = K->cross_entropy_row(x, n, t, scale, NULL);
+            CHECK(l0 == lk, "%s cross_entropy_row %s: dl == NULL gives loss %.17g, not %.17g", K->name, what, l0, lk);
+        }
+
+        /* adamw at step t (bias corrections), gradient scale 0.5 */
+        {
+            const double lr = 1e-3 * (1 + n % 5), wd = n % 4 == 0 ? 0.0 : 0.1, b1 = 0.9, b2 = 0.999;
+            const double eps = 1e-8, gs = 0.5, st = 1 + irand(1000);
+            const double step = lr / (1 - pow(b1, st)), sbc2 = sqrt(1 - pow(b2, st));
+            for (int i = 0; i < n; i++) v[i] = fabsf(v[i]) * (i % 5 == 0 ? 1e-4f : 0.1f);
+            float *ps = malloc(sizeof(float) * 3 * (n + 1)), *ms = ps + n + 1, *vs = ms + n + 1;
+            float *pk = malloc(sizeof(float) * 6 * (n + 1)), *mk = pk + n + 1, *vk = mk + n + 1;
+            float *pk2 = vk + n + 1, *mk2 = pk2 + n + 1, *vk2 = mk2 + n + 1;
+            memcpy(ps, p, sizeof(float) * n); memcpy(pk, p, sizeof(float) * n); memcpy(pk2, p, sizeof(float) * n);
+            memcpy(ms, m, sizeof(float) * n); memcpy(mk, m, sizeof(float) * n); memcpy(mk2, m, sizeof(float) * n);
+            memcpy(vs, v, sizeof(float) * n); memcpy(vk, v, sizeof(float) * n); memcpy(vk2, v, sizeof(float) * n);
+            S->adamw(ps, dy, ms, vs, n, lr, wd, b1, b2, eps, gs, step, sbc2);
+            K->adamw(pk, dy, mk, vk, n, lr, wd, b1, b2, eps, gs, step, sbc2);
+            double err = 0;
+            for (int i = 0; i < n; i++) {
+                const double gj = dy[i] * gs, mt = fabs(b1 * m[i]) + fabs((1 - b1) * gj);
+                const double vt = b2 * v[i] + (1 - b2) * gj * gj;
+                const double pt = fabs(p[i] * (1 - lr * wd)) + step * mt / (sqrt(vt) / sbc2 + eps);
+                err = fmax(err, fabs((double)mk[i] - ms[i]) / fmax(mt, 1e-30));
+                err = fmax(err, fabs((double)vk[i] - vs[i]) / fmax(vt, 1e-30));
+                err = fmax(err, fabs((double)pk[i] - ps[i]) / fmax(pt, 1e-30));
+                if (isnan(pk[i]) || isnan(mk[i]) || isnan(vk[i])) err = INFINITY;
+            }
+            snprintf(what, sizeof what, "n=%d step %g lr %g wd %g", n, st, lr, wd);
+            note(K, K_ADAMW, what, err);
+            a = irand(n + 1);
+            K->adamw(pk2, dy, mk2, vk2, a, lr, wd, b1, b2, eps, gs, step, sbc2);
+            K->adamw(pk2 + a, dy + a, mk2 + a, vk2 + a, n - a, lr, wd, b1, b2, eps, gs, step, sbc2);
+            CHECK(memcmp(pk, pk2, sizeof(float) * n) == 0 && memcmp(mk, mk2, sizeof(float) * n) == 0 &&
+                      memcmp(vk, vk2, sizeof(float) * n) == 0,
+                  "%s adamw %s: split at %d differs", K->name, what, a);
+            free(ps);
+            free(pk);
+        }
+
+        /* timestep norm backward of one group (n features) */
+        if (n >= 1) {
+            for (int i = 0; i < n; i++) x[i] = 2.0f * frand();
+            const double u = 0.1 * frand(), r = 1.0 + 0.5 * frand();
+            double *acc = malloc(sizeof(double) * 4 * n), ss[3], sk[3];
+            for (int i = 0; i < 2 * n; i++) acc[i] = acc[2 * n + i] = frand();
+            S->tsnorm_bwd_sums(x, dy, wn, n, u, r, acc, acc + n, ss);
+            K->tsnorm_bwd_sums(x, dy, wn, n, u, r, acc + 2 * n, acc + 3 * n, sk);
+            double t0 = 0, t1 = 0, t2 = 0;
+            for (int i = 0; i < n; i++) {
+                const double wk = wn ? 1.0 + wn[i] : 1.0;
+                t0 += fabs(x[i]);
+                t1 += fabs(dy[i] * (x[i] - u) * wk);
+                t2 += fabs(dy[i] * wk);
+            }
+            double err = fmax(fabs(sk[0] - ss[0]) / fmax(t0, 1e-300),
+                              fmax(fabs(sk[1] - ss[1]) / fmax(t1, 1e-300), fabs(sk[2] - ss[2]) / fmax(t2, 1e-300)));
+            if (memcmp(acc, acc + 2 * n, sizeof(double) * 2 * n) != 0) err = INFINITY;
+            const double ux = ss[0] / n, aa = 0.2 * frand(), cc = 0.5 * frand();
+            S->tsnorm_bwd_dx(x, dy, wn, n, r, aa, cc, ux, e);
+            K->tsnorm_bwd_dx(x, dy, wn, n, r, aa, cc, ux, y);
+            snprintf(what, sizeof what, "n=%d%s", n, wn ? "" : " w=NULL");
+            CHECK(err <= 1e-13, "%s tsnorm_bwd_sums vs scalar, %s: error %.3g > 1e-13", K->name, what, err);
+            note(K, K_TSB, what, fmax(err, mixed_err(y, e, n)));
+            free(acc);
+
+            /* rms / layer norm backward rows, x ~ 3 */
+            for (int i = 0; i < n; i++) x[i] = 3.0f * frand();
+            float rs = S->rms_norm_backward_row(x, dy, wn, n, 1e-5f, e);
+            float rk = K->rms_norm_backward_row(x, dy, wn, n, 1e-5f, y);
+            note(K, K_RMSB, what, fmax(mixed_err(y, e, n), fabs((double)rk - rs) / rs));
+            float mus, mk_, rls, rlk;
+            S->layer_norm_backward_row(x, dy, wn, n, 1e-5f, e, &mus, &rls);
+            K->layer_norm_backward_row(x, dy, wn, n, 1e-5f, y, &mk_, &rlk);
+            note(K, K_LNB, what, fmax(mixed_err(y, e, n), fmax(fabs((double)mk_ - mus), fabs((double)rlk - rls) / rls)));
+        }
+        pfree(b1_); pfree(b2_); pfree(b3_); pfree(b4_); pfree(b5_); pfree(b6_); pfree(b7_);
+        pfree(b8_); pfree(b9_);
+    }
+}
+
 static void test_against_scalar(const mg_kernels *K)
 {
     const mg_kernels *S = &mg_kernels_scalar;
@@ -502,8 +634,9 @@ static void test_against_scalar(const mg_kernels *K)
     vs_scalar_norms(K, S);
     vs_scalar_cema(K, S);
     vs_scalar_elementwise(K, S);
+    vs_scalar_train(K, S);
     printf("  %s against scalar, max difference (absolute; relative above 1):\n   ", K->name);
-    for (int k = 0; k < K_COUNT; k++) printf(" %s %.2g%s", kname[k], kerr[k], k == 6 ? "\n   " : "");
+    for (int k = 0; k < K_COUNT; k++) printf(" %s %.2g%s", kname[k], kerr[k], k % 7 == 6 ? "\n   " : "");
     printf("\n");
 }
 
@@ -614,6 +747,86 @@ static void test_accuracy(const mg_kernels *K)
     free(y);
 }
 
+/* The training kernels' approximations against double formulas (kernels.h states them):
+ *  - silu_backward with dy = 1, i.e. silu'(x) = s (1 + x (1 - s)), in [-0.1, 1.1]: absolute
+ *    error < SILUB_ABS_BOUND on a dense sweep of [-80, 80], and silu'(+-100) right. The fp32
+ *    formula itself limits it (the scalar table with libm's expf measures the same 9.75e-7,
+ *    at x = 16.6): 1 - s loses to cancellation up to 6e-8 (half an ulp of 1), times x;
+ *  - cross_entropy_row: loss (absolute) and dl (absolute, in units of scale) within
+ *    CE_BOUND of long double formulas, on rows of 1 .. 4099 logits of scale 1 .. 30. */
+#define SILUB_ABS_BOUND 1.2e-6
+#define CE_BOUND 4e-7
+
+static void test_train_accuracy(const mg_kernels *K)
+{
+    enum { NP = 1 << 22 };
+    float *x = malloc(sizeof(float) * NP), *dy = malloc(sizeof(float) * NP), *y = malloc(sizeof(float) * NP);
+    for (int i = 0; i < NP; i++) {
+        x[i] = -80.0f + 160.0f * (float)i / (NP - 1);
+        dy[i] = 1.0f;
+    }
+    K->silu_backward(x, dy, y, NP);
+    double worst = 0, wx = 0;
+    for (int i = 0; i < NP; i++) {
+        const double s = 1.0 / (1.0 + exp(-(double)x[i])), d = fabs(y[i] - s * (1.0 + x[i] * (1.0 - s)));
+        if (d > worst || isnan(d)) { worst = isnan(d) ? INFINITY : d; wx = x[i]; }
+    }
+    CHECK(worst < SILUB_ABS_BOUND, "%s silu_backward: absolute error %.3g at %.9g", K->name, worst, wx);
+    const float sx[] = {100.0f, -100.0f, 0.0f}, sd[] = {3.0f, 3.0f, 3.0f};
+    K->silu_backward(sx, sd, y, 3);
+    CHECK(y[0] == 3.0f && y[1] == 0.0f && y[2] == 1.5f, "%s silu_backward(100, -100, 0) * 3 = %g %g %g",
+          K->name, y[0], y[1], y[2]);
+    /* cross-entropy rows */
+    double wl = 0, wd = 0;
+    const int ns[] = {1, 2, 5, 17, 255, 1000, 4099};
+    for (size_t ni = 0; ni < sizeof ns / sizeof ns[0]; ni++)
+        for (int rep = 0; rep < 3; rep++) {
+            const int n = ns[ni], t = irand(n);
+            const float ls = rep == 0 ? 1.0f : rep == 1 ? 10.0f : 30.0f, scale = 0.25f;
+            for (int i = 0; i < n; i++) x[i] = ls * frand();
+            const double loss = K->cross_entropy_row(x, n, t, scale, y);
+            long double mx = x[0], sum = 0;
+            for (int i = 1; i < n; i++) mx = x[i] > mx ? x[i] : mx;
+            for (int i = 0; i < n; i++) sum += expl(x[i] - mx);
+            const long double lse = mx + logl(sum);
+            wl = fmax(wl, fabs((double)(lse - x[t]) - loss));
+            for (int i = 0; i < n; i++) {
+                long double d = expl(x[i] - lse) - (i == t);
+                wd = fmax(wd, fabs((double)(d - y[i] / (long double)scale)));
+            }
+        }
+    CHECK(wl < CE_BOUND && wd < CE_BOUND, "%s cross_entropy_row: loss error %.3g, dl error %.3g scale",
+          K->name, wl, wd);
+    printf("  %s: silu_backward max absolute error %.3g; cross_entropy_row loss error %.3g, "
+           "dl error %.3g scale\n", K->name, worst, wl, wd);
+    free(x);
+    free(dy);
+    free(y);
+}
+
+/* The x86 tables compute adamw and silu_backward with the same operations (and the same
+ * exp): the same bits (kernels.h). */
+static void test_x86_same_bits(const mg_kernels *A, const mg_kernels *B)
+{
+    enum { N = 1001 };
+    float *b0, *b1, *b2, *b3, *b4, *b5, *b6;
+    float *x = pbuf(N, 16.0f, &b0), *g = pbuf(N, 1.0f, &b1), *p1 = pbuf(N, 1.0f, &b2);
+    float *m1 = pbuf(N, 0.1f, &b3), *v1 = pbuf(N, 0.1f, &b4), *y1 = pbuf(N, 0, &b5), *y2 = pbuf(N, 0, &b6);
+    float p2[N], m2[N], v2[N];
+    for (int i = 0; i < N; i++) v1[i] = fabsf(v1[i]);
+    memcpy(p2, p1, sizeof p2);
+    memcpy(m2, m1, sizeof m2);
+    memcpy(v2, v1, sizeof v2);
+    A->adamw(p1, g, m1, v1, N, 3e-3, 0.1, 0.9, 0.95, 1e-8, 0.7, 0.03, 0.2);
+    B->adamw(p2, g, m2, v2, N, 3e-3, 0.1, 0.9, 0.95, 1e-8, 0.7, 0.03, 0.2);
+    CHECK(memcmp(p1, p2, sizeof p2) == 0 && memcmp(m1, m2, sizeof m2) == 0 && memcmp(v1, v2, sizeof v2) == 0,
+          "adamw: %s and %s differ", A->name, B->name);
+    A->silu_backward(x, g, y1, N);
+    B->silu_backward(x, g, y2, N);
+    CHECK(memcmp(y1, y2, sizeof(float) * N) == 0, "silu_backward: %s and %s differ", A->name, B->name);
+    pfree(b0); pfree(b1); pfree(b2); pfree(b3); pfree(b4); pfree(b5); pfree(b6);
+}
+
 /* ------------------------------------------------------------------ selection */
 
 static int compiled_in(const char *name)
@@ -653,6 +866,7 @@ int main(void)
         test_elementwise(K);
         test_conversions(K);
         test_accuracy(K);
+        test_train_accuracy(K);
         if (K != &mg_kernels_scalar) test_against_scalar(K);
         printf("  %s: tested\n", K->name);
         ran++;
@@ -663,6 +877,8 @@ int main(void)
 #if defined(MG_HAVE_AVX512)
     if (mg_kernels_by_name("avx512")) test_exp("avx512", mg_avx512_exp);
 #endif
+    if (mg_kernels_by_name("avx2") && mg_kernels_by_name("avx512"))
+        test_x86_same_bits(mg_kernels_by_name("avx2"), mg_kernels_by_name("avx512"));
     CHECK(ran >= 1 && mg_kernels_by_name("scalar") == &mg_kernels_scalar,
           "the scalar table must always be available");
     CHECK(mg_kernels_by_name("sse9") == NULL, "an unknown name gives a table");

@@ -89,7 +89,8 @@ if [ "$rc" -eq 0 ] && grep -Eq "libmegalodon [0-9]+\.[0-9]+\.[0-9]+" "$tmp/out";
 else
   bad "--version: exit $rc: $(cat "$tmp/out")"
 fi
-expect 2 "-m FILE is required" "no arguments" "$run"
+# an empty MEGALODON_MODEL turns the default model off (tests/test-default-model.sh tests it)
+expect 2 "-m FILE is required" "no arguments, no default model" env MEGALODON_MODEL= "$run"
 grep -q "Run 'megalodon-run --help' for usage" "$tmp/err" && ok "usage errors point to --help" || bad "no --help hint"
 
 # ---------------------------------------------------------------- perplexity vs the reference
@@ -437,7 +438,7 @@ expect 2 "invalid value 'AVX2' for --isa: expected auto, scalar" "--isa AVX2 (in
 expect 2 "option '--isa' needs a value" "--isa without a value" "$run" tokenize -m "$base" -p x --isa
 expect 2 "option '--temp' is not used by the perplexity mode" "option of another mode" "$run" perplexity -m "$base" --tokens "$toks" --temp 1
 expect 2 "option '--json' is not used by the generate mode" "perplexity option in generate" "$run" -m "$base" --json
-expect 2 "-m FILE is required" "no model" "$run" perplexity --tokens "$toks"
+expect 2 "-m FILE is required" "no model" env MEGALODON_MODEL= "$run" perplexity --tokens "$toks"
 expect 2 "give the document with -f FILE or --tokens FILE" "perplexity without a document" "$run" perplexity -m "$base"
 expect 2 "give the document with -f FILE or --tokens FILE" "perplexity with two documents" "$run" perplexity -m "$base" -f "$toks" --tokens "$toks"
 expect 2 "give the text with -p TEXT or -f FILE" "tokenize without text" "$run" tokenize -m "$base"

@@ -16,6 +16,9 @@ PACKAGES="
   python3 python3-venv python3-torch python3-numpy python3-sentencepiece
   gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user
   clang libclang-rt-14-dev libomp-dev
+  valgrind
+  ocl-icd-opencl-dev opencl-c-headers pocl-opencl-icd clinfo libclblast-dev
+  gnuplot-nox
 "
 
 SUDO=""

@@ -1,6 +1,6 @@
 """PyTorch reference implementation of the Megalodon architecture (inference only).
 
-Written from /work/shared/docs/megalodon-spec.md (section numbers below refer to it), which
+Written from the project's architecture specification (section numbers below refer to it), which
 is derived from the official XuezheMax/megalodon code. Parameters use the official state-dict
 names (spec section 4). All computation is done in `dtype` (default float64; complex
 quantities in the matching complex dtype), from whatever values the state dict holds.
