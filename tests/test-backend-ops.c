@@ -365,6 +365,15 @@ static void test_weights_once(void)
     mg_opencl_forget_weights(ocl);
 }
 
+static char cache[1024]; /* the tests' program cache, removed at exit */
+
+static void remove_cache(void)
+{
+    char cmd[1100];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", cache);
+    if (cache[0] && system(cmd) != 0) fprintf(stderr, "could not remove %s\n", cache);
+}
+
 static void test_program_cache(const char *dir)
 {
     /* a fresh directory: the first backend builds and saves, the second loads the binary */
@@ -386,7 +395,7 @@ static void test_program_cache(const char *dir)
     }
     if (a) a->free(a);
     if (b) b->free(b);
-    unsetenv("MEGALODON_OPENCL_CACHE");
+    setenv("MEGALODON_OPENCL_CACHE", cache, 1); /* never the user's cache */
 }
 
 static void test_bad_cases(void)
@@ -532,11 +541,12 @@ int main(int argc, char **argv)
 {
     int require = getenv("MG_REQUIRE_OPENCL") && strcmp(getenv("MG_REQUIRE_OPENCL"), "1") == 0;
     /* the program cache of the tests lives in the build tree, not the user's cache */
-    char cache[1024], cache2[1100];
+    char cache2[1100];
     snprintf(cache, sizeof cache, "%s/test-opencl-cache.%ld",
              getenv("MG_TOP_BUILDDIR") ? getenv("MG_TOP_BUILDDIR") : ".", (long)getpid());
     snprintf(cache2, sizeof cache2, "%s/fresh", cache);
     setenv("MEGALODON_OPENCL_CACHE", cache, 1);
+    atexit(remove_cache);
 
     if (mg_backend_cpu_new(1, "scalar", &cpu) != MG_OK) {
         fprintf(stderr, "CPU backend: %s\n", mg_last_error());
@@ -555,10 +565,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "FAIL: the OpenCL backend: %s\n", mg_last_error());
         return 1;
     }
-    if (argc > 1 && strcmp(argv[1], "--bench") == 0) {
-        unsetenv("MEGALODON_OPENCL_CACHE");
-        return bench();
-    }
+    if (argc > 1 && strcmp(argv[1], "--bench") == 0) return bench();
     mg_opencl_stats st;
     mg_opencl_get_stats(ocl, &st);
     printf("device: %s (accumulation in %s, weights %s)\nmatrix products: %s, decode %s (%s)\n",
@@ -659,9 +666,5 @@ int main(int argc, char **argv)
                threshold(worst[i].op), worst[i].n);
     ocl->free(ocl);
     cpu->free(cpu);
-    /* remove the test's program cache */
-    char cmd[2300];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", cache);
-    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", cache);
-    return test_finish("test-backend-ops");
+    return test_finish("test-backend-ops"); /* remove_cache runs at exit */
 }
