@@ -177,8 +177,7 @@ static void default_str(int id, run_mode mode, char *buf, size_t size)
     }
 }
 
-/* print `text` wrapped at 100 columns, continuation lines indented by `indent` */
-static void print_wrapped(const char *text, int col, int indent)
+void args_print_wrapped(const char *text, int col, int indent)
 {
     const char *p = text;
     while (*p) {
@@ -245,7 +244,7 @@ void run_usage(run_mode mode, int whole_program)
             "usage: megalodon-run tokenize [-m MODEL] (-p TEXT | -f FILE) [options]",
             "usage: megalodon-run info [-m MODEL] [options]"};
         printf("%s\n\n", synopsis[mode]);
-        print_wrapped(mode_summary(mode), 0, 0);
+        args_print_wrapped(mode_summary(mode), 0, 0);
         printf("\nExit status: 0 success, 1 runtime error, 2 usage error.\n\n");
     }
     printf("options:\n");
@@ -268,7 +267,7 @@ void run_usage(run_mode mode, int whole_program)
             printf("\n%28s", "");
             col = 28;
         }
-        print_wrapped(help, col, 28);
+        args_print_wrapped(help, col, 28);
     }
 }
 

@@ -109,4 +109,8 @@ int run_parse_ids(const char *text, int32_t n_vocab, int32_t **tokens, size_t *n
 int run_tokenize(const mg_model *model, const char *text, size_t len, int add_bos,
                  int32_t **tokens, size_t *n);
 
+/* Print `text` wrapped at 100 columns, starting at column `col`, continuation lines indented
+ * by `indent` (the help texts of the programs). */
+void args_print_wrapped(const char *text, int col, int indent);
+
 #endif

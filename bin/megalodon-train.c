@@ -247,35 +247,13 @@ static void default_str(int id, char *buf, size_t size)
     }
 }
 
-/* print `text` wrapped at 100 columns, continuation lines indented by `indent` */
-static void print_wrapped(const char *text, int col, int indent)
-{
-    const char *p = text;
-    while (*p) {
-        const char *sp = strchr(p, ' ');
-        size_t w = sp ? (size_t)(sp - p) : strlen(p);
-        if (col > indent && col + 1 + (int)w > 100) {
-            printf("\n%*s", indent, "");
-            col = indent;
-        } else if (col > indent) {
-            putchar(' ');
-            col++;
-        }
-        printf("%.*s", (int)w, p);
-        col += (int)w;
-        p += w;
-        while (*p == ' ') p++;
-    }
-    putchar('\n');
-}
-
 static void usage(void)
 {
     printf("usage: megalodon-train (--preset NAME | --config FILE | -m MODEL) [--vocab FILE | "
            "--vocab-size N]\n"
            "                       (--data FILE | --tokens FILE)... -o OUT.gguf [options]\n"
            "       megalodon-train --resume [PATH] [options]\n\n");
-    print_wrapped(
+    args_print_wrapped(
         "Train a Megalodon model on the CPU (libmegalodon training API). Each optimizer step "
         "reads --accum batches of --batch rows of --seq-len + 1 ids of the training data, "
         "accumulates the gradient of each batch's mean token cross-entropy, clips the global "
@@ -308,7 +286,7 @@ static void usage(void)
                 printf("\n%28s", "");
                 col = 28;
             }
-            print_wrapped(help, col, 28);
+            args_print_wrapped(help, col, 28);
         }
         if (g == G_MODEL) {
             printf("\n  presets (all with norm_eps 1e-5, rope_base 10000, norm_affine; the "

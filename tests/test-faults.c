@@ -67,6 +67,7 @@
 #include "error.h"
 #include "gguf.h"
 #include "model.h"
+#include "state-bytes.h"
 #include "test.h"
 #include "tiny_model.h"
 
@@ -379,32 +380,6 @@ static int count_temp_files(void)
     return n;
 }
 
-/* Everything a state carries between calls, flattened (for bitwise comparisons). */
-static size_t snapshot(const mg_state *st, unsigned char *buf)
-{
-    const mg_hparams *hp = &st->model->hp;
-    size_t o = 0;
-#define PUT(p, n)                                                                          \
-    do {                                                                                   \
-        if (buf) memcpy(buf + o, (p), (n));                                                \
-        o += (n);                                                                          \
-    } while (0)
-    PUT(&st->n_kv, sizeof st->n_kv);
-    PUT(&st->n_past, sizeof st->n_past);
-    for (int il = 0; il <= hp->n_layer; il++) {
-        const mg_tnorm_state *tn = il < hp->n_layer ? &st->layers[il].tnorm : &st->out_norm;
-        PUT(&tn->count, sizeof tn->count);
-        PUT(tn->mean, sizeof(float) * hp->norm_groups);
-        PUT(tn->var, sizeof(float) * hp->norm_groups);
-        if (il == hp->n_layer) break;
-        const mg_layer_state *ls = &st->layers[il];
-        PUT(ls->h, sizeof(float) * hp->n_embd * hp->cema_ndim * 2);
-        PUT(ls->k, sizeof(float) * (size_t)st->n_kv * hp->z_dim);
-        PUT(ls->v, sizeof(float) * (size_t)st->n_kv * hp->value_dim);
-    }
-#undef PUT
-    return o;
-}
 
 typedef struct {
     unsigned char *b;
@@ -414,9 +389,9 @@ typedef struct {
 static snap take_snap(const mg_state *st)
 {
     snap s;
-    s.n = snapshot(st, NULL);
+    s.n = state_bytes(st, NULL);
     s.b = malloc(s.n);
-    snapshot(st, s.b);
+    state_bytes(st, s.b);
     return s;
 }
 

@@ -35,6 +35,7 @@
 #include <unistd.h>
 
 #include "model.h"
+#include "state-bytes.h"
 #include "test.h"
 #include "tiny_model.h"
 
@@ -57,37 +58,11 @@ static uint64_t rng(void)
     return z ^ (z >> 31);
 }
 
-static size_t snapshot(const mg_state *st, unsigned char *buf)
-{
-    const mg_hparams *hp = &st->model->hp;
-    size_t o = 0;
-#define PUT(p, n)                                                                          \
-    do {                                                                                   \
-        if (buf) memcpy(buf + o, (p), (n));                                                \
-        o += (n);                                                                          \
-    } while (0)
-    PUT(&st->n_kv, sizeof st->n_kv);
-    PUT(&st->n_past, sizeof st->n_past);
-    for (int il = 0; il <= hp->n_layer; il++) {
-        const mg_tnorm_state *tn = il < hp->n_layer ? &st->layers[il].tnorm : &st->out_norm;
-        PUT(&tn->count, sizeof tn->count);
-        PUT(tn->mean, sizeof(float) * hp->norm_groups);
-        PUT(tn->var, sizeof(float) * hp->norm_groups);
-        if (il == hp->n_layer) break;
-        const mg_layer_state *ls = &st->layers[il];
-        PUT(ls->h, sizeof(float) * hp->n_embd * hp->cema_ndim * 2);
-        PUT(ls->k, sizeof(float) * (size_t)st->n_kv * hp->z_dim);
-        PUT(ls->v, sizeof(float) * (size_t)st->n_kv * hp->value_dim);
-    }
-#undef PUT
-    return o;
-}
-
 static unsigned char *snap(const mg_state *st, size_t *n)
 {
-    *n = snapshot(st, NULL);
+    *n = state_bytes(st, NULL);
     unsigned char *b = malloc(*n);
-    if (b) snapshot(st, b);
+    if (b) state_bytes(st, b);
     return b;
 }
 

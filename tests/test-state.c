@@ -10,43 +10,18 @@
 
 #include "golden.h"
 #include "model.h"
+#include "state-bytes.h"
 #include "test.h"
 #include "tiny_model.h"
 
-/* Flatten everything the state carries into one buffer (for bitwise comparisons). */
-static size_t snapshot(const mg_state *st, unsigned char *buf)
-{
-    const mg_hparams *hp = &st->model->hp;
-    size_t o = 0;
-#define PUT(p, n)                                                                          \
-    do {                                                                                   \
-        if (buf) memcpy(buf + o, (p), (n));                                                \
-        o += (n);                                                                          \
-    } while (0)
-    PUT(&st->n_kv, sizeof st->n_kv);
-    PUT(&st->n_past, sizeof st->n_past);
-    for (int il = 0; il <= hp->n_layer; il++) {
-        const mg_tnorm_state *tn = il < hp->n_layer ? &st->layers[il].tnorm : &st->out_norm;
-        PUT(&tn->count, sizeof tn->count);
-        PUT(tn->mean, sizeof(float) * hp->norm_groups);
-        PUT(tn->var, sizeof(float) * hp->norm_groups);
-        if (il == hp->n_layer) break;
-        const mg_layer_state *ls = &st->layers[il];
-        PUT(ls->h, sizeof(float) * hp->n_embd * hp->cema_ndim * 2);
-        PUT(ls->k, sizeof(float) * (size_t)st->n_kv * hp->z_dim);
-        PUT(ls->v, sizeof(float) * (size_t)st->n_kv * hp->value_dim);
-    }
-#undef PUT
-    return o;
-}
 
 static int same_state(const mg_state *a, const mg_state *b)
 {
-    size_t na = snapshot(a, NULL), nb = snapshot(b, NULL);
+    size_t na = state_bytes(a, NULL), nb = state_bytes(b, NULL);
     if (na != nb) return 0;
     unsigned char *x = malloc(na), *y = malloc(nb);
-    snapshot(a, x);
-    snapshot(b, y);
+    state_bytes(a, x);
+    state_bytes(b, y);
     int same = memcmp(x, y, na) == 0;
     free(x);
     free(y);
