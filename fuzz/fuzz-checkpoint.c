@@ -18,6 +18,7 @@
 
 #include "gguf.h"
 #include "megalodon.h"
+#include "train.h"
 
 static char tmpdir[4096];
 static char save_path[4200], save_path2[4200];
@@ -122,31 +123,23 @@ static int load_and_check(const char *path)
     return MG_OK;
 }
 
-/* 64-bit FNV-1a, as lib/trainer.c computes train.checksum */
-static uint64_t fnv(uint64_t h, const void *p, size_t n)
-{
-    const uint8_t *b = p;
-    for (size_t i = 0; i < n; i++) {
-        h ^= b[i];
-        h *= 0x100000001B3ull;
-    }
-    return h;
-}
-
 /* The GGUF image data[0..size) with train.checksum recomputed (malloc'd), or NULL when it
  * does not parse or cannot be rebuilt. */
 static void *with_checksum(const uint8_t *data, size_t size, size_t *out_size)
 {
     gguf_file *f = NULL;
     if (gguf_open_memory(data, size, &f) != MG_OK) return NULL;
+    uint64_t h = 0;
+    if (mg_checkpoint_checksum(f, &h) != MG_OK) { /* a train.* key is missing or malformed */
+        gguf_close(f);
+        return NULL;
+    }
     gguf_writer *w = gguf_writer_new();
     int rc = w ? MG_OK : MG_ERR_NOMEM;
-    uint64_t h = 0xCBF29CE484222325ull;
     for (int64_t i = 0; !rc && i < gguf_n_kv(f); i++) rc = gguf_copy_kv(w, f, i);
     for (int64_t i = 0; !rc && i < gguf_n_tensors(f); i++) {
         const gguf_tensor_info *t = gguf_tensor(f, i);
         rc = gguf_add_tensor(w, t->name, t->type, t->n_dims, t->ne, t->data);
-        h = fnv(h, t->data, (size_t)t->n_bytes);
     }
     if (!rc) rc = gguf_set_i64(w, "train.checksum", (int64_t)h);
     void *buf = NULL;

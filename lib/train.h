@@ -24,6 +24,10 @@ int mg_trainer_weights_changed(mg_trainer *tr);
 int mg_trainer_moments(const mg_trainer *tr, const char *name, const float **m,
                        const float **v, size_t *n);
 
+/* The train.checksum a checkpoint file should hold (its tensors and train.* values), for
+ * the loader and the checkpoint fuzzer; MG_ERR_STATE when a train.* key is missing. */
+int mg_checkpoint_checksum(const gguf_file *f, uint64_t *out);
+
 /* ------------------------------------------------------------------ training internals */
 
 /* Pointers to one layer's tensors in a flat buffer: the weights themselves (raw official

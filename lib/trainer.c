@@ -811,54 +811,69 @@ static int get_u32(const gguf_file *f, const char *key, uint32_t *v)
               : MG_OK;
 }
 
-static int load_checkpoint(gguf_file *f, const mg_train_params *params, mg_trainer **out)
+/* The train.* keys of a checkpoint (all required). */
+static int read_train_keys(const gguf_file *f, int64_t *step, mg_train_params *sp,
+                           const char **meta, uint64_t *mlen)
 {
     uint32_t ver, sched, cema;
-    mg_train_params sp = mg_train_default_params();
-    int64_t step;
+    *sp = mg_train_default_params();
     TRY(get_u32(f, "train.version", &ver));
     if (ver != CKPT_VERSION)
         return mg_seterr(MG_ERR_STATE, "checkpoint version %u is not supported (this library "
                          "reads version %d)", ver, CKPT_VERSION);
-    TRY(get_i64(f, "train.step", &step));
-    TRY(get_f32(f, "train.lr", &sp.lr));
-    TRY(get_f32(f, "train.beta1", &sp.beta1));
-    TRY(get_f32(f, "train.beta2", &sp.beta2));
-    TRY(get_f32(f, "train.eps", &sp.eps));
-    TRY(get_f32(f, "train.weight_decay", &sp.weight_decay));
-    TRY(get_f32(f, "train.clip", &sp.clip));
-    TRY(get_i64(f, "train.warmup", &sp.warmup));
-    TRY(get_i64(f, "train.total_steps", &sp.total_steps));
+    TRY(get_i64(f, "train.step", step));
+    TRY(get_f32(f, "train.lr", &sp->lr));
+    TRY(get_f32(f, "train.beta1", &sp->beta1));
+    TRY(get_f32(f, "train.beta2", &sp->beta2));
+    TRY(get_f32(f, "train.eps", &sp->eps));
+    TRY(get_f32(f, "train.weight_decay", &sp->weight_decay));
+    TRY(get_f32(f, "train.clip", &sp->clip));
+    TRY(get_i64(f, "train.warmup", &sp->warmup));
+    TRY(get_i64(f, "train.total_steps", &sp->total_steps));
     TRY(get_u32(f, "train.schedule", &sched));
-    TRY(get_f32(f, "train.lr_init_ratio", &sp.lr_init_ratio));
-    TRY(get_f32(f, "train.lr_end_ratio", &sp.lr_end_ratio));
+    TRY(get_f32(f, "train.lr_init_ratio", &sp->lr_init_ratio));
+    TRY(get_f32(f, "train.lr_end_ratio", &sp->lr_end_ratio));
     TRY(get_u32(f, "train.cema", &cema));
-    sp.schedule = (mg_lr_schedule)sched;
-    sp.cema = (mg_cema_algo)cema;
-    if (step < 0) return mg_seterr(MG_ERR_STATE, "checkpoint step %lld is negative", (long long)step);
+    sp->schedule = (mg_lr_schedule)sched;
+    sp->cema = (mg_cema_algo)cema;
+    if (*step < 0) return mg_seterr(MG_ERR_STATE, "checkpoint step %lld is negative", (long long)*step);
+    if (gguf_get_str(f, "train.user_meta", meta, mlen))
+        return mg_seterr(MG_ERR_STATE, "not a checkpoint: key 'train.user_meta' is missing");
+    return MG_OK;
+}
+
+int mg_checkpoint_checksum(const gguf_file *f, uint64_t *out)
+{
+    int64_t step;
+    mg_train_params sp;
     const char *meta;
     uint64_t mlen;
-    if (gguf_get_str(f, "train.user_meta", &meta, &mlen))
-        return mg_seterr(MG_ERR_STATE, "not a checkpoint: key 'train.user_meta' is missing");
-    uint64_t want = 0;
-    int64_t ki = gguf_find_key(f, "train.checksum");
-    if (ki < 0 || gguf_kv_type(f, ki) != GGUF_TYPE_INT64)
-        return mg_seterr(MG_ERR_STATE, "not a checkpoint: key 'train.checksum' is missing");
-    {
-        /* the checksum covers all tensors in file order, then the train.* values */
-        uint64_t h = 0xCBF29CE484222325ull;
-        for (int64_t i = 0; i < gguf_n_tensors(f); i++) {
-            const gguf_tensor_info *t = gguf_tensor(f, i);
-            h = hash_bytes(h, t->data, (size_t)t->n_bytes);
-        }
-        h = hash_train_keys(h, step, &sp, meta, (size_t)mlen);
-        int64_t v64 = 0;
-        if (gguf_get_i64(f, "train.checksum", &v64) == MG_OK) want = (uint64_t)v64;
-        if (h != want)
-            return mg_seterr(MG_ERR_STATE, "checkpoint is corrupt: the checksum of its tensor data "
-                             "and train.* keys does not match (%016llx, expected %016llx)", (unsigned long long)h,
-                             (unsigned long long)want);
+    TRY(read_train_keys(f, &step, &sp, &meta, &mlen));
+    /* all tensors in file order, then the train.* values */
+    uint64_t h = 0xCBF29CE484222325ull;
+    for (int64_t i = 0; i < gguf_n_tensors(f); i++) {
+        const gguf_tensor_info *t = gguf_tensor(f, i);
+        h = hash_bytes(h, t->data, (size_t)t->n_bytes);
     }
+    *out = hash_train_keys(h, step, &sp, meta, (size_t)mlen);
+    return MG_OK;
+}
+
+static int load_checkpoint(gguf_file *f, const mg_train_params *params, mg_trainer **out)
+{
+    mg_train_params sp;
+    int64_t step;
+    const char *meta;
+    uint64_t mlen, h;
+    TRY(read_train_keys(f, &step, &sp, &meta, &mlen));
+    int64_t ki = gguf_find_key(f, "train.checksum"), want = 0;
+    if (ki < 0 || gguf_kv_type(f, ki) != GGUF_TYPE_INT64 || gguf_get_i64(f, "train.checksum", &want))
+        return mg_seterr(MG_ERR_STATE, "not a checkpoint: key 'train.checksum' is missing");
+    TRY(mg_checkpoint_checksum(f, &h));
+    if (h != (uint64_t)want)
+        return mg_seterr(MG_ERR_STATE, "checkpoint is corrupt: the checksum of its tensor data "
+                         "and train.* keys does not match (%016llx, expected %016llx)",
+                         (unsigned long long)h, (unsigned long long)(uint64_t)want);
     if (params) {
         sp = *params;
     } else {
