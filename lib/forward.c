@@ -73,9 +73,10 @@ static int eval_step(mg_state *st, const int32_t *tokens, int L, float *logits,
  * A call that fails half-way (out of memory in an op) must leave the state as it was
  * (megalodon.h). What a call can change: every norm's statistics, the CEMA states, n_past,
  * n_kv, and - only when it runs past the end of the current chunk - the cached keys/values
- * of that chunk's first n_kv tokens (later rows are beyond the restored n_kv). */
+ * of that chunk's first n_kv tokens (later rows are beyond the restored n_kv). The copy costs
+ * 2DN + 2G floats per layer, small beside the call's work. */
 typedef struct {
-    void *buf;
+    void *kv_buf;    /* malloc'd for a call that crosses a chunk boundary, else NULL */
     int64_t *counts; /* n_layer + 1 */
     float *f;        /* per layer mean, var (G each), h (2DN); then the final norm's mean, var */
     float *kv;       /* NULL, or per layer k then v of rows [0, n_kv) */
@@ -83,19 +84,28 @@ typedef struct {
     int n_kv;
 } snapshot;
 
+size_t mg_state_backup_size(const mg_hparams *hp)
+{
+    const size_t G = hp->norm_groups, DN2 = (size_t)hp->n_embd * hp->cema_ndim * 2,
+                 nl = hp->n_layer;
+    return sizeof(int64_t) * (nl + 1) + sizeof(float) * (nl * (2 * G + DN2) + 2 * G);
+}
+
+/* Into st->backup (allocated with the state: no allocation per call), plus the chunk's keys
+ * and values into a buffer of their own when the call crosses a chunk boundary. */
 static int snapshot_take(const mg_state *st, size_t n_tokens, snapshot *sn)
 {
     const mg_hparams *hp = &st->model->hp;
     const size_t G = hp->norm_groups, DN2 = (size_t)hp->n_embd * hp->cema_ndim * 2,
                  ZE = (size_t)hp->z_dim + hp->value_dim, nl = hp->n_layer;
     const int crossing = st->n_kv > 0 && (size_t)st->n_kv + n_tokens > (size_t)hp->chunk_size;
-    const size_t nf = nl * (2 * G + DN2) + 2 * G, nkv = crossing ? nl * st->n_kv * ZE : 0;
-    sn->buf = malloc(sizeof(int64_t) * (nl + 1) + sizeof(float) * (nf + nkv));
-    if (!sn->buf)
-        return mg_seterr(MG_ERR_NOMEM, "out of memory for the state backup of an eval call");
-    sn->counts = sn->buf;
+    sn->kv_buf = NULL;
+    if (crossing && !(sn->kv_buf = malloc(sizeof(float) * nl * st->n_kv * ZE)))
+        return mg_seterr(MG_ERR_NOMEM, "out of memory for the backup of the chunk's keys and "
+                         "values (an eval call across a chunk boundary)");
+    sn->counts = st->backup;
     sn->f = (float *)(sn->counts + nl + 1);
-    sn->kv = crossing ? sn->f + nf : NULL;
+    sn->kv = sn->kv_buf;
     sn->n_past = st->n_past;
     sn->n_kv = st->n_kv;
     float *f = sn->f, *kv = sn->kv;
@@ -164,7 +174,7 @@ int mg_eval(mg_state *st, const int32_t *tokens, size_t n_tokens, float *logits,
     if (n_tokens == 0) return MG_OK;
 
     const int C = hp->chunk_size, cap = st->s.cap;
-    snapshot sn;
+    snapshot sn = {0};
     int src = snapshot_take(st, n_tokens, &sn);
     if (src) return src;
     size_t done = 0;
@@ -188,12 +198,12 @@ int mg_eval(mg_state *st, const int32_t *tokens, size_t n_tokens, float *logits,
         if (rc) {
             const unsigned long long at = st->n_past;
             snapshot_restore(st, &sn);
-            free(sn.buf);
+            free(sn.kv_buf);
             return mg_adderr_context(rc, "mg_eval at token %llu (the state is as before the call)",
                                      at);
         }
         done += (size_t)L;
     }
-    free(sn.buf);
+    free(sn.kv_buf);
     return MG_OK;
 }

@@ -77,7 +77,12 @@ struct mg_state {
     mg_layer_state *layers;
     mg_tnorm_state out_norm;
     mg_scratch s;
+    void *backup; /* forward.c: what a call can change, restored when it fails (its size:
+                     mg_state_backup_size) */
 };
+
+/* forward.c: bytes of mg_state.backup for a model (norm statistics, CEMA states, counts). */
+size_t mg_state_backup_size(const mg_hparams *hp);
 
 /* cema.c: coefficients from the official parameters (D,N,1 alpha/delta, D theta, D,N,2
  * gamma, D omega). */

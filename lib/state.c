@@ -103,6 +103,7 @@ void mg_state_free(mg_state *st)
     }
     tnorm_free(&st->out_norm);
     scratch_free(&st->s);
+    free(st->backup);
     free(st);
 }
 
@@ -139,7 +140,8 @@ int mg_state_new(const mg_model *m, const mg_state_params *params, mg_state **ou
     if (ok) {
         st->out_norm.mean = malloc(sizeof(float) * G);
         st->out_norm.var = malloc(sizeof(float) * G);
-        ok = st->out_norm.mean && st->out_norm.var;
+        st->backup = malloc(mg_state_backup_size(hp));
+        ok = st->out_norm.mean && st->out_norm.var && st->backup;
     }
     if (!ok) {
         mg_state_free(st);
