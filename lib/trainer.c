@@ -20,6 +20,7 @@
 
 #include "error.h"
 #include "gguf.h"
+#include "kernels.h"
 #include "train.h"
 
 #define TRY(x)                                                                             \
@@ -317,25 +318,10 @@ static int copy_tensor_f32(gguf_writer *w, const gguf_tensor_info *t)
         return gguf_add_tensor(w, t->name, t->type, t->n_dims, t->ne, t->data);
     float *d = malloc(sizeof(float) * (size_t)(t->n_elements ? t->n_elements : 1));
     if (!d) return mg_seterr(MG_ERR_NOMEM, "out of memory converting '%s'", t->name);
-    const uint16_t *s = t->data;
-    for (uint64_t i = 0; i < t->n_elements; i++) {
-        uint32_t bits;
-        uint16_t h;
-        memcpy(&h, s + i, 2);
-        if (t->type == GGML_TYPE_BF16) {
-            bits = (uint32_t)h << 16;
-        } else { /* IEEE half */
-            uint32_t sign = (uint32_t)(h >> 15) << 31, ex = (h >> 10) & 31, man = h & 1023;
-            if (ex == 0 && man == 0) bits = sign;
-            else if (ex == 0) { /* subnormal */
-                float f = ldexpf((float)man, -24);
-                memcpy(&bits, &f, 4);
-                bits |= sign;
-            } else if (ex == 31) bits = sign | 0x7F800000u | (man << 13);
-            else bits = sign | ((ex + 112) << 23) | (man << 13);
-        }
-        memcpy(d + i, &bits, 4);
-    }
+    if (t->type == GGML_TYPE_BF16)
+        mg_kernels_scalar.bf16_to_f32(t->data, d, (size_t)t->n_elements);
+    else
+        mg_kernels_scalar.f16_to_f32(t->data, d, (size_t)t->n_elements);
     int rc = gguf_add_tensor(w, t->name, GGML_TYPE_F32, t->n_dims, t->ne, d);
     free(d);
     return rc;
