@@ -460,6 +460,12 @@ static void run_case(const char *cname, int verbose)
                 if (mg_trainer_grad(tr, mg_trainer_tensor_name(tr, i, NULL), &g, &n) == MG_OK)
                     for (size_t j = 0; j < n; j++) s0 += fabs(g[j]);
             CHECK(s0 == 0, "%s: gradients not cleared by mg_trainer_update", cname);
+            /* an update with nothing accumulated is refused, and the step count stays */
+            const int64_t steps = mg_trainer_step_count(tr);
+            rc = mg_trainer_update(tr, &st);
+            CHECK(rc == MG_ERR_INVALID_ARG && strstr(mg_last_error(), "no gradient accumulated") &&
+                      mg_trainer_step_count(tr) == steps,
+                  "%s: update with nothing accumulated: %d %s", cname, rc, mg_last_error());
         }
         mg_trainer_free(tr);
     }
@@ -513,11 +519,39 @@ static void self_check(void)
     CHECK(!(rel_err(c, r, 6, NULL) <= GRAD_TOL), "a NaN gradient passes the comparison");
 }
 
+/* mg_trainer_new_random: the vocabulary file's checks */
+static void test_new_random_vocab(void)
+{
+    mg_hparams hp;
+    memset(&hp, 0, sizeof hp);
+    hp.n_layer = 1, hp.n_embd = 8, hp.z_dim = 4, hp.value_dim = 8, hp.n_head = 1, hp.n_ff = 8;
+    hp.cema_ndim = 2, hp.chunk_size = 4, hp.norm_groups = 2, hp.norm_affine = 1;
+    char path[1024];
+    mg_trainer *tr = NULL;
+    snprintf(path, sizeof path, "%s/ppl-byte.gguf", golden_dir()); /* 258 tokens */
+    hp.n_vocab = 100;
+    int rc = mg_trainer_new_random(&hp, 1, path, NULL, &tr);
+    CHECK(rc == MG_ERR_INVALID_ARG && !tr &&
+              strstr(mg_last_error(), "vocab_size 100 is smaller than the 258 tokens"),
+          "n_vocab below the vocabulary: %d %s", rc, mg_last_error());
+    hp.n_vocab = 0; /* taken from the file */
+    rc = mg_trainer_new_random(&hp, 1, path, NULL, &tr);
+    CHECK(rc == MG_OK && tr && mg_model_n_vocab(mg_trainer_model(tr)) == 258,
+          "n_vocab from the vocabulary file: %d %s", rc, mg_last_error());
+    mg_trainer_free(tr);
+    tr = NULL;
+    snprintf(path, sizeof path, "%s/base.gguf", golden_dir()); /* no tokenizer */
+    rc = mg_trainer_new_random(&hp, 1, path, NULL, &tr);
+    CHECK(rc == MG_ERR_MODEL && !tr && strstr(mg_last_error(), "no tokenizer vocabulary"),
+          "a vocabulary file without a tokenizer: %d %s", rc, mg_last_error());
+}
+
 int main(int argc, char **argv)
 {
     int verbose = getenv("MG_TEST_VERBOSE") != NULL;
     self_check();
     test_lr();
+    test_new_random_vocab();
     for (int i = 0; i < N_CASES; i++) {
         if (argc > 1) {
             int want = 0;

@@ -130,6 +130,12 @@ expect 1 "bad.ids: token 5 \(line 2\): id 300 is out of range \[0, 258\)" "token
 printf '1 2 x3\n' > "$tmp/bad2.ids"
 expect 1 "'x3' is not a token id" "a word that is not an id" "$train" $new --tokens "$tmp/bad2.ids" -o "$tmp/x.gguf" $small
 expect 1 "the model has no tokenizer to read text with" "text without a tokenizer" "$train" --config "$tmp/cfg.json" --vocab-size 258 --data "$tmp/corpus.txt" -o "$tmp/x.gguf" $small
+# a vocabulary file without a tokenizer; a config whose vocabulary is smaller than it
+expect 1 "base\.gguf: no tokenizer vocabulary \(tokenizer\.ggml\.tokens\)" "--vocab without a tokenizer" \
+  "$train" --config "$tmp/cfg.json" --vocab "$top/tests/golden/base.gguf" --data "$tmp/corpus.txt" -o "$tmp/x.gguf" $small
+sed 's/"norm_groups": 4}/"norm_groups": 4, "n_vocab": 100}/' "$tmp/cfg.json" > "$tmp/cfg-v100.json"
+expect 1 "n_vocab 100 is smaller than the tokenizer of --vocab .*ppl-byte.gguf \(258 tokens\)" "n_vocab below the vocabulary" \
+  "$train" --config "$tmp/cfg-v100.json" --vocab "$vocab" --data "$tmp/corpus.txt" -o "$tmp/x.gguf" $small
 expect 1 "--vocab $tmp/corpus.txt: " "--vocab that is not GGUF" "$train" --config "$tmp/cfg.json" --vocab "$tmp/corpus.txt" --data "$tmp/corpus.txt" -o "$tmp/x.gguf" $small
 
 # ---------------------------------------------------------------- bad JSON configs (exit 1)
