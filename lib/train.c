@@ -123,7 +123,6 @@ int mg_train_act_new(const mg_hparams *hp, int B, int L, mg_train_act **out)
     g->dz2 = take(a, T * Z, &fail);
     g->dq = take(a, T * Z, &fail);
     g->dk = take(a, T * Z, &fail);
-    g->dv = take(a, T * E, &fail);
     g->dr = take(a, T * E, &fail);
     g->da = take(a, T * E, &fail);
     g->dar = take(a, T * E, &fail);

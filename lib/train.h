@@ -63,7 +63,7 @@ int mg_tnorm_var0(const mg_tnorm_params *p, int G, float **var0);
 typedef struct {
     float *d1, *d2, *d3, *dmx, *dxt;  /* (T, D) */
     float *dz, *dz2, *dq, *dk;        /* (T, Z) */
-    float *dv, *dr, *da, *dar;        /* (T, E) */
+    float *dr, *da, *dar;             /* (T, E) */
     float *du, *du1, *du3;            /* (T, F) */
     float *dp, *dqc, *deta, *domega;  /* D*N, 2*D*N, 2*D*N, D */
 } mg_train_scratch;
