@@ -724,17 +724,22 @@ static int run_gemm(ocl_ctx *c, int gemm, int gemv_mode, cl_mem bx, int M, int K
             for (int i = 0; i < M; i++)
                 CL_TRY(clEnqueueCopyBuffer(c->queue, bb, by, 0, (size_t)i * N * 4, (size_t)N * 4,
                                            0, NULL, NULL), "clEnqueueCopyBuffer (bias)");
+        } else { /* y = 0, then y += x W^T: CLBlast computes beta * y even for beta = 0, so
+                  * a NaN left in the scratch buffer by an earlier op would come through */
+            float zero = 0.0f;
+            CL_TRY(clEnqueueFillBuffer(c->queue, by, &zero, sizeof zero, 0, (size_t)M * N * 4, 0,
+                                       NULL, NULL), "clEnqueueFillBuffer (zero output)");
         }
         cl_command_queue qq = c->queue;
         CLBlastStatusCode st;
         if (M == 1)
             st = CLBlastSgemv(CLBlastLayoutRowMajor, CLBlastTransposeNo, (size_t)N, (size_t)K,
-                              1.0f, bw, 0, (size_t)K, bx, 0, 1, has_b ? 1.0f : 0.0f, by, 0, 1,
+                              1.0f, bw, 0, (size_t)K, bx, 0, 1, 1.0f, by, 0, 1,
                               &qq, NULL);
         else
             st = CLBlastSgemm(CLBlastLayoutRowMajor, CLBlastTransposeNo, CLBlastTransposeYes,
                               (size_t)M, (size_t)N, (size_t)K, 1.0f, bx, 0, (size_t)K, bw, 0,
-                              (size_t)K, has_b ? 1.0f : 0.0f, by, 0, (size_t)N, &qq, NULL);
+                              (size_t)K, 1.0f, by, 0, (size_t)N, &qq, NULL);
         if (st != CLBlastSuccess)
             return mg_seterr(st == CLBlastInsufficientMemoryTemp || st == -4 ? MG_ERR_NOMEM
                                                                              : MG_ERR_BACKEND,
@@ -1418,5 +1423,25 @@ int mg_opencl_test_alloc(mg_backend *be, size_t bytes)
     if (e == CL_SUCCESS) e = clFinish(c->queue);
     clReleaseMemObject(m);
     rc = e == CL_SUCCESS ? MG_OK : cl_fail(e, "filling the test allocation");
+    UNLOCK_RET(c, rc);
+}
+
+int mg_opencl_test_poison(mg_backend *be, size_t min_bytes)
+{
+    if (!mg_backend_is_opencl(be)) return mg_seterr(MG_ERR_INVALID_ARG, "not an OpenCL backend");
+    ocl_ctx *c = octx(be);
+    LOCK(c);
+    uint32_t nan_bits = 0x7fc00000u; /* a quiet NaN */
+    int rc = MG_OK;
+    cl_int e = CL_SUCCESS;
+    for (int i = 0; i < S_COUNT && rc == MG_OK && e == CL_SUCCESS; i++) {
+        cl_mem m;
+        rc = scratch(c, i, min_bytes, &m);
+        if (rc == MG_OK)
+            e = clEnqueueFillBuffer(c->queue, m, &nan_bits, sizeof nan_bits, 0,
+                                    c->scratch_bytes[i] / 4 * 4, 0, NULL, NULL);
+    }
+    if (rc == MG_OK && e == CL_SUCCESS) e = clFinish(c->queue);
+    if (rc == MG_OK && e != CL_SUCCESS) rc = cl_fail(e, "filling the scratch buffers with NaN");
     UNLOCK_RET(c, rc);
 }

@@ -47,5 +47,8 @@ void mg_opencl_forget_weights(mg_backend *be);
 int mg_opencl_test_build(mg_backend *be, const char *source);
 /* Allocate and touch a device buffer of `bytes`, then free it: the out-of-memory path. */
 int mg_opencl_test_alloc(mg_backend *be, size_t bytes);
+/* Grow every scratch buffer to at least min_bytes and fill it with NaN: an op must not
+ * read what it is about to overwrite. */
+int mg_opencl_test_poison(mg_backend *be, size_t min_bytes);
 
 #endif

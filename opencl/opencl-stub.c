@@ -52,3 +52,10 @@ int mg_opencl_test_alloc(mg_backend *be, size_t bytes)
     (void)bytes;
     return mg_seterr(MG_ERR_UNSUPPORTED, "%s", NOT_BUILT);
 }
+
+int mg_opencl_test_poison(mg_backend *be, size_t min_bytes)
+{
+    (void)be;
+    (void)min_bytes;
+    return mg_seterr(MG_ERR_UNSUPPORTED, "%s", NOT_BUILT);
+}
