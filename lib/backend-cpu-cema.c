@@ -339,7 +339,8 @@ static void run_scan(mg_backend *be, const float *x, int L, const mg_cema_coeffs
     const mg_kernels *K = ctx_of(be)->k;
     const int D = c->D;
     const groups gr = groups_of(x, D);
-#pragma omp parallel num_threads(be->n_threads) if (D >= 64)
+    /* one token of a small model is microseconds of work: no parallel region for it */
+#pragma omp parallel num_threads(be->n_threads) if (D >= 64 && (size_t)L * D * c->N >= 65536)
     {
         int t = 0, T = 1;
 #ifdef _OPENMP

@@ -21,14 +21,31 @@
  * changes the last bits of results); the library splits the product itself over its OpenMP
  * threads into blocks whose bounds depend only on the shapes, so the result is the same for
  * any thread count and any number of concurrent states. */
-#define MM_ROWS 64  /* rows of x per sgemm block (prefill) */
-#define MV_ROWS 256 /* rows of W per sgemv block (decode, M == 1) */
+#define MM_ROWS 256 /* rows of x per sgemm tile (prefill) */
+#define MM_TILES 8  /* at least this many tiles when M allows it: N is cut too when M is small */
+#define MV_ROWS 64  /* rows of W per sgemv block (decode, M == 1) */
+
+/* Columns per tile for an M x N product: all N when the row blocks alone give MM_TILES
+ * tiles, else N cut into pieces of a multiple of 64 columns (at least 128), so that narrow
+ * and short products still spread over the threads. Depends on the shape only. */
+static int mm_cols(int M, int N)
+{
+    const int nrb = (M + MM_ROWS - 1) / MM_ROWS;
+    if (nrb >= MM_TILES || N <= 256) return N;
+    const int want = (MM_TILES + nrb - 1) / nrb; /* column pieces wanted */
+    int nc = (N + want - 1) / want;
+    nc = (nc + 63) / 64 * 64;
+    return nc < 128 ? 128 : nc;
+}
 
 static int cpu_matmul(mg_backend *be, const float *x, int M, int K, const float *W, int N,
                       const float *bias, float *y)
 {
     if (M <= 0 || N <= 0) return MG_OK;
-    if (M == 1) { /* decode: sgemv is an order of magnitude faster than sgemm here */
+    if (M == 1) { /* decode: sgemv is an order of magnitude faster than sgemm here. Blocks of
+                   * 64 rows of W balance 2-16 threads on the model's 192-2048-row weights
+                   * (256-row blocks gave a 768-row weight 3 blocks: 12.7-13.3 GFLOP/s on 2
+                   * threads against 15-17.5 for 64-row blocks, docs/performance.md). */
         const int nb = (N + MV_ROWS - 1) / MV_ROWS;
 #pragma omp parallel for num_threads(be->n_threads) schedule(static) if (nb > 1 && (size_t)N * K >= 65536)
         for (int b = 0; b < nb; b++) {
@@ -39,15 +56,21 @@ static int cpu_matmul(mg_backend *be, const float *x, int M, int K, const float 
         }
         return MG_OK;
     }
-    const int nb = (M + MM_ROWS - 1) / MM_ROWS;
-#pragma omp parallel for num_threads(be->n_threads) schedule(static) if (nb > 1)
-    for (int b = 0; b < nb; b++) {
-        const int m0 = b * MM_ROWS, m = M - m0 < MM_ROWS ? M - m0 : MM_ROWS;
-        float *yb = y + (size_t)m0 * N;
+    /* prefill: tiles of MM_ROWS rows of x by mm_cols() rows of W, handed out dynamically
+     * (each tile is one single-threaded sgemm whose result does not depend on which thread
+     * runs it). 256-row tiles repack W a quarter as often as 64-row ones: on the 100M model's
+     * shapes 190-232 GFLOP/s against 143-177 on 2 threads (docs/performance.md). */
+    const int nc = mm_cols(M, N);
+    const int nrb = (M + MM_ROWS - 1) / MM_ROWS, ncb = (N + nc - 1) / nc, nt = nrb * ncb;
+#pragma omp parallel for num_threads(be->n_threads) schedule(dynamic, 1) if (nt > 1)
+    for (int t = 0; t < nt; t++) {
+        const int m0 = (t / ncb) * MM_ROWS, n0 = (t % ncb) * nc;
+        const int m = M - m0 < MM_ROWS ? M - m0 : MM_ROWS, n = N - n0 < nc ? N - n0 : nc;
+        float *yb = y + (size_t)m0 * N + n0;
         if (bias)
-            for (int i = 0; i < m; i++) memcpy(yb + (size_t)i * N, bias, sizeof(float) * N);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, N, K, 1.0f, x + (size_t)m0 * K,
-                    K, W, K, bias ? 1.0f : 0.0f, yb, N);
+            for (int i = 0; i < m; i++) memcpy(yb + (size_t)i * N, bias + n0, sizeof(float) * n);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, K, 1.0f, x + (size_t)m0 * K,
+                    K, W + (size_t)n0 * K, K, bias ? 1.0f : 0.0f, yb, N);
     }
     return MG_OK;
 }
