@@ -603,125 +603,20 @@ static void adamw(float *p, const float *g, float *m, float *v, size_t n, double
     }
 }
 
-/* The norm backward kernels in double, four features per vector, with the reference's
- * operations in its order (so every per-feature value is bit-identical to it; the sums are
- * accumulated in another order, differing by roundings of double); scalar remainders. */
-static inline __m256d ld4d(const float *p) { return _mm256_cvtps_pd(_mm_loadu_ps(p)); }
+/* The norm backward kernels (norm-backward-impl.h) on four doubles per vector */
+#define VD 4
+typedef __m256d vd;
+static inline vd vd_set1(double a) { return _mm256_set1_pd(a); }
+static inline vd vd_add(vd a, vd b) { return _mm256_add_pd(a, b); }
+static inline vd vd_sub(vd a, vd b) { return _mm256_sub_pd(a, b); }
+static inline vd vd_mul(vd a, vd b) { return _mm256_mul_pd(a, b); }
+static inline vd vd_loadf(const float *p) { return _mm256_cvtps_pd(_mm_loadu_ps(p)); }
+static inline vd vd_load(const double *p) { return _mm256_loadu_pd(p); }
+static inline void vd_store(double *p, vd v) { _mm256_storeu_pd(p, v); }
+static inline void vd_storef(float *p, vd v) { _mm_storeu_ps(p, _mm256_cvtpd_ps(v)); }
+static inline double vd_hsum(vd v) { return hsum_pd(v); }
 
-static void tsnorm_bwd_sums(const float *x, const float *dy, const float *w, int n, double u,
-                            double r, double *aw, double *ab, double s[3])
-{
-    const __m256d vu = _mm256_set1_pd(u), vr = _mm256_set1_pd(r), one = _mm256_set1_pd(1.0);
-    __m256d sx = _mm256_setzero_pd(), sd = sx, sb = sx;
-    int k = 0;
-    for (; k + 4 <= n; k += 4) {
-        const __m256d xv = ld4d(x + k), dv = ld4d(dy + k);
-        const __m256d wk = w ? _mm256_add_pd(one, ld4d(w + k)) : one;
-        const __m256d dxu = _mm256_mul_pd(dv, _mm256_sub_pd(xv, vu));
-        sx = _mm256_add_pd(sx, xv);
-        sd = _mm256_add_pd(sd, _mm256_mul_pd(dxu, wk));
-        sb = _mm256_add_pd(sb, _mm256_mul_pd(dv, wk));
-        _mm256_storeu_pd(aw + k, _mm256_add_pd(_mm256_loadu_pd(aw + k), _mm256_mul_pd(dxu, vr)));
-        _mm256_storeu_pd(ab + k, _mm256_add_pd(_mm256_loadu_pd(ab + k), dv));
-    }
-    double ux = hsum_pd(sx), ds = hsum_pd(sd), dsb = hsum_pd(sb);
-    for (; k < n; k++) {
-        const double wk = w ? 1.0 + w[k] : 1.0;
-        ux += x[k];
-        ds += dy[k] * (x[k] - u) * wk;
-        dsb += dy[k] * wk;
-        aw[k] += dy[k] * (x[k] - u) * r;
-        ab[k] += dy[k];
-    }
-    s[0] = ux;
-    s[1] = ds;
-    s[2] = dsb;
-}
-
-static void tsnorm_bwd_dx(const float *x, const float *dy, const float *w, int n, double r,
-                          double a, double c, double ux, float *dx)
-{
-    const __m256d vr = _mm256_set1_pd(r), va = _mm256_set1_pd(a), vc = _mm256_set1_pd(c);
-    const __m256d vux = _mm256_set1_pd(ux), one = _mm256_set1_pd(1.0);
-    int k = 0;
-    for (; k + 4 <= n; k += 4) {
-        const __m256d wk = w ? _mm256_add_pd(one, ld4d(w + k)) : one;
-        __m256d t = _mm256_add_pd(_mm256_mul_pd(_mm256_mul_pd(ld4d(dy + k), vr), wk), va);
-        t = _mm256_add_pd(t, _mm256_mul_pd(vc, _mm256_sub_pd(ld4d(x + k), vux)));
-        _mm_storeu_ps(dx + k, _mm256_cvtpd_ps(t));
-    }
-    for (; k < n; k++) {
-        const double wk = w ? 1.0 + w[k] : 1.0;
-        dx[k] = (float)(dy[k] * r * wk + a + c * (x[k] - ux));
-    }
-}
-
-static float rms_norm_backward_row(const float *x, const float *dy, const float *w, int n,
-                                   float eps, float *dx)
-{
-    const __m256d one = _mm256_set1_pd(1.0);
-    __m256d s0 = _mm256_setzero_pd(), s1 = s0;
-    int k = 0;
-    for (; k + 4 <= n; k += 4) {
-        const __m256d xv = ld4d(x + k), wk = w ? _mm256_add_pd(one, ld4d(w + k)) : one;
-        s0 = _mm256_add_pd(s0, _mm256_mul_pd(xv, xv));
-        s1 = _mm256_add_pd(s1, _mm256_mul_pd(_mm256_mul_pd(ld4d(dy + k), wk), xv));
-    }
-    double ss = hsum_pd(s0), gx = hsum_pd(s1);
-    for (int j = k; j < n; j++) {
-        ss += (double)x[j] * x[j];
-        gx += dy[j] * (w ? 1.0 + w[j] : 1.0) * x[j];
-    }
-    const double r = 1.0 / sqrt(ss / n + eps), c = r * r * r * gx / n;
-    const __m256d vr = _mm256_set1_pd(r), vc = _mm256_set1_pd(c);
-    for (k = 0; k + 4 <= n; k += 4) {
-        const __m256d wk = w ? _mm256_add_pd(one, ld4d(w + k)) : one;
-        __m256d t = _mm256_sub_pd(_mm256_mul_pd(_mm256_mul_pd(vr, ld4d(dy + k)), wk),
-                                  _mm256_mul_pd(ld4d(x + k), vc));
-        _mm_storeu_ps(dx + k, _mm256_cvtpd_ps(t));
-    }
-    for (; k < n; k++) dx[k] = (float)(r * dy[k] * (w ? 1.0 + w[k] : 1.0) - x[k] * c);
-    return (float)r;
-}
-
-static void layer_norm_backward_row(const float *x, const float *dy, const float *w, int n,
-                                    float eps, float *dx, float *mu_out, float *r_out)
-{
-    const double mu = sum_d(x, n) / n;
-    const double r = 1.0 / sqrt(sumdev_d(x, n, mu) / n + eps);
-    const __m256d one = _mm256_set1_pd(1.0), vmu = _mm256_set1_pd(mu), vr = _mm256_set1_pd(r);
-    __m256d s0 = _mm256_setzero_pd(), s1 = s0;
-    int k = 0;
-    for (; k + 4 <= n; k += 4) {
-        const __m256d wk = w ? _mm256_add_pd(one, ld4d(w + k)) : one;
-        const __m256d g = _mm256_mul_pd(ld4d(dy + k), wk);
-        const __m256d xh = _mm256_mul_pd(_mm256_sub_pd(ld4d(x + k), vmu), vr);
-        s0 = _mm256_add_pd(s0, g);
-        s1 = _mm256_add_pd(s1, _mm256_mul_pd(g, xh));
-    }
-    double mg = hsum_pd(s0), mgx = hsum_pd(s1);
-    for (int j = k; j < n; j++) {
-        const double g = dy[j] * (w ? 1.0 + w[j] : 1.0), xh = (x[j] - mu) * r;
-        mg += g;
-        mgx += g * xh;
-    }
-    mg /= n;
-    mgx /= n;
-    const __m256d vmg = _mm256_set1_pd(mg), vmgx = _mm256_set1_pd(mgx);
-    for (k = 0; k + 4 <= n; k += 4) {
-        const __m256d wk = w ? _mm256_add_pd(one, ld4d(w + k)) : one;
-        const __m256d g = _mm256_mul_pd(ld4d(dy + k), wk);
-        const __m256d xh = _mm256_mul_pd(_mm256_sub_pd(ld4d(x + k), vmu), vr);
-        __m256d t = _mm256_mul_pd(vr, _mm256_sub_pd(_mm256_sub_pd(g, vmg), _mm256_mul_pd(xh, vmgx)));
-        _mm_storeu_ps(dx + k, _mm256_cvtpd_ps(t));
-    }
-    for (; k < n; k++) {
-        const double g = dy[k] * (w ? 1.0 + w[k] : 1.0), xh = (x[k] - mu) * r;
-        dx[k] = (float)(r * (g - mg - xh * mgx));
-    }
-    *mu_out = (float)mu;
-    *r_out = (float)r;
-}
+#include "norm-backward-impl.h"
 
 /* ------------------------------------------------------------------ test hooks */
 

@@ -585,182 +585,34 @@ static void adamw(float *p, const float *g, float *m, float *v, size_t n, double
     }
 }
 
-/* The norm backward kernels in double (float64x2), four features per iteration, with the
- * scalar code's operations in its order (per-feature values bit-identical to it; the sums in
- * another order); scalar remainders. */
-static inline float64x2_t ld_lo(float32x4_t v) { return vcvt_f64_f32(vget_low_f32(v)); }
-static inline float64x2_t ld_hi(float32x4_t v) { return vcvt_high_f64_f32(v); }
-static inline float32x4_t cvt2(float64x2_t lo, float64x2_t hi)
+/* The norm backward kernels (norm-backward-impl.h) on four doubles per "vector": two
+ * float64x2 registers, summed pairwise at the end */
+#define VD 4
+typedef struct {
+    float64x2_t lo, hi;
+} vd;
+static inline vd vd_set1(double a) { return (vd){vdupq_n_f64(a), vdupq_n_f64(a)}; }
+static inline vd vd_add(vd a, vd b) { return (vd){vaddq_f64(a.lo, b.lo), vaddq_f64(a.hi, b.hi)}; }
+static inline vd vd_sub(vd a, vd b) { return (vd){vsubq_f64(a.lo, b.lo), vsubq_f64(a.hi, b.hi)}; }
+static inline vd vd_mul(vd a, vd b) { return (vd){vmulq_f64(a.lo, b.lo), vmulq_f64(a.hi, b.hi)}; }
+static inline vd vd_loadf(const float *p)
 {
-    return vcvt_high_f32_f64(vcvt_f32_f64(lo), hi);
+    const float32x4_t v = vld1q_f32(p);
+    return (vd){vcvt_f64_f32(vget_low_f32(v)), vcvt_high_f64_f32(v)};
 }
+static inline vd vd_load(const double *p) { return (vd){vld1q_f64(p), vld1q_f64(p + 2)}; }
+static inline void vd_store(double *p, vd v)
+{
+    vst1q_f64(p, v.lo);
+    vst1q_f64(p + 2, v.hi);
+}
+static inline void vd_storef(float *p, vd v)
+{
+    vst1q_f32(p, vcvt_high_f32_f64(vcvt_f32_f64(v.lo), v.hi));
+}
+static inline double vd_hsum(vd v) { return vaddvq_f64(vaddq_f64(v.lo, v.hi)); }
 
-static void tsnorm_bwd_sums(const float *x, const float *dy, const float *w, int n, double u,
-                            double r, double *aw, double *ab, double s[3])
-{
-    const float64x2_t vu = vdupq_n_f64(u), vr = vdupq_n_f64(r), one = vdupq_n_f64(1.0);
-    float64x2_t sx0 = vdupq_n_f64(0.0), sx1 = sx0, sd0 = sx0, sd1 = sx0, sb0 = sx0, sb1 = sx0;
-    int k = 0;
-    for (; k + 4 <= n; k += 4) {
-        const float32x4_t xf = vld1q_f32(x + k), df = vld1q_f32(dy + k);
-        const float64x2_t x0 = ld_lo(xf), x1 = ld_hi(xf), d0 = ld_lo(df), d1 = ld_hi(df);
-        float64x2_t w0 = one, w1 = one;
-        if (w) {
-            const float32x4_t wf = vld1q_f32(w + k);
-            w0 = vaddq_f64(one, ld_lo(wf));
-            w1 = vaddq_f64(one, ld_hi(wf));
-        }
-        const float64x2_t e0 = vmulq_f64(d0, vsubq_f64(x0, vu)), e1 = vmulq_f64(d1, vsubq_f64(x1, vu));
-        sx0 = vaddq_f64(sx0, x0);
-        sx1 = vaddq_f64(sx1, x1);
-        sd0 = vaddq_f64(sd0, vmulq_f64(e0, w0));
-        sd1 = vaddq_f64(sd1, vmulq_f64(e1, w1));
-        sb0 = vaddq_f64(sb0, vmulq_f64(d0, w0));
-        sb1 = vaddq_f64(sb1, vmulq_f64(d1, w1));
-        vst1q_f64(aw + k, vaddq_f64(vld1q_f64(aw + k), vmulq_f64(e0, vr)));
-        vst1q_f64(aw + k + 2, vaddq_f64(vld1q_f64(aw + k + 2), vmulq_f64(e1, vr)));
-        vst1q_f64(ab + k, vaddq_f64(vld1q_f64(ab + k), d0));
-        vst1q_f64(ab + k + 2, vaddq_f64(vld1q_f64(ab + k + 2), d1));
-    }
-    double ux = vaddvq_f64(vaddq_f64(sx0, sx1)), ds = vaddvq_f64(vaddq_f64(sd0, sd1));
-    double dsb = vaddvq_f64(vaddq_f64(sb0, sb1));
-    for (; k < n; k++) {
-        const double wk = w ? 1.0 + w[k] : 1.0;
-        ux += x[k];
-        ds += dy[k] * (x[k] - u) * wk;
-        dsb += dy[k] * wk;
-        aw[k] += dy[k] * (x[k] - u) * r;
-        ab[k] += dy[k];
-    }
-    s[0] = ux;
-    s[1] = ds;
-    s[2] = dsb;
-}
-
-static void tsnorm_bwd_dx(const float *x, const float *dy, const float *w, int n, double r,
-                          double a, double c, double ux, float *dx)
-{
-    const float64x2_t vr = vdupq_n_f64(r), va = vdupq_n_f64(a), vc = vdupq_n_f64(c);
-    const float64x2_t vux = vdupq_n_f64(ux), one = vdupq_n_f64(1.0);
-    int k = 0;
-    for (; k + 4 <= n; k += 4) {
-        const float32x4_t xf = vld1q_f32(x + k), df = vld1q_f32(dy + k);
-        float64x2_t w0 = one, w1 = one;
-        if (w) {
-            const float32x4_t wf = vld1q_f32(w + k);
-            w0 = vaddq_f64(one, ld_lo(wf));
-            w1 = vaddq_f64(one, ld_hi(wf));
-        }
-        float64x2_t t0 = vaddq_f64(vmulq_f64(vmulq_f64(ld_lo(df), vr), w0), va);
-        float64x2_t t1 = vaddq_f64(vmulq_f64(vmulq_f64(ld_hi(df), vr), w1), va);
-        t0 = vaddq_f64(t0, vmulq_f64(vc, vsubq_f64(ld_lo(xf), vux)));
-        t1 = vaddq_f64(t1, vmulq_f64(vc, vsubq_f64(ld_hi(xf), vux)));
-        vst1q_f32(dx + k, cvt2(t0, t1));
-    }
-    for (; k < n; k++) {
-        const double wk = w ? 1.0 + w[k] : 1.0;
-        dx[k] = (float)(dy[k] * r * wk + a + c * (x[k] - ux));
-    }
-}
-
-static float rms_norm_backward_row(const float *x, const float *dy, const float *w, int n,
-                                   float eps, float *dx)
-{
-    const float64x2_t one = vdupq_n_f64(1.0);
-    float64x2_t s0 = vdupq_n_f64(0.0), s1 = s0, g0 = s0, g1 = s0;
-    int k = 0;
-    for (; k + 4 <= n; k += 4) {
-        const float32x4_t xf = vld1q_f32(x + k), df = vld1q_f32(dy + k);
-        const float64x2_t x0 = ld_lo(xf), x1 = ld_hi(xf);
-        float64x2_t w0 = one, w1 = one;
-        if (w) {
-            const float32x4_t wf = vld1q_f32(w + k);
-            w0 = vaddq_f64(one, ld_lo(wf));
-            w1 = vaddq_f64(one, ld_hi(wf));
-        }
-        s0 = vaddq_f64(s0, vmulq_f64(x0, x0));
-        s1 = vaddq_f64(s1, vmulq_f64(x1, x1));
-        g0 = vaddq_f64(g0, vmulq_f64(vmulq_f64(ld_lo(df), w0), x0));
-        g1 = vaddq_f64(g1, vmulq_f64(vmulq_f64(ld_hi(df), w1), x1));
-    }
-    double ss = vaddvq_f64(vaddq_f64(s0, s1)), gx = vaddvq_f64(vaddq_f64(g0, g1));
-    for (int j = k; j < n; j++) {
-        ss += (double)x[j] * x[j];
-        gx += dy[j] * (w ? 1.0 + w[j] : 1.0) * x[j];
-    }
-    const double r = 1.0 / sqrt(ss / n + eps), c = r * r * r * gx / n;
-    const float64x2_t vr = vdupq_n_f64(r), vc = vdupq_n_f64(c);
-    for (k = 0; k + 4 <= n; k += 4) {
-        const float32x4_t xf = vld1q_f32(x + k), df = vld1q_f32(dy + k);
-        float64x2_t w0 = one, w1 = one;
-        if (w) {
-            const float32x4_t wf = vld1q_f32(w + k);
-            w0 = vaddq_f64(one, ld_lo(wf));
-            w1 = vaddq_f64(one, ld_hi(wf));
-        }
-        float64x2_t t0 = vsubq_f64(vmulq_f64(vmulq_f64(vr, ld_lo(df)), w0), vmulq_f64(ld_lo(xf), vc));
-        float64x2_t t1 = vsubq_f64(vmulq_f64(vmulq_f64(vr, ld_hi(df)), w1), vmulq_f64(ld_hi(xf), vc));
-        vst1q_f32(dx + k, cvt2(t0, t1));
-    }
-    for (; k < n; k++) dx[k] = (float)(r * dy[k] * (w ? 1.0 + w[k] : 1.0) - x[k] * c);
-    return (float)r;
-}
-
-static void layer_norm_backward_row(const float *x, const float *dy, const float *w, int n,
-                                    float eps, float *dx, float *mu_out, float *r_out)
-{
-    const double mu = sum_f64(x, n) / n;
-    const double r = 1.0 / sqrt(sumsq_f64(x, mu, n) / n + eps);
-    const float64x2_t one = vdupq_n_f64(1.0), vmu = vdupq_n_f64(mu), vr = vdupq_n_f64(r);
-    float64x2_t a0 = vdupq_n_f64(0.0), a1 = a0, b0 = a0, b1 = a0;
-    int k = 0;
-    for (; k + 4 <= n; k += 4) {
-        const float32x4_t xf = vld1q_f32(x + k), df = vld1q_f32(dy + k);
-        float64x2_t w0 = one, w1 = one;
-        if (w) {
-            const float32x4_t wf = vld1q_f32(w + k);
-            w0 = vaddq_f64(one, ld_lo(wf));
-            w1 = vaddq_f64(one, ld_hi(wf));
-        }
-        const float64x2_t g0 = vmulq_f64(ld_lo(df), w0), g1 = vmulq_f64(ld_hi(df), w1);
-        const float64x2_t h0 = vmulq_f64(vsubq_f64(ld_lo(xf), vmu), vr);
-        const float64x2_t h1 = vmulq_f64(vsubq_f64(ld_hi(xf), vmu), vr);
-        a0 = vaddq_f64(a0, g0);
-        a1 = vaddq_f64(a1, g1);
-        b0 = vaddq_f64(b0, vmulq_f64(g0, h0));
-        b1 = vaddq_f64(b1, vmulq_f64(g1, h1));
-    }
-    double mg = vaddvq_f64(vaddq_f64(a0, a1)), mgx = vaddvq_f64(vaddq_f64(b0, b1));
-    for (int j = k; j < n; j++) {
-        const double g = dy[j] * (w ? 1.0 + w[j] : 1.0), xh = (x[j] - mu) * r;
-        mg += g;
-        mgx += g * xh;
-    }
-    mg /= n;
-    mgx /= n;
-    const float64x2_t vmg = vdupq_n_f64(mg), vmgx = vdupq_n_f64(mgx);
-    for (k = 0; k + 4 <= n; k += 4) {
-        const float32x4_t xf = vld1q_f32(x + k), df = vld1q_f32(dy + k);
-        float64x2_t w0 = one, w1 = one;
-        if (w) {
-            const float32x4_t wf = vld1q_f32(w + k);
-            w0 = vaddq_f64(one, ld_lo(wf));
-            w1 = vaddq_f64(one, ld_hi(wf));
-        }
-        const float64x2_t g0 = vmulq_f64(ld_lo(df), w0), g1 = vmulq_f64(ld_hi(df), w1);
-        const float64x2_t h0 = vmulq_f64(vsubq_f64(ld_lo(xf), vmu), vr);
-        const float64x2_t h1 = vmulq_f64(vsubq_f64(ld_hi(xf), vmu), vr);
-        float64x2_t t0 = vmulq_f64(vr, vsubq_f64(vsubq_f64(g0, vmg), vmulq_f64(h0, vmgx)));
-        float64x2_t t1 = vmulq_f64(vr, vsubq_f64(vsubq_f64(g1, vmg), vmulq_f64(h1, vmgx)));
-        vst1q_f32(dx + k, cvt2(t0, t1));
-    }
-    for (; k < n; k++) {
-        const double g = dy[k] * (w ? 1.0 + w[k] : 1.0), xh = (x[k] - mu) * r;
-        dx[k] = (float)(r * (g - mg - xh * mgx));
-    }
-    *mu_out = (float)mu;
-    *r_out = (float)r;
-}
+#include "norm-backward-impl.h"
 
 const mg_kernels mg_kernels_neon = {
     .name = "neon",
