@@ -71,8 +71,16 @@ int mg_mega_forward(const mg_model *m, int il, mg_layer_state *ls, int n_kv, mg_
         if (pos > 0 || unfinished) { /* the segment's keys join the chunk cache */
             memcpy(ls->k + (size_t)pos * Z, ks, sizeof(float) * (size_t)len * Z);
             memcpy(ls->v + (size_t)pos * E, vs, sizeof(float) * (size_t)len * E);
+            if (be->state_changed) { /* a device copy of the cache: these rows are new */
+                be->state_changed(be, ls->k, sizeof(float) * (size_t)pos * Z,
+                                  sizeof(float) * (size_t)len * Z);
+                be->state_changed(be, ls->v, sizeof(float) * (size_t)pos * E,
+                                  sizeof(float) * (size_t)len * E);
+            }
         }
-        if (pos > 0)
+        /* over the cache when the segment joined it (the same keys; a backend that keeps the
+         * cache on the device then sends only the new rows) */
+        if (pos > 0 || unfinished)
             TRY(be->attention(be, qs, ls->k, ls->v, len, pos + len, H, dz, dv, as));
         else
             TRY(be->attention(be, qs, ks, vs, len, len, H, dz, dv, as));

@@ -72,6 +72,36 @@ struct mg_backend {
     int (*affine_rows)(mg_backend *be, const float *x, size_t rows, int m, const float *s,
                        const float *t, float *y);
 
+    /* ---- the streaming state kept on the device (optional: all NULL on the CPU backend,
+     * where the host memory is the only copy; lib/state.c calls them through the
+     * mg_state_* helpers of model.h, which do nothing when they are NULL).
+     *
+     * A region is a host buffer of the streaming state (a CEMA h, a norm's mean or var, a
+     * chunk's keys or values) that lib/state.c registers when it allocates the state. An op
+     * given a registered region's base address as its state argument (cema's h,
+     * timestep_norm's mean/var, attention's k/v) may keep the region on the device: h and
+     * the statistics are then updated on the device only (the host copy goes stale until
+     * state_sync), and keys/values are uploaded only past the prefix the device already
+     * holds. A pointer that is not registered is used as before (uploaded and read back).
+     *
+     * state_register: declare the region [host, host + bytes) (no device memory yet).
+     * state_release: forget it (the host buffer is about to be freed; its address may be
+     *   reused for anything): the device copy is dropped.
+     * state_sync: make the host copy current (download when the device copy is newer).
+     * state_changed: the host wrote [host + off, host + off + bytes): the device copy of those
+     *   bytes (and, for keys/values, of everything after them) is stale. A write into a
+     *   region whose device copy is newer must be of the whole region (or follow a sync).
+     * state_snapshot: restore 0 keeps a backup of the region on the device (when the device
+     *   holds all of it) and returns 1, or returns 0 when the caller must back up the host
+     *   copy itself; restore 1 puts a device backup taken by the last restore-0 call back and
+     *   returns 1, or returns 0 when there is none (the caller restores the host copy and
+     *   calls state_changed). Negative: an error. */
+    int (*state_register)(mg_backend *be, void *host, size_t bytes);
+    void (*state_release)(mg_backend *be, const void *host);
+    int (*state_sync)(mg_backend *be, void *host);
+    void (*state_changed)(mg_backend *be, const void *host, size_t off, size_t bytes);
+    int (*state_snapshot)(mg_backend *be, const void *host, int restore);
+
     /* ---- training: the forward variants that keep what the backward needs, and the
      * backward of every op. Gradients of parameters are ADDED to their buffers (dW, db,
      * dw, ...); gradients of inputs are written (or added where the op says so). A backend

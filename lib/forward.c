@@ -74,7 +74,9 @@ static int eval_step(mg_state *st, const int32_t *tokens, int L, float *logits,
  * (megalodon.h). What a call can change: every norm's statistics, the CEMA states, n_past,
  * n_kv, and - only when it runs past the end of the current chunk - the cached keys/values
  * of that chunk's first n_kv tokens (later rows are beyond the restored n_kv). The copy costs
- * 2DN + 2G floats per layer, small beside the call's work. */
+ * 2DN + 2G floats per layer, small beside the call's work. A backend that keeps h and the
+ * statistics on the device (backend.h: state_snapshot) backs those up there instead, so
+ * that a call does not read them back; it says which ones it took. */
 typedef struct {
     void *kv_buf;    /* malloc'd for a call that crosses a chunk boundary, else NULL */
     int64_t *counts; /* n_layer + 1 */
@@ -89,6 +91,28 @@ size_t mg_state_backup_size(const mg_hparams *hp)
     const size_t G = hp->norm_groups, DN2 = (size_t)hp->n_embd * hp->cema_ndim * 2,
                  nl = hp->n_layer;
     return sizeof(int64_t) * (nl + 1) + sizeof(float) * (nl * (2 * G + DN2) + 2 * G);
+}
+
+/* One region of h or norm statistics into the backup: on the device when the backend keeps
+ * it there (backend.h: state_snapshot), else a copy of the host's. MG_OK or an error. */
+static int backup_region(mg_backend *be, float *dst, const float *src, size_t n)
+{
+    int rc = be->state_snapshot ? be->state_snapshot(be, src, 0) : 0;
+    if (rc == 0) memcpy(dst, src, sizeof(float) * n);
+    return rc < 0 ? rc : MG_OK;
+}
+
+/* Back from the device's backup when it took one, else from the host's copy (then the
+ * device's copy is stale); the first error goes to *bad. */
+static void restore_region(mg_backend *be, float *dst, const float *src, size_t n, int *bad)
+{
+    int rc = be->state_snapshot ? be->state_snapshot(be, dst, 1) : 0;
+    if (rc == 0) {
+        memcpy(dst, src, sizeof(float) * n);
+        if (be->state_changed) be->state_changed(be, dst, 0, sizeof(float) * n);
+    } else if (rc < 0 && !*bad) {
+        *bad = rc;
+    }
 }
 
 /* Into st->backup (allocated with the state: no allocation per call), plus the chunk's keys
@@ -109,12 +133,14 @@ static int snapshot_take(const mg_state *st, size_t n_tokens, snapshot *sn)
     sn->n_past = st->n_past;
     sn->n_kv = st->n_kv;
     float *f = sn->f, *kv = sn->kv;
-    for (size_t il = 0; il < nl; il++) {
+    mg_backend *be = st->model->be;
+    int rc = MG_OK;
+    for (size_t il = 0; il < nl && !rc; il++) {
         const mg_layer_state *ls = &st->layers[il];
         sn->counts[il] = ls->tnorm.count;
-        memcpy(f, ls->tnorm.mean, sizeof(float) * G);
-        memcpy(f + G, ls->tnorm.var, sizeof(float) * G);
-        memcpy(f + 2 * G, ls->h, sizeof(float) * DN2);
+        rc = backup_region(be, f, ls->tnorm.mean, G);
+        if (!rc) rc = backup_region(be, f + G, ls->tnorm.var, G);
+        if (!rc) rc = backup_region(be, f + 2 * G, ls->h, DN2);
         f += 2 * G + DN2;
         if (kv) {
             memcpy(kv, ls->k, sizeof(float) * st->n_kv * hp->z_dim);
@@ -124,36 +150,50 @@ static int snapshot_take(const mg_state *st, size_t n_tokens, snapshot *sn)
         }
     }
     sn->counts[nl] = st->out_norm.count;
-    memcpy(f, st->out_norm.mean, sizeof(float) * G);
-    memcpy(f + G, st->out_norm.var, sizeof(float) * G);
+    if (!rc) rc = backup_region(be, f, st->out_norm.mean, G);
+    if (!rc) rc = backup_region(be, f + G, st->out_norm.var, G);
+    if (rc) {
+        free(sn->kv_buf);
+        sn->kv_buf = NULL;
+        return mg_adderr_context(rc, "backing up the state before mg_eval");
+    }
     return MG_OK;
 }
 
-static void snapshot_restore(mg_state *st, const snapshot *sn)
+/* MG_OK, or an error when the backend could not put its device backup back (then the state
+ * is not the one before the call). */
+static int snapshot_restore(mg_state *st, const snapshot *sn)
 {
     const mg_hparams *hp = &st->model->hp;
     const size_t G = hp->norm_groups, DN2 = (size_t)hp->n_embd * hp->cema_ndim * 2,
                  nl = hp->n_layer;
     const float *f = sn->f, *kv = sn->kv;
+    mg_backend *be = st->model->be;
+    int bad = MG_OK;
     for (size_t il = 0; il < nl; il++) {
         mg_layer_state *ls = &st->layers[il];
         ls->tnorm.count = sn->counts[il];
-        memcpy(ls->tnorm.mean, f, sizeof(float) * G);
-        memcpy(ls->tnorm.var, f + G, sizeof(float) * G);
-        memcpy(ls->h, f + 2 * G, sizeof(float) * DN2);
+        restore_region(be, ls->tnorm.mean, f, G, &bad);
+        restore_region(be, ls->tnorm.var, f + G, G, &bad);
+        restore_region(be, ls->h, f + 2 * G, DN2, &bad);
         f += 2 * G + DN2;
         if (kv) {
             memcpy(ls->k, kv, sizeof(float) * sn->n_kv * hp->z_dim);
+            if (be->state_changed)
+                be->state_changed(be, ls->k, 0, sizeof(float) * sn->n_kv * hp->z_dim);
             kv += (size_t)sn->n_kv * hp->z_dim;
             memcpy(ls->v, kv, sizeof(float) * sn->n_kv * hp->value_dim);
+            if (be->state_changed)
+                be->state_changed(be, ls->v, 0, sizeof(float) * sn->n_kv * hp->value_dim);
             kv += (size_t)sn->n_kv * hp->value_dim;
         }
     }
     st->out_norm.count = sn->counts[nl];
-    memcpy(st->out_norm.mean, f, sizeof(float) * G);
-    memcpy(st->out_norm.var, f + G, sizeof(float) * G);
+    restore_region(be, st->out_norm.mean, f, G, &bad);
+    restore_region(be, st->out_norm.var, f + G, G, &bad);
     st->n_past = sn->n_past;
     st->n_kv = sn->n_kv;
+    return bad;
 }
 
 int mg_eval(mg_state *st, const int32_t *tokens, size_t n_tokens, float *logits,
@@ -197,8 +237,12 @@ int mg_eval(mg_state *st, const int32_t *tokens, size_t n_tokens, float *logits,
         int rc = eval_step(st, tokens + done, L, lg, md);
         if (rc) {
             const unsigned long long at = st->n_past;
-            snapshot_restore(st, &sn);
+            int rrc = snapshot_restore(st, &sn);
             free(sn.kv_buf);
+            if (rrc)
+                return mg_adderr_context(rrc, "mg_eval failed at token %llu, then restoring "
+                                         "the state failed (the state is lost: reset or load "
+                                         "it)", at);
             return mg_adderr_context(rc, "mg_eval at token %llu (the state is as before the call)",
                                      at);
         }

@@ -130,7 +130,7 @@ typedef struct mg_state mg_state;
 
 typedef enum {
     MG_CEMA_AUTO = 0, /* choose per call (FFT for long inputs, the recurrence otherwise) */
-    MG_CEMA_FFT = 1,  /* causal convolution with the CEMA kernel through FFTW */
+    MG_CEMA_FFT = 1,  /* causal convolution with the CEMA kernel by FFT (FFTW on the CPU) */
     MG_CEMA_SCAN = 2  /* the recurrence h_t = q h_{t-1} + p x_t */
 } mg_cema_algo;
 

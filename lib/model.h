@@ -125,5 +125,12 @@ int mg_model_load_memory(const void *buf, size_t size, const mg_model_params *pa
 
 /* state.c */
 void mg_tnorm_state_reset(mg_tnorm_state *st, const mg_tnorm_params *p, int G);
+/* The backend may keep the state on the device (backend.h, state_register ...): make the
+ * host copy of every part of the state current before reading it directly (the tests do;
+ * mg_state_save and the library's own readers call it). Nothing to do on the CPU backend. */
+int mg_state_sync(mg_state *st);
+/* The host wrote the whole state (h, statistics, keys and values): the device copy is
+ * stale. */
+void mg_state_changed(mg_state *st);
 
 #endif

@@ -32,6 +32,74 @@ void mg_tnorm_state_reset(mg_tnorm_state *st, const mg_tnorm_params *p, int G)
     }
 }
 
+/* ---------------------------------------------------------------- the device copy
+ * The backend may keep the state's buffers on the device (backend.h: state_register ...);
+ * these helpers tell it about the host's reads and writes. On the CPU backend the hooks
+ * are NULL and they do nothing. */
+
+typedef int (*region_fn)(mg_backend *be, void *host, size_t bytes);
+
+static int region(mg_backend *be, region_fn fn, void *p, size_t n_floats)
+{
+    return p ? fn(be, p, sizeof(float) * n_floats) : MG_OK;
+}
+
+/* fn over every buffer of the state that a backend may keep (NULL ones skipped); stops at
+ * the first error. */
+static int each_region(mg_state *st, region_fn fn)
+{
+    const mg_hparams *hp = &st->model->hp;
+    mg_backend *be = st->model->be;
+    const size_t G = hp->norm_groups, DN2 = (size_t)hp->n_embd * hp->cema_ndim * 2;
+    const size_t C = hp->chunk_size;
+    int rc = MG_OK;
+    for (int il = 0; !rc && st->layers && il < hp->n_layer; il++) {
+        mg_layer_state *ls = &st->layers[il];
+        rc = region(be, fn, ls->tnorm.mean, G);
+        if (!rc) rc = region(be, fn, ls->tnorm.var, G);
+        if (!rc) rc = region(be, fn, ls->h, DN2);
+        if (!rc) rc = region(be, fn, ls->k, C * hp->z_dim);
+        if (!rc) rc = region(be, fn, ls->v, C * hp->value_dim);
+    }
+    if (!rc) rc = region(be, fn, st->out_norm.mean, G);
+    if (!rc) rc = region(be, fn, st->out_norm.var, G);
+    return rc;
+}
+
+static int region_register(mg_backend *be, void *host, size_t bytes)
+{
+    return be->state_register(be, host, bytes);
+}
+static int region_release(mg_backend *be, void *host, size_t bytes)
+{
+    (void)bytes;
+    be->state_release(be, host);
+    return MG_OK;
+}
+static int region_sync(mg_backend *be, void *host, size_t bytes)
+{
+    (void)bytes;
+    return be->state_sync(be, host);
+}
+static int region_changed(mg_backend *be, void *host, size_t bytes)
+{
+    be->state_changed(be, host, 0, bytes);
+    return MG_OK;
+}
+
+int mg_state_sync(mg_state *st)
+{
+    if (!st || !st->model->be->state_sync) return MG_OK;
+    int rc = each_region(st, region_sync);
+    if (rc) return mg_adderr_context(rc, "reading the streaming state back from the device");
+    return MG_OK;
+}
+
+void mg_state_changed(mg_state *st)
+{
+    if (st && st->model->be->state_changed) each_region(st, region_changed);
+}
+
 void mg_state_reset(mg_state *st)
 {
     if (!st) return;
@@ -45,6 +113,7 @@ void mg_state_reset(mg_state *st)
     mg_tnorm_state_reset(&st->out_norm, &m->out_norm, hp->norm_groups);
     st->n_kv = 0;
     st->n_past = 0;
+    mg_state_changed(st);
 }
 
 static void scratch_free(mg_scratch *s)
@@ -91,6 +160,8 @@ static void tnorm_free(mg_tnorm_state *t)
 void mg_state_free(mg_state *st)
 {
     if (!st) return;
+    /* before the buffers go: their addresses may come back for anything */
+    if (st->model->be->state_release) each_region(st, region_release);
     if (st->layers) {
         for (int il = 0; il < st->model->hp.n_layer; il++) {
             mg_layer_state *ls = &st->layers[il];
@@ -147,7 +218,8 @@ int mg_state_new(const mg_model *m, const mg_state_params *params, mg_state **ou
         mg_state_free(st);
         return mg_seterr(MG_ERR_NOMEM, "out of memory for the streaming state");
     }
-    int rc = scratch_alloc(&st->s, hp, cap);
+    int rc = m->be->state_register ? each_region(st, region_register) : MG_OK;
+    if (!rc) rc = scratch_alloc(&st->s, hp, cap);
     if (rc) {
         mg_state_free(st);
         return rc;
@@ -213,11 +285,14 @@ int mg_state_save(const mg_state *st, const char *path)
 {
     if (!st || !path) return mg_seterr(MG_ERR_INVALID_ARG, "mg_state_save: NULL argument");
     const mg_hparams *hp = &st->model->hp;
+    /* the host copy made current (it is the caller's state: only its cache changes) */
+    int rc = mg_state_sync((mg_state *)st);
+    if (rc) return mg_adderr_context(rc, "saving state to '%s'", path);
     gguf_writer *w = gguf_writer_new();
     if (!w) return MG_ERR_NOMEM;
     uint32_t sv[7];
     shape_values(hp, sv);
-    int rc = gguf_set_str(w, "general.architecture", "megalodon-state");
+    rc = gguf_set_str(w, "general.architecture", "megalodon-state");
     for (int i = 0; !rc && i < 7; i++) rc = gguf_set_u32(w, shape_keys[i], sv[i]);
     if (!rc) rc = gguf_set_u64(w, "megalodon_state.n_past", st->n_past);
     if (!rc) rc = gguf_set_u32(w, "megalodon_state.n_kv", (uint32_t)st->n_kv);
@@ -336,7 +411,10 @@ int mg_state_load(mg_state *st, const char *path)
     if (rc) return mg_adderr_context(rc, "loading state '%s'", path);
     /* validate everything first, so that a bad file leaves the state as it was */
     rc = load_into(st, f, 0);
-    if (!rc) rc = load_into(st, f, 1);
+    if (!rc) {
+        rc = load_into(st, f, 1);
+        mg_state_changed(st); /* the host copy is the new one */
+    }
     gguf_close(f);
     if (rc) return mg_adderr_context(rc, "loading state '%s'", path);
     return MG_OK;
@@ -363,11 +441,19 @@ int mg_state_window_norm_stats(mg_state *st, const int32_t *tokens, size_t n_tok
     int rc = mg_state_new(st->model, &p, &fresh);
     if (rc) return rc;
     rc = mg_eval(fresh, tokens, n_tokens, NULL, MG_LOGITS_NONE);
+    if (!rc) rc = mg_state_sync(fresh);
     if (!rc) {
         const int G = st->model->hp.norm_groups;
         for (int il = 0; il < st->model->hp.n_layer; il++)
             copy_tnorm(&st->layers[il].tnorm, &fresh->layers[il].tnorm, G);
         copy_tnorm(&st->out_norm, &fresh->out_norm, G);
+        /* only the statistics were written (h may be newer on the device) */
+        mg_backend *be = st->model->be;
+        for (int il = 0; be->state_changed && il <= st->model->hp.n_layer; il++) {
+            mg_tnorm_state *t = il < st->model->hp.n_layer ? &st->layers[il].tnorm : &st->out_norm;
+            be->state_changed(be, t->mean, 0, sizeof(float) * G);
+            be->state_changed(be, t->var, 0, sizeof(float) * G);
+        }
     }
     mg_state_free(fresh);
     return rc;

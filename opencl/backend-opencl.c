@@ -7,10 +7,11 @@
  *     the q/k affine) are uploaded the first time an op sees them and kept on the device,
  *     keyed by host address and size: a model's weights never change while it is loaded
  *     (and each model has its own backend, freed with it);
- *   - activations and the streaming state (CEMA h, timestep-norm statistics, the chunk's
- *     keys and values) are copied to the device for the op and the results copied back,
- *     so the host state is always the true one (mg_state save/load/reset keep working);
- *     docs/opencl.md says what keeping them resident would take.
+ *   - activations are copied to the device for the op and the results copied back
+ *     (docs/opencl.md says what keeping them resident would take);
+ *   - the streaming state (CEMA h, timestep-norm mean/var, the chunk's keys and values)
+ *     stays on the device when lib/state.c has registered its buffers (the section
+ *     "resident streaming state" below); the host copy is made current by state_sync.
  * Every op runs under one lock on one in-order queue; the last read is blocking. */
 #include "config.h"
 
@@ -33,6 +34,7 @@
 #include <unistd.h>
 
 #include "backend-opencl.h"
+#include "cema-plan.h"
 #include "error.h"
 #include "opencl/kernels.cl.h"
 
@@ -194,13 +196,18 @@ int mg_opencl_list_devices(char *buf, size_t size)
 enum {
     K_PROBE, K_SILU, K_MUL, K_ADD, K_SCALE, K_AFFINE, K_ROPE, K_RMS, K_LN, K_TN_MOM,
     K_TN_SCAN, K_TN_APPLY, K_MATMUL, K_MATMUL_DIRECT, K_GEMV, K_GEMV_DIRECT, K_CEMA_END, K_CEMA_CARRY,
-    K_CEMA_OUT, K_ATTN, K_ATTN_BLOCK, K_COUNT
+    K_CEMA_OUT, K_ATTN, K_ATTN_BLOCK, K_TN_STORE,
+    K_FFT_R4, K_FFT_R2, K_FFT_LOAD, K_FFT_MUL, K_FFT_STORE, K_FFT_KERNEL, K_FFT_SPLIT, K_FFT_CARRY,
+    K_FFT_TAIL_FOLD, K_COUNT
 };
 static const char *const kernel_names[K_COUNT] = {
     "mg_probe", "mg_silu", "mg_mul", "mg_add", "mg_scale", "mg_affine_rows", "mg_rope",
     "mg_rms_norm", "mg_layer_norm", "mg_tnorm_moments", "mg_tnorm_scan", "mg_tnorm_apply",
     "mg_matmul", "mg_matmul_direct", "mg_gemv", "mg_gemv_direct", "mg_cema_block_end", "mg_cema_carry", "mg_cema_block_out",
-    "mg_attention", "mg_attention_block"};
+    "mg_attention", "mg_attention_block", "mg_tnorm_store",
+    "mg_fft_radix4", "mg_fft_radix2", "mg_fft_load", "mg_fft_mul", "mg_fft_store",
+    "mg_cema_fft_kernel", "mg_fft_split", "mg_cema_fft_carry",
+    "mg_cema_tail_fold"};
 
 /* scratch slots: each op uses them for its inputs, outputs and temporaries */
 enum { S_A, S_B, S_C, S_D, S_E, S_F, S_COUNT };
@@ -230,6 +237,7 @@ typedef struct {
     cl_mem scratch[S_COUNT];
     size_t scratch_bytes[S_COUNT];
     cl_mem dummy;       /* bound where an optional buffer is absent */
+    struct ocl_fft *fft; /* CEMA by FFT: settings, cached kernel transforms, work buffers */
     wentry *w;
     size_t w_cap, w_n;
     long w_uploads, w_hits;
@@ -238,6 +246,9 @@ typedef struct {
     char bin_path[4200]; /* the cached binary ("" without a cache) */
     pthread_mutex_t lock;
     char name[160];
+    struct sregion *st_tab[256]; /* the resident streaming state, by host address */
+    long st_regions;
+    size_t st_up_bytes, st_down_bytes, st_dev_bytes; /* its traffic (see mg_opencl_stats) */
 } ocl_ctx;
 
 static ocl_ctx *octx(mg_backend *be) { return (ocl_ctx *)be->ctx; }
@@ -416,6 +427,8 @@ static int weight(ocl_ctx *c, const float *host, size_t n, int half, cl_mem *out
     return MG_OK;
 }
 
+static void fft_forget(ocl_ctx *c); /* the CEMA kernel transforms, keyed like the weights */
+
 static void forget_weights(ocl_ctx *c)
 {
     for (size_t i = 0; i < c->w_cap; i++)
@@ -424,6 +437,7 @@ static void forget_weights(ocl_ctx *c)
     c->w = NULL;
     c->w_cap = c->w_n = 0;
     c->w_bytes = 0;
+    fft_forget(c);
 }
 
 /* ---------------------------------------------------------------- running kernels */
@@ -479,6 +493,238 @@ static int launch1(ocl_ctx *c, int kid, size_t n, const karg *args, int nargs)
     do {                                                                                   \
         if ((rc = (x)) != MG_OK) goto out;                                                 \
     } while (0)
+
+/* ---------------------------------------------------------------- resident streaming state
+ * The buffers of an mg_state that lib/state.c registers (backend.h, state_register): a
+ * table by host address of their device copies, under the backend's lock like everything
+ * else. A region's device copy holds its first `valid` bytes; for a CEMA h and a norm's
+ * mean/var, the ops update the device copy only and set dev_newer (the host copy is stale
+ * until state_sync); a chunk's keys/values are written by the host (attention.c, then
+ * state_changed lowers `valid` to the first row written) and uploaded by ocl_attention
+ * from `valid` on, so a decode step sends its new row only. Pointers that are not
+ * registered (the tests' ad-hoc buffers, the trainer's) go the old way: uploaded and read
+ * back by every op. docs/opencl.md, "How it fits the op table". */
+
+typedef struct sregion {
+    struct sregion *next;
+    void *host;
+    size_t bytes;
+    cl_mem mem;    /* NULL until an op uses the region */
+    cl_mem backup; /* state_snapshot's copy, NULL until the first */
+    size_t valid;  /* bytes from the start held by the device (equal to the host's or newer) */
+    int dev_newer; /* the device copy is newer than the host's */
+    int backup_ok; /* backup holds the region as of the last snapshot */
+} sregion;
+
+#define ST_BUCKETS (sizeof ((ocl_ctx *)0)->st_tab / sizeof ((ocl_ctx *)0)->st_tab[0])
+
+static size_t st_hash(const void *p)
+{
+    return (size_t)(((uint64_t)(uintptr_t)p * 0x9e3779b97f4a7c15ull) >> 40) % ST_BUCKETS;
+}
+
+static sregion *st_find(ocl_ctx *c, const void *host)
+{
+    for (sregion *r = c->st_tab[st_hash(host)]; r; r = r->next)
+        if (r->host == host) return r;
+    return NULL;
+}
+
+static void st_free_region(sregion *r)
+{
+    if (r->mem) clReleaseMemObject(r->mem);
+    if (r->backup) clReleaseMemObject(r->backup);
+    free(r);
+}
+
+static void st_forget_all(ocl_ctx *c)
+{
+    for (size_t i = 0; i < ST_BUCKETS; i++)
+        while (c->st_tab[i]) {
+            sregion *r = c->st_tab[i];
+            c->st_tab[i] = r->next;
+            st_free_region(r);
+        }
+    c->st_regions = 0;
+}
+
+/* The region's device buffer, created on first use. */
+static int st_mem(ocl_ctx *c, sregion *r)
+{
+    if (r->mem) return MG_OK;
+    int rc = check_size(c, r->bytes, "the streaming state (kept on the device)");
+    if (rc) return rc;
+    cl_int e;
+    r->mem = clCreateBuffer(c->ctx, CL_MEM_READ_WRITE, r->bytes, NULL, &e);
+    if (!r->mem) return cl_fail(e, "clCreateBuffer (the streaming state kept on the device)");
+    r->valid = 0;
+    r->dev_newer = 0;
+    return MG_OK;
+}
+
+/* The device buffer of an op's state input (`bytes` from host): the region's, with what
+ * the device lacks uploaded, when host is a registered region (*rr set), else a scratch
+ * slot with all of it uploaded (*rr NULL), as for any activation. */
+static int state_in(ocl_ctx *c, int slot, const void *host, size_t bytes, cl_mem *out,
+                    sregion **rr)
+{
+    sregion *r = bytes ? st_find(c, host) : NULL;
+    *rr = NULL;
+    if (!r || bytes > r->bytes) return upload(c, slot, host, bytes, out);
+    int rc = st_mem(c, r);
+    if (rc) return rc;
+    if (r->valid < bytes) { /* only the host has these bytes (dev_newer is 0 here) */
+        CL_TRY(clEnqueueWriteBuffer(c->queue, r->mem, CL_FALSE, r->valid, bytes - r->valid,
+                                    (const char *)host + r->valid, 0, NULL, NULL),
+               "clEnqueueWriteBuffer (the streaming state)");
+        c->st_up_bytes += bytes - r->valid;
+        r->valid = bytes;
+    }
+    *out = r->mem;
+    *rr = r;
+    return MG_OK;
+}
+
+/* An op's new state (`bytes` of src): into the region's device copy when r (the host copy
+ * is then stale), else read back into host (non-blocking: the op's last read waits). */
+static int state_out(ocl_ctx *c, sregion *r, cl_mem src, void *host, size_t bytes)
+{
+    if (r) {
+        if (src != r->mem)
+            CL_TRY(clEnqueueCopyBuffer(c->queue, src, r->mem, 0, 0, bytes, 0, NULL, NULL),
+                   "clEnqueueCopyBuffer (the streaming state)");
+        r->valid = r->bytes;
+        r->dev_newer = 1;
+        return MG_OK;
+    }
+    CL_TRY(clEnqueueReadBuffer(c->queue, src, CL_FALSE, 0, bytes, host, 0, NULL, NULL),
+           "reading the streaming state");
+    return MG_OK;
+}
+
+static int ocl_state_register(mg_backend *be, void *host, size_t bytes)
+{
+    ocl_ctx *c = octx(be);
+    if (!host || !bytes) return MG_OK;
+    sregion *n = calloc(1, sizeof *n);
+    if (!n) return mg_seterr(MG_ERR_NOMEM, "OpenCL: out of memory for the state table");
+    n->host = host;
+    n->bytes = bytes;
+    LOCK(c);
+    sregion *old = st_find(c, host);
+    if (old) { /* not released (a bug of the caller): the new one replaces it */
+        sregion **pp = &c->st_tab[st_hash(host)];
+        while (*pp != old) pp = &(*pp)->next;
+        *pp = old->next;
+        clFinish(c->queue);
+        st_free_region(old);
+        c->st_regions--;
+    }
+    size_t h = st_hash(host);
+    n->next = c->st_tab[h];
+    c->st_tab[h] = n;
+    c->st_regions++;
+    pthread_mutex_unlock(&c->lock);
+    return MG_OK;
+}
+
+static void ocl_state_release(mg_backend *be, const void *host)
+{
+    ocl_ctx *c = octx(be);
+    LOCK(c);
+    for (sregion **pp = &c->st_tab[st_hash(host)]; *pp; pp = &(*pp)->next)
+        if ((*pp)->host == host) {
+            sregion *r = *pp;
+            *pp = r->next;
+            st_free_region(r);
+            c->st_regions--;
+            break;
+        }
+    pthread_mutex_unlock(&c->lock);
+}
+
+/* Bytes [off, off + n) of the region's device copy into the host copy (blocking). */
+static int st_read(ocl_ctx *c, sregion *r, size_t off, size_t n)
+{
+    if (!n) return MG_OK;
+    CL_TRY(clEnqueueReadBuffer(c->queue, r->mem, CL_TRUE, off, n, (char *)r->host + off, 0,
+                               NULL, NULL),
+           "reading the streaming state back from the device");
+    c->st_down_bytes += n;
+    return MG_OK;
+}
+
+static int ocl_state_sync(mg_backend *be, void *host)
+{
+    ocl_ctx *c = octx(be);
+    int rc = MG_OK;
+    LOCK(c);
+    sregion *r = st_find(c, host);
+    if (r && r->dev_newer) {
+        TRY(st_read(c, r, 0, r->bytes));
+        r->dev_newer = 0;
+    }
+out:
+    UNLOCK_RET(c, rc);
+}
+
+static void ocl_state_changed(mg_backend *be, const void *host, size_t off, size_t bytes)
+{
+    ocl_ctx *c = octx(be);
+    LOCK(c);
+    sregion *r = st_find(c, host);
+    if (r && r->dev_newer) {
+        /* a write of part of a region whose device copy is newer: the rest of the host copy
+         * is stale; bring it back first (lib/ writes whole regions: this does not happen) */
+        size_t end = off + bytes < r->bytes ? off + bytes : r->bytes;
+        if ((off && st_read(c, r, 0, off)) || (end < r->bytes && st_read(c, r, end, r->bytes - end))) {
+            r->valid = 0; /* the device copy is unusable: the host's wins */
+            fprintf(stderr, "megalodon: %s\n", mg_last_error());
+        }
+        r->dev_newer = 0;
+    }
+    if (r && off < r->valid) r->valid = off;
+    pthread_mutex_unlock(&c->lock);
+}
+
+static int ocl_state_snapshot(mg_backend *be, const void *host, int restore)
+{
+    ocl_ctx *c = octx(be);
+    int rc = 0;
+    LOCK(c);
+    sregion *r = st_find(c, host);
+    if (!restore) {
+        if (!r || !r->mem || r->valid < r->bytes) {
+            if (r) r->backup_ok = 0;
+            goto out; /* the host copy is current: the caller copies it */
+        }
+        if (!r->backup) {
+            cl_int e;
+            r->backup = clCreateBuffer(c->ctx, CL_MEM_READ_WRITE, r->bytes, NULL, &e);
+            if (!r->backup) TRY(cl_fail(e, "clCreateBuffer (a backup of the streaming state)"));
+        }
+        cl_int e = clEnqueueCopyBuffer(c->queue, r->mem, r->backup, 0, 0, r->bytes, 0, NULL,
+                                       NULL);
+        if (e != CL_SUCCESS) TRY(cl_fail(e, "backing up the streaming state on the device"));
+        c->st_dev_bytes += r->bytes;
+        r->backup_ok = 1;
+        rc = 1;
+    } else if (r && r->backup_ok) {
+        cl_int e = clEnqueueCopyBuffer(c->queue, r->backup, r->mem, 0, 0, r->bytes, 0, NULL,
+                                       NULL);
+        if (e == CL_SUCCESS) e = clFinish(c->queue);
+        if (e != CL_SUCCESS) TRY(cl_fail(e, "restoring the streaming state on the device"));
+        c->st_dev_bytes += r->bytes;
+        r->valid = r->bytes;
+        r->dev_newer = 1;
+        r->backup_ok = 0;
+        rc = 1;
+    }
+out:
+    if (rc < 0) clFinish(c->queue);
+    pthread_mutex_unlock(&c->lock);
+    return rc;
+}
 
 /* ---------------------------------------------------------------- elementwise ops */
 
@@ -657,10 +903,20 @@ static int ocl_timestep_norm(mg_backend *be, const float *x, int L, int D, int G
     cl_mem bx, bm0, bv0, bgm, bgv, bw, bb, by;
     double cnt_d = (double)*count;
     float cnt_f = (float)*count;
+    sregion *rm = NULL, *rv = NULL; /* the statistics kept on the device, or NULL */
     LOCK(c);
     TRY(upload(c, S_A, x, LD * 4, &bx));
-    TRY(upload(c, S_B, mean, (size_t)G * 4, &bm0));
-    TRY(upload(c, S_D, var, (size_t)G * 4, &bv0));
+    {
+        /* resident only when both are (else both go the old way) */
+        sregion *fm = st_find(c, mean), *fv = st_find(c, var);
+        if (fm && fv && fm->bytes == (size_t)G * 4 && fv->bytes == (size_t)G * 4) {
+            TRY(state_in(c, S_B, mean, (size_t)G * 4, &bm0, &rm));
+            TRY(state_in(c, S_D, var, (size_t)G * 4, &bv0, &rv));
+        } else {
+            TRY(upload(c, S_B, mean, (size_t)G * 4, &bm0));
+            TRY(upload(c, S_D, var, (size_t)G * 4, &bv0));
+        }
+    }
     TRY(scratch(c, S_E, LG * as, &bgm));
     TRY(scratch(c, S_F, LG * as, &bgv));
     TRY(weight(c, w, (size_t)D, 0, &bw));
@@ -681,7 +937,18 @@ static int ocl_timestep_norm(mg_backend *be, const float *x, int L, int D, int G
                      A_INT(has_w), A_MEM(bb), A_INT(has_b), A_F(eps), A_MEM(by)};
         TRY(launch1(c, K_TN_APPLY, LD, a3, 12));
     }
-    {
+    if (rm && rv) { /* the new statistics stay on the device: only y comes back */
+        int last = L - 1;
+        karg a4[] = {A_INT(G), A_INT(last), A_MEM(bgm), A_MEM(bgv), A_MEM(rm->mem),
+                     A_MEM(rv->mem)};
+        TRY(launch1(c, K_TN_STORE, (size_t)G, a4, 6));
+        rm->valid = rm->bytes;
+        rm->dev_newer = 1;
+        rv->valid = rv->bytes;
+        rv->dev_newer = 1;
+        TRY(download(c, by, y, LD * 4));
+        *count += L;
+    } else {
         /* the new statistics: those after the last step */
         double tmp[2 * 1024];
         void *mv = (size_t)G <= 1024 ? (void *)tmp : malloc(2 * (size_t)G * as);
@@ -796,10 +1063,304 @@ out:
 
 #define CEMA_B 64 /* time steps per block of the chunked scan */
 
+/* ---- CEMA by FFT (opencl/fft.cl: the math, the layout, the overlap-save blocks) */
+
+#define FFT_ROWS 64        /* lags or rows per work-item of mg_cema_fft_kernel/_carry (fft.cl) */
+#define FFT_MAX_LOG2 24    /* the largest transform: 2^24 points (int indices, 128 MiB twiddles) */
+#define FFT_CACHE 64       /* kernel transforms kept */
+
+/* One cached kernel transform: the coefficient set (keyed by the address of its q, as the
+ * weights are by theirs, and forgotten with them) at transform size n. */
+typedef struct {
+    const float *q; /* NULL: empty */
+    int D, N, decay, n;
+    cl_mem K;       /* (Ka_k, Kb_k) per pair of channels and k = 0 .. n/2, scaled by 1/n */
+    size_t bytes;
+    unsigned long used;
+} fft_kentry;
+
+struct ocl_fft {
+    int override;   /* MEGALODON_CEMA: -1, or the mg_cema_algo it names */
+    size_t budget;  /* bytes of kernel transforms kept (MEGALODON_CEMA_CACHE_MB, as the CPU) */
+    size_t bytes;
+    unsigned long tick;
+    fft_kentry e[FFT_CACHE];
+    cl_mem ws[3];   /* two work buffers the passes ping-pong between, and the tail's block ends */
+    size_t ws_bytes[3];
+    cl_mem tw[FFT_MAX_LOG2 + 1]; /* twiddle tables exp(-2 pi i m / 2^k), m < 2^k */
+};
+
+/* MEGALODON_CEMA and MEGALODON_CEMA_CACHE_MB, read once at creation as the CPU backend does
+ * (an invalid value is an error there too). */
+static int fft_init(ocl_ctx *c)
+{
+    cema_settings s;
+    int rc = cema_settings_read(&s);
+    if (rc) return rc;
+    c->fft = calloc(1, sizeof *c->fft);
+    if (c->fft) {
+        c->fft->override = s.override;
+        c->fft->budget = s.cache_bytes;
+    }
+    cema_settings_free(&s);
+    return c->fft ? MG_OK : mg_seterr(MG_ERR_NOMEM, "out of memory creating the OpenCL backend");
+}
+
+static void fft_forget(ocl_ctx *c)
+{
+    if (!c->fft) return;
+    for (int i = 0; i < FFT_CACHE; i++)
+        if (c->fft->e[i].q) clReleaseMemObject(c->fft->e[i].K);
+    memset(c->fft->e, 0, sizeof c->fft->e);
+    c->fft->bytes = 0;
+}
+
+static void fft_free(ocl_ctx *c)
+{
+    if (!c->fft) return;
+    fft_forget(c);
+    for (int i = 0; i < 3; i++)
+        if (c->fft->ws[i]) clReleaseMemObject(c->fft->ws[i]);
+    for (int i = 0; i <= FFT_MAX_LOG2; i++)
+        if (c->fft->tw[i]) clReleaseMemObject(c->fft->tw[i]);
+    free(c->fft);
+    c->fft = NULL;
+}
+
+/* Work buffer i of at least `bytes` (grown, never shrunk), as scratch() does. */
+static int fft_ws(ocl_ctx *c, int i, size_t bytes, cl_mem *out)
+{
+    struct ocl_fft *f = c->fft;
+    if (f->ws_bytes[i] < bytes) {
+        int rc = check_size(c, bytes, "a CEMA FFT work buffer");
+        if (rc) return rc;
+        if (f->ws[i]) clReleaseMemObject(f->ws[i]);
+        f->ws[i] = NULL;
+        f->ws_bytes[i] = 0;
+        cl_int e;
+        cl_mem m = clCreateBuffer(c->ctx, CL_MEM_READ_WRITE, bytes, NULL, &e);
+        if (!m) return cl_fail(e, "clCreateBuffer (CEMA FFT)");
+        f->ws[i] = m;
+        f->ws_bytes[i] = bytes;
+    }
+    *out = f->ws[i];
+    return MG_OK;
+}
+
+/* The transform size n = 2^m and the output rows per block M for L rows and a kernel of kl
+ * lags: one transform of n >= L + kl - 1 (M = L), or, when the kernel is short against L,
+ * overlap-save blocks of n >= max(64, 4 kl) (M = n - kl + 1 >= 3 kl) when they cost fewer
+ * butterflies (cema_fft_blocks does the same on the CPU with FFTW's sizes). 0: too long. */
+static int fft_size(int L, int kl, int *M)
+{
+    int m1 = 1, m2 = 6;
+    while (m1 <= FFT_MAX_LOG2 && ((int64_t)1 << m1) < (int64_t)L + kl - 1) m1++;
+    while (((int64_t)1 << m2) < 4 * (int64_t)kl) m2++;
+    if (m1 > FFT_MAX_LOG2 && m2 > FFT_MAX_LOG2) return 0;
+    *M = L;
+    if (kl < L && m2 <= FFT_MAX_LOG2 && m2 < m1) {
+        const int64_t n2 = (int64_t)1 << m2, M2 = n2 - kl + 1, nb2 = (L + M2 - 1) / M2;
+        if (m1 > FFT_MAX_LOG2 || nb2 * n2 * m2 < ((int64_t)1 << m1) * m1) {
+            *M = (int)M2;
+            return (int)n2;
+        }
+    }
+    return m1 > FFT_MAX_LOG2 ? 0 : 1 << m1;
+}
+
+/* The twiddle table of n = 2^m points, w_j = exp(-2 pi i j / n) rounded from double, made
+ * once per size. */
+static int fft_twiddles(ocl_ctx *c, int m, cl_mem *out)
+{
+    struct ocl_fft *f = c->fft;
+    if (!f->tw[m]) {
+        const int n = 1 << m;
+        float *w = malloc(sizeof(float) * 2 * (size_t)n);
+        if (!w) return mg_seterr(MG_ERR_NOMEM, "OpenCL: out of memory for FFT twiddles (%d)", n);
+        for (int j = 0; j < n; j++) {
+            const double a = -2.0 * M_PI * (double)j / (double)n;
+            w[2 * j] = (float)cos(a);
+            w[2 * j + 1] = (float)sin(a);
+        }
+        cl_int e;
+        f->tw[m] = clCreateBuffer(c->ctx, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR,
+                                  sizeof(float) * 2 * (size_t)n, w, &e);
+        free(w);
+        if (!f->tw[m]) return cl_fail(e, "clCreateBuffer (FFT twiddles)");
+    }
+    *out = f->tw[m];
+    return MG_OK;
+}
+
+/* The passes of a transform of nblk blocks of S interleaved sequences of n points (fft.cl)
+ * in a, with b as the other buffer; *res: the one holding the result. sign -1: forward; +1:
+ * inverse (unscaled). */
+static int fft_passes(ocl_ctx *c, cl_mem a, cl_mem b, int n, int S, int nblk, float sign,
+                      cl_mem *res)
+{
+    int rc, Ns = 1, m = 0;
+    while ((1 << m) < n) m++;
+    cl_mem src = a, dst = b, t, w;
+    const size_t seqs = (size_t)S * nblk;
+    if ((rc = fft_twiddles(c, m, &w))) return rc;
+    if (m & 1) { /* one radix-2 pass first, then radix 4 */
+        karg ar[] = {A_MEM(src), A_MEM(dst), A_INT(n), A_INT(Ns), A_F(sign), A_INT(S),
+                     A_INT(nblk), A_MEM(w)};
+        if ((rc = launch1(c, K_FFT_R2, seqs * (n / 2), ar, 8))) return rc;
+        Ns = 2;
+        t = src, src = dst, dst = t;
+    }
+    for (; Ns < n; Ns *= 4) {
+        karg ar[] = {A_MEM(src), A_MEM(dst), A_INT(n), A_INT(Ns), A_F(sign), A_INT(S),
+                     A_INT(nblk), A_MEM(w)};
+        if ((rc = launch1(c, K_FFT_R4, seqs * (n / 4), ar, 8))) return rc;
+        t = src, src = dst, dst = t;
+    }
+    *res = src;
+    return MG_OK;
+}
+
+/* cema_decay_steps of the largest |q|: taken from a cached entry of the set when there is one. */
+static int fft_decay(ocl_ctx *c, const mg_cema_coeffs *cf)
+{
+    for (int i = 0; i < FFT_CACHE; i++) {
+        const fft_kentry *e = &c->fft->e[i];
+        if (e->q == cf->q && e->D == cf->D && e->N == cf->N) return e->decay;
+    }
+    double m2 = 0.0;
+    for (size_t i = 0; i < (size_t)cf->D * cf->N; i++) {
+        const double re = cf->q[2 * i], im = cf->q[2 * i + 1], a = re * re + im * im;
+        if (a > m2) m2 = a;
+    }
+    return cema_decay_steps(sqrt(m2));
+}
+
+/* Whether a call of L rows asked for algo runs the FFT: MEGALODON_CEMA overrides the
+ * caller; decode (L = 1) is always the recurrence (as on the CPU); MG_CEMA_FFT runs it, and
+ * auto does when the kernel is short against L (L >= FFT_AUTO_DECAYS decay, decay the
+ * cema_decay_steps of the largest |q|): its cost is then mostly the transforms, 3-5x less
+ * than the chunked scan's on PoCL, while with the decay near L the carried-state term and
+ * the new state alone cost about what the scan costs (docs/opencl.md: the measurement, FFT
+ * behind at L <= 2.2 decay, ahead from 4.3). */
+#define FFT_AUTO_DECAYS 4
+static int fft_chosen(ocl_ctx *c, mg_cema_algo algo, int L, const mg_cema_coeffs *cf)
+{
+    if (c->fft && c->fft->override >= 0) algo = (mg_cema_algo)c->fft->override;
+    if (L <= 1) return 0;
+    if (algo == MG_CEMA_FFT) return 1;
+    if (algo != MG_CEMA_AUTO || !cf || !c->fft) return 0;
+    return (int64_t)FFT_AUTO_DECAYS * fft_decay(c, cf) <= L;
+}
+
+/* The kernel's transform for n (k_j for j < min(n/2, decay), zero beyond: it serves every L
+ * whose transform size is n), computed on the device the first time and cached. */
+static int fft_kernel(ocl_ctx *c, const mg_cema_coeffs *cf, cl_mem bp, cl_mem bq, cl_mem beta,
+                      int decay, int n, cl_mem *out)
+{
+    struct ocl_fft *f = c->fft;
+    const int D = cf->D, N = cf->N, npair = (D + 1) / 2, h = n / 2 + 1;
+    int rc, slot = -1;
+    for (int i = 0; i < FFT_CACHE; i++) {
+        fft_kentry *e = &f->e[i];
+        if (e->q == cf->q && e->D == D && e->N == N && e->n == n) {
+            e->used = ++f->tick;
+            *out = e->K;
+            return MG_OK;
+        }
+        if (!e->q && slot < 0) slot = i;
+    }
+    const size_t bytes = (size_t)npair * h * 16;
+    if ((rc = fits(c, (size_t)npair * n, 8, "the CEMA kernel's transform"))) return rc;
+    /* room: the least recently used go until the new one fits the budget and a slot is free */
+    while (slot < 0 || (f->bytes && f->bytes + bytes > f->budget)) {
+        int lru = -1;
+        for (int i = 0; i < FFT_CACHE; i++)
+            if (f->e[i].q && (lru < 0 || f->e[i].used < f->e[lru].used)) lru = i;
+        if (lru < 0) break;
+        clReleaseMemObject(f->e[lru].K); /* commands still using it keep it alive */
+        f->bytes -= f->e[lru].bytes;
+        memset(&f->e[lru], 0, sizeof f->e[lru]);
+        if (slot < 0) slot = lru;
+    }
+    cl_int err;
+    cl_mem K = clCreateBuffer(c->ctx, CL_MEM_READ_WRITE, bytes, NULL, &err);
+    if (!K) return cl_fail(err, "clCreateBuffer (CEMA kernel transform)");
+    cl_mem z0, z1, zr;
+    const int kk = decay < n / 2 ? decay : n / 2, nb = (n + FFT_ROWS - 1) / FFT_ROWS;
+    const float scale = 1.0f / (float)n;
+    if ((rc = fft_ws(c, 0, (size_t)npair * n * 8, &z0)) ||
+        (rc = fft_ws(c, 1, (size_t)npair * n * 8, &z1)))
+        goto fail;
+    {
+        karg a1[] = {A_INT(D), A_INT(N), A_INT(kk), A_INT(n), A_MEM(bp), A_MEM(bq), A_MEM(beta),
+                     A_MEM(z0)};
+        if ((rc = launch1(c, K_FFT_KERNEL, (size_t)nb * npair, a1, 8))) goto fail;
+        if ((rc = fft_passes(c, z0, z1, n, npair, 1, -1.0f, &zr))) goto fail;
+        karg a2[] = {A_MEM(zr), A_INT(n), A_INT(npair), A_F(scale), A_MEM(K)};
+        if ((rc = launch1(c, K_FFT_SPLIT, (size_t)npair * h, a2, 5))) goto fail;
+    }
+    f->e[slot] = (fft_kentry){cf->q, D, N, decay, n, K, bytes, ++f->tick};
+    f->bytes += bytes;
+    *out = K;
+    return MG_OK;
+fail:
+    clReleaseMemObject(K);
+    return rc;
+}
+
+/* CEMA of L > 1 rows by FFT on device buffers: x (L x D) and the state h (D x N complex)
+ * in, y (L x D) and the new state h_out out (h_out must not be h); the coefficients as the
+ * weight cache holds them. Steps (fft.cl): the causal convolution with the cached kernel
+ * transform (load, forward passes, multiply, inverse passes, store with omega x), the
+ * carried-state term over the first min(L, decay) rows, and the new state from the last
+ * min(L, decay) rows by passes A and B of the chunked scan (cema.cl), restricted to them. */
+static int cema_fft(ocl_ctx *c, const mg_cema_coeffs *cf, int L, cl_mem bx, cl_mem bh,
+                    cl_mem bhout, cl_mem by, cl_mem bp, cl_mem bq, cl_mem beta, cl_mem bom)
+{
+    const int D = cf->D, N = cf->N, npair = (D + 1) / 2, B = CEMA_B;
+    const size_t DN = (size_t)D * N;
+    const int decay = fft_decay(c, cf), kl = L < decay ? L : decay;
+    int rc, M, n = fft_size(L, kl, &M);
+    if (!n)
+        return mg_seterr(MG_ERR_UNSUPPORTED,
+                         "OpenCL: CEMA FFT of %d rows needs a transform of more than 2^%d points "
+                         "(use the scan: MEGALODON_CEMA=scan)", L, FFT_MAX_LOG2);
+    const int nblk = (L + M - 1) / M, batch = nblk * npair, h = n / 2 + 1;
+    if ((rc = fits(c, (size_t)batch * n, 8, "the CEMA FFT's work buffer"))) return rc;
+    cl_mem K, z0, z1, zr, bE;
+    if ((rc = fft_kernel(c, cf, bp, bq, beta, decay, n, &K))) return rc;
+    if ((rc = fft_ws(c, 0, (size_t)batch * n * 8, &z0)) ||
+        (rc = fft_ws(c, 1, (size_t)batch * n * 8, &z1)))
+        return rc;
+    /* y = k * x + omega x */
+    karg a1[] = {A_MEM(bx), A_INT(L), A_INT(D), A_INT(n), A_INT(kl), A_INT(M), A_INT(nblk),
+                 A_MEM(z0)};
+    if ((rc = launch1(c, K_FFT_LOAD, (size_t)batch * n, a1, 8))) return rc;
+    if ((rc = fft_passes(c, z0, z1, n, npair, nblk, -1.0f, &zr))) return rc;
+    karg a2[] = {A_MEM(zr), A_MEM(K), A_INT(n), A_INT(npair), A_INT(nblk)};
+    if ((rc = launch1(c, K_FFT_MUL, (size_t)batch * h, a2, 5))) return rc;
+    if ((rc = fft_passes(c, zr, zr == z0 ? z1 : z0, n, npair, nblk, 1.0f, &zr))) return rc;
+    karg a3[] = {A_MEM(zr), A_MEM(bx), A_MEM(bom), A_INT(L), A_INT(D), A_INT(n), A_INT(kl),
+                 A_INT(M), A_MEM(by)};
+    if ((rc = launch1(c, K_FFT_STORE, (size_t)L * D, a3, 9))) return rc;
+    /* + Re(sum_n eta q^(t+1) h) for t < kl */
+    karg a4[] = {A_INT(kl), A_INT(D), A_INT(N), A_MEM(bq), A_MEM(beta), A_MEM(bh), A_MEM(by)};
+    if ((rc = launch1(c, K_FFT_CARRY, (size_t)((kl + FFT_ROWS - 1) / FFT_ROWS) * D, a4, 7)))
+        return rc;
+    /* h_out = q^L h + sum_j q^(L-1-j) p x_j over the last kl rows */
+    const int t_first = L - kl, nbt = (kl + B - 1) / B;
+    if ((rc = fft_ws(c, 2, (size_t)nbt * DN * 8, &bE))) return rc;
+    karg a5[] = {A_MEM(bx), A_INT(L), A_INT(D), A_INT(N), A_INT(B), A_INT(t_first), A_MEM(bp),
+                 A_MEM(bq), A_MEM(bE)};
+    if ((rc = launch1(c, K_CEMA_END, (size_t)nbt * DN, a5, 9))) return rc;
+    karg a6[] = {A_INT(L), A_INT(D), A_INT(N), A_INT(B), A_INT(t_first), A_MEM(bq), A_MEM(bh),
+                 A_MEM(bE), A_MEM(bhout)};
+    return launch1(c, K_FFT_TAIL_FOLD, DN, a6, 9);
+}
+
 static int ocl_cema(mg_backend *be, mg_cema_algo algo, const float *x, int L,
                     const mg_cema_coeffs *cf, float *h, float *y)
 {
-    (void)algo; /* both algorithms run the chunked scan here (docs/opencl.md) */
     ocl_ctx *c = octx(be);
     if (L <= 0) return MG_OK;
     const int D = cf->D, N = cf->N, B = CEMA_B, nb = (L + B - 1) / B;
@@ -808,36 +1369,34 @@ static int ocl_cema(mg_backend *be, mg_cema_algo algo, const float *x, int L,
     cl_mem bx, bh, bhout, bE, bS, by, bp, bq, beta, bom;
     LOCK(c);
     TRY(upload(c, S_A, x, LD * 4, &bx));
-    TRY(upload(c, S_B, h, DN * 8, &bh));
+    sregion *rh; /* h kept on the device (a registered state), or NULL */
+    TRY(state_in(c, S_B, h, DN * 8, &bh, &rh));
     TRY(scratch(c, S_D, DN * 8, &bhout));
     TRY(scratch(c, S_C, LD * 4, &by));
     TRY(weight(c, cf->p, DN, 0, &bp));
     TRY(weight(c, cf->q, 2 * DN, 0, &bq));
     TRY(weight(c, cf->eta, 2 * DN, 0, &beta));
     TRY(weight(c, cf->omega, (size_t)D, 0, &bom));
-    bS = bh;
-    if (nb > 1) {
-        TRY(scratch(c, S_E, (size_t)nb * DN * 8, &bE));
-        TRY(scratch(c, S_F, (size_t)nb * DN * 8, &bS));
-        karg a1[] = {A_MEM(bx), A_INT(L), A_INT(D), A_INT(N), A_INT(B), A_MEM(bp), A_MEM(bq),
-                     A_MEM(bE)};
-        TRY(launch1(c, K_CEMA_END, (size_t)nb * DN, a1, 8));
-        karg a2[] = {A_INT(L), A_INT(D), A_INT(N), A_INT(B), A_MEM(bq), A_MEM(bh), A_MEM(bE),
-                     A_MEM(bS)};
-        TRY(launch1(c, K_CEMA_CARRY, DN, a2, 8));
-    }
-    {
+    if (fft_chosen(c, algo, L, cf)) {
+        TRY(cema_fft(c, cf, L, bx, bh, bhout, by, bp, bq, beta, bom));
+    } else { /* the chunked scan (cema.cl) */
+        bS = bh;
+        if (nb > 1) {
+            TRY(scratch(c, S_E, (size_t)nb * DN * 8, &bE));
+            TRY(scratch(c, S_F, (size_t)nb * DN * 8, &bS));
+            const int from = 0; /* pass A over every block */
+            karg a1[] = {A_MEM(bx), A_INT(L), A_INT(D), A_INT(N), A_INT(B), A_INT(from),
+                         A_MEM(bp), A_MEM(bq), A_MEM(bE)};
+            TRY(launch1(c, K_CEMA_END, (size_t)nb * DN, a1, 9));
+            karg a2[] = {A_INT(L), A_INT(D), A_INT(N), A_INT(B), A_MEM(bq), A_MEM(bh), A_MEM(bE),
+                         A_MEM(bS)};
+            TRY(launch1(c, K_CEMA_CARRY, DN, a2, 8));
+        }
         karg a3[] = {A_MEM(bx), A_INT(L), A_INT(D), A_INT(N), A_INT(B), A_MEM(bp), A_MEM(bq),
                      A_MEM(beta), A_MEM(bom), A_MEM(bS), A_MEM(by), A_MEM(bhout)};
         TRY(launch1(c, K_CEMA_OUT, (size_t)nb * D, a3, 12));
     }
-    {
-        cl_int e = clEnqueueReadBuffer(c->queue, bhout, CL_FALSE, 0, DN * 8, h, 0, NULL, NULL);
-        if (e != CL_SUCCESS) {
-            rc = cl_fail(e, "CEMA (reading the state)");
-            goto out;
-        }
-    }
+    TRY(state_out(c, rh, bhout, h, DN * 8)); /* the new h: kept there, or read back */
     TRY(download(c, by, y, LD * 4));
 out:
     UNLOCK_RET(c, rc);
@@ -874,8 +1433,11 @@ static int ocl_attention(mg_backend *be, const float *q, const float *k, const f
     const int block = L > 1 && c->attn == ATTN_BLOCK && bl <= c->local_mem;
     LOCK(c);
     TRY(upload(c, S_A, q, (size_t)L * H * dk * 4, &bq));
-    TRY(upload(c, S_B, k, (size_t)Lk * H * dk * 4, &bk));
-    TRY(upload(c, S_D, v, (size_t)Lk * H * dv * 4, &bv));
+    sregion *rk, *rv; /* the chunk's keys/values kept on the device, or NULL */
+    TRY(state_in(c, S_B, k, (size_t)Lk * H * dk * 4, &bk, &rk));
+    TRY(state_in(c, S_D, v, (size_t)Lk * H * dv * 4, &bv, &rv));
+    (void)rk;
+    (void)rv;
     TRY(scratch(c, S_C, (size_t)L * H * dv * 4, &bo));
     if (block) {
         karg args[] = {A_MEM(bq), A_MEM(bk), A_MEM(bv), A_INT(L), A_INT(Lk), A_INT(H),
@@ -1063,6 +1625,8 @@ static void ocl_free(mg_backend *be)
     ocl_ctx *c = octx(be);
     if (c) {
         forget_weights(c);
+        fft_free(c);
+        st_forget_all(c);
         for (int i = 0; i < S_COUNT; i++)
             if (c->scratch[i]) clReleaseMemObject(c->scratch[i]);
         if (c->dummy) clReleaseMemObject(c->dummy);
@@ -1078,6 +1642,17 @@ static void ocl_free(mg_backend *be)
 }
 
 int mg_backend_is_opencl(const mg_backend *be) { return be && be->free == ocl_free; }
+
+const char *mg_opencl_cema_choice(mg_backend *be, mg_cema_algo algo, int L,
+                                  const mg_cema_coeffs *cf)
+{
+    if (!mg_backend_is_opencl(be)) return NULL;
+    ocl_ctx *c = octx(be);
+    LOCK(c);
+    const int fft = fft_chosen(c, algo, L, cf);
+    pthread_mutex_unlock(&c->lock);
+    return fft ? "fft" : "scan-chunked";
+}
 
 /* MEGALODON_OPENCL_<name>: auto (-1), 0 or 1; anything else is an error naming it. */
 static int env_tristate(const char *name, int *out)
@@ -1236,6 +1811,7 @@ static int setup(ocl_ctx *c, const dev_ref *r)
     /* fp16 weight storage: by default where the device does fp16 arithmetic (a GPU); on
      * request anywhere (vload_half is core OpenCL) */
     c->f16w = f16 < 0 ? dev_has_ext(c->dev, "cl_khr_fp16") : f16;
+    if ((rc = fft_init(c))) return rc; /* MEGALODON_CEMA (the CEMA algorithm) */
     const char *aenv = getenv("MEGALODON_OPENCL_ATTN");
     c->attn = ATTN_BLOCK;
     if (aenv && *aenv && strcmp(aenv, "auto") != 0) {
@@ -1362,6 +1938,20 @@ int mg_backend_opencl_new(int device, mg_backend **out)
     be->add = ocl_add;
     be->scale = ocl_scale;
     be->affine_rows = ocl_affine_rows;
+    /* the streaming state kept on the device, unless MEGALODON_OPENCL_RESIDENT=0 (then it
+     * is copied in and out by every op, as before; for comparisons) */
+    int resident;
+    if ((rc = env_tristate("MEGALODON_OPENCL_RESIDENT", &resident))) {
+        ocl_free(be);
+        return rc;
+    }
+    if (resident != 0) {
+        be->state_register = ocl_state_register;
+        be->state_release = ocl_state_release;
+        be->state_sync = ocl_state_sync;
+        be->state_changed = ocl_state_changed;
+        be->state_snapshot = ocl_state_snapshot;
+    }
     /* the training ops stay NULL: the trainer refuses a backend without them */
     *out = be;
     return MG_OK;
@@ -1385,6 +1975,10 @@ void mg_opencl_get_stats(mg_backend *be, mg_opencl_stats *st)
     st->gemv = c->gemv_mode == GEMM_TILED ? "gemv" : gemm_names[c->gemv_mode];
     st->gemm_why = c->gemm_why;
     st->attn = c->attn == ATTN_BLOCK ? "block" : "query";
+    st->state_regions = c->st_regions;
+    st->state_up_bytes = c->st_up_bytes;
+    st->state_down_bytes = c->st_down_bytes;
+    st->state_device_bytes = c->st_dev_bytes;
     pthread_mutex_unlock(&c->lock);
 }
 

@@ -25,6 +25,12 @@ int mg_opencl_list_devices(char *buf, size_t size);
 /* 1 if be is an OpenCL backend. */
 int mg_backend_is_opencl(const mg_backend *be);
 
+/* The CEMA implementation this backend runs for a call of L rows with coefficients cf (may
+ * be NULL: auto is then the scan) asked for algo (MEGALODON_CEMA applied): "fft" or
+ * "scan-chunked"; NULL if be is not an OpenCL backend. */
+const char *mg_opencl_cema_choice(mg_backend *be, mg_cema_algo algo, int L,
+                                  const mg_cema_coeffs *cf);
+
 /* ---- for the tests (tests/test-backend-ops.c) */
 
 /* Counters: weight uploads (misses) and reuses (hits) of the weight cache, the bytes it
@@ -38,6 +44,12 @@ typedef struct {
     const char *gemm, *gemv; /* the matrix product kernels chosen ("direct", "gemv", ...) */
     const char *gemm_why;    /* and how ("measured: ...", "MEGALODON_OPENCL_GEMM=...") */
     const char *attn;        /* the attention kernel of prefill: "block" or "query" */
+    /* the streaming state kept on the device (backend.h: state_register): registered
+     * regions, and the bytes of state copied host -> device (h and statistics when the host
+     * copy was newer, keys/values past the device's prefix), device -> host (state_sync) and
+     * device -> device (state_snapshot's backups and restores) since the backend began */
+    long state_regions;
+    size_t state_up_bytes, state_down_bytes, state_device_bytes;
 } mg_opencl_stats;
 void mg_opencl_get_stats(mg_backend *be, mg_opencl_stats *st);
 /* Drop every cached weight (the tests reuse host buffers with new contents). */

@@ -4,7 +4,8 @@
  *   y_t = Re(sum_n eta_n h_{t,n}) + omega x_t
  *
  * Time is cut into blocks of B steps. Pass A (mg_cema_block_end, one work-item per block,
- * channel and component) runs each block from a zero state and keeps its end state E_b.
+ * channel and component) runs each block from a zero state and keeps its end state E_b
+ * (blocks from row t_first: 0 here, the last rows of a call for the FFT path of fft.cl).
  * Pass B (mg_cema_carry, one work-item per channel and component) walks the blocks in order:
  * S_0 = h_{-1}, S_{b+1} = q^B S_b + E_b. Pass C (mg_cema_block_out, one work-item per block
  * and channel) reruns each block from S_b, summing Re(eta h) over the components in the
@@ -14,14 +15,15 @@
 static float2 cmul(float2 a, float2 b) { return (float2)(a.x * b.x - a.y * b.y, a.x * b.y + a.y * b.x); }
 
 __kernel void mg_cema_block_end(__global const float *x, int L, int D, int N, int B,
-                                __global const float *p, __global const float2 *q,
-                                __global float2 *E)
+                                int t_first, __global const float *p,
+                                __global const float2 *q, __global float2 *E)
 {
+    /* blocks of B rows from t_first (0 for the scan; fft.cl needs only the last rows) */
     const size_t g = get_global_id(0); /* (b * D + d) * N + n */
-    const int nb = (L + B - 1) / B;
+    const int nb = (L - t_first + B - 1) / B;
     if (g >= (size_t)nb * D * N) return;
     const int n = (int)(g % N), d = (int)((g / N) % D), b = (int)(g / ((size_t)N * D));
-    const int t0 = b * B, t1 = min(L, t0 + B);
+    const int t0 = t_first + b * B, t1 = min(L, t0 + B);
     const float2 qq = q[(size_t)d * N + n];
     const float pp = p[(size_t)d * N + n];
     float2 h = (float2)(0.0f, 0.0f);

@@ -139,3 +139,15 @@ __kernel void mg_tnorm_apply(__global const float *x, int L, int D, int G,
     float r = (float)(1.0 / sqrt(var[tg] + (acc_t)eps)), m = (float)mu[tg];
     y[i] = (x[i] - m) * r * (has_w ? 1.0f + w[k] : 1.0f) + (has_b ? b[k] : 0.0f);
 }
+
+/* The statistics after step `last` (gm, gv: L x G in acc_t) into the float mean and var of
+ * a state kept on the device (backend-opencl.c, "resident streaming state"): the same
+ * rounding as the host's copy of them. */
+__kernel void mg_tnorm_store(int G, int last, __global const acc_t *gm, __global const acc_t *gv,
+                             __global float *mean, __global float *var)
+{
+    const int g = get_global_id(0);
+    if (g >= G) return;
+    mean[g] = (float)gm[(size_t)last * G + g];
+    var[g] = (float)gv[(size_t)last * G + g];
+}

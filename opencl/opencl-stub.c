@@ -31,6 +31,16 @@ int mg_backend_is_opencl(const mg_backend *be)
     return 0;
 }
 
+const char *mg_opencl_cema_choice(mg_backend *be, mg_cema_algo algo, int L,
+                                  const mg_cema_coeffs *cf)
+{
+    (void)be;
+    (void)algo;
+    (void)L;
+    (void)cf;
+    return NULL;
+}
+
 void mg_opencl_get_stats(mg_backend *be, mg_opencl_stats *st)
 {
     (void)be;

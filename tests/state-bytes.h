@@ -12,6 +12,7 @@ static inline size_t state_bytes(const mg_state *st, unsigned char *buf)
 {
     const mg_hparams *hp = &st->model->hp;
     size_t o = 0;
+    mg_state_sync((mg_state *)st); /* a backend may keep the state on the device */
 #define PUT(p, n)                                                                          \
     do {                                                                                   \
         if (buf) memcpy(buf + o, (p), (n));                                                \

@@ -3,14 +3,17 @@
  * inputs of odd sizes, the error measured as the normalized mean squared error
  *     nmse(ref, got) = mse(ref, got) / mse(ref, 0) = sum (ref - got)^2 / sum ref^2
  * against a threshold per op (the table `thresholds` below). Then the backend's own
- * promises: weights uploaded once, the program binary cached on disk, fp16 weight storage,
- * CLBlast, and the bad cases (a device that does not exist, a kernel that does not build,
+ * promises: weights uploaded once, the streaming state kept on the device (decode moves none
+ * of it but the new key/value rows; sync, host writes, snapshots, release; the whole model's
+ * save/load round trip, a failing mg_eval, window and reset against the CPU backend), the
+ * program binary cached on disk, fp16 weight storage, CLBlast, and the bad cases (a device that does not exist, a kernel that does not build,
  * out of device memory, no such backend) give clear errors.
  *
  * Skips (77) when the build has no OpenCL or there is no OpenCL platform, unless
  * MG_REQUIRE_OPENCL=1 (CI, which installs PoCL), where that is a failure.
- * `test-backend-ops --bench` times the matrix products of the golden-sized and a larger
- * model's shapes on our kernel and on CLBlast (docs/opencl.md). */
+ * `test-backend-ops --bench [matmul|cema]` times the matrix products of the golden-sized and
+ * a larger model's shapes on our kernel and on CLBlast, and CEMA by scan and by FFT
+ * (docs/opencl.md). */
 #include "config.h"
 
 #include <math.h>
@@ -24,6 +27,7 @@
 
 #include "backend-opencl.h"
 #include "backend.h"
+#include "error.h"
 #include "model.h"
 #include "test.h"
 
@@ -58,6 +62,11 @@ static const struct {
     {"attention", 1e-11}, {"attention.query", 1e-11},
     /* chunked scan (blocks joined through q^B) vs the sequential recurrence */
     {"cema", 1e-10}, {"cema.state", 1e-10},
+    /* CEMA by fp32 FFT vs the recurrence: the transforms' rounding, nmse ~ eps^2 log2 n
+     * (measured <= 4e-14 up to n = 8192); the kernel's cut at |q|^j < 2^-40 adds ~1e-24.
+     * The state: the recurrence over the last min(L, decay) rows, folded in double. A
+     * wrong twiddle, pair split or block offset is far above it. */
+    {"cema.fft", 1e-11}, {"cema.fft.state", 1e-11},
     /* norms with float accumulation (devices without fp64; MEGALODON_OPENCL_FP64=0) */
     {"rms_norm.f32", 1e-12}, {"layer_norm.f32", 1e-12}, {"timestep_norm.f32", 1e-10},
     {"timestep_norm.stats.f32", 1e-10},
@@ -320,19 +329,30 @@ static void test_attention(void)
 }
 
 /* CEMA with random coefficients from the official parametrization, continuing a nonzero
- * state over several calls, both algorithms on OpenCL against the CPU recurrence. */
+ * state over several calls of different lengths, both algorithms on OpenCL against the CPU
+ * recurrence. The FFT's cases cover an odd D (a channel without a partner in the last pair),
+ * D = 1, odd N, one transform (L up to 1000 with the slow decay of the first cases: about a
+ * thousand steps), overlap-save blocks (L = 5000 there; every L > 64 with the fast decay of
+ * the last case, |q| <= ~0.2), and decode (L = 1, which runs the recurrence). Then the
+ * choice (mg_opencl_cema_choice), and MEGALODON_CEMA=fft overriding the caller. */
 static void test_cema(void)
 {
-    const int cases[][2] = {{19, 5}, {8, 16}}; /* D N */
-    const int lens[] = {1, 7, 64, 65, 300, 1};
-    for (int c = 0; c < 2; c++)
+    const int cases[][3] = {{19, 5, 0}, {8, 16, 0}, {1, 3, 0}, {21, 3, 4}}; /* D N shift */
+    const int lens[] = {1, 7, 64, 65, 300, 1000, 5000, 1};
+    for (int c = 0; c < 4; c++)
         for (int algo = 0; algo < 2; algo++) {
             const int D = cases[c][0], N = cases[c][1];
             float *alpha = rnd((size_t)D * N, 2), *delta = rnd((size_t)D * N, 2);
+            for (int i = 0; i < D * N; i++) { /* shift > 0: sigmoids near 1, |q| small */
+                alpha[i] += (float)cases[c][2];
+                delta[i] += (float)cases[c][2];
+            }
             float *theta = rnd(D, 2), *gamma = rnd((size_t)D * N * 2, 1), *omega = rnd(D, 1);
             mg_cema_coeffs cf;
             OK(mg_cema_coeffs_init(&cf, D, N, alpha, delta, theta, gamma, omega), "coeffs");
             float *hr = rnd((size_t)D * N * 2, 0.5f), *hg = dup_f(hr, (size_t)D * N * 2);
+            const char *op = algo ? "cema.fft" : "cema";
+            const char *ops = algo ? "cema.fft.state" : "cema.state";
             for (size_t li = 0; li < sizeof lens / sizeof lens[0]; li++) {
                 int L = lens[li];
                 size_t n = (size_t)L * D;
@@ -340,9 +360,10 @@ static void test_cema(void)
                 OK(cpu->cema(cpu, MG_CEMA_SCAN, x, L, &cf, hr, r), "cpu cema");
                 OK(ocl->cema(ocl, algo ? MG_CEMA_FFT : MG_CEMA_SCAN, x, L, &cf, hg, g), "ocl cema");
                 char shape[64];
-                snprintf(shape, sizeof shape, "D=%d N=%d L=%d %s", D, N, L, algo ? "fft" : "scan");
-                check_op("cema", shape, r, g, n);
-                check_op("cema.state", shape, hr, hg, (size_t)D * N * 2);
+                snprintf(shape, sizeof shape, "D=%d N=%d L=%d%s %s", D, N, L,
+                         cases[c][2] ? " fast" : "", algo ? "fft" : "scan");
+                check_op(op, shape, r, g, n);
+                check_op(ops, shape, hr, hg, (size_t)D * N * 2);
                 free(x); free(r); free(g);
             }
             free(hr); free(hg);
@@ -350,6 +371,64 @@ static void test_cema(void)
             free(alpha); free(delta); free(theta); free(gamma); free(omega);
             mg_opencl_forget_weights(ocl);
         }
+
+    /* the choice: auto runs the FFT when L >= 4 decay (fast: |q| <= ~0.2, a decay of
+     * ~20 steps; slow: up to ~0.98, ~1000 steps) */
+    {
+        const int D = 9, N = 4;
+        mg_cema_coeffs fast, slow;
+        float *a = rnd((size_t)D * N, 2), *dl = rnd((size_t)D * N, 2), *th = rnd(D, 2);
+        float *gm = rnd((size_t)D * N * 2, 1), *om = rnd(D, 1);
+        OK(mg_cema_coeffs_init(&slow, D, N, a, dl, th, gm, om), "coeffs");
+        for (int i = 0; i < D * N; i++) a[i] += 4.0f, dl[i] += 4.0f;
+        OK(mg_cema_coeffs_init(&fast, D, N, a, dl, th, gm, om), "coeffs");
+        CHECK(!strcmp(mg_opencl_cema_choice(ocl, MG_CEMA_FFT, 300, &slow), "fft") &&
+                  !strcmp(mg_opencl_cema_choice(ocl, MG_CEMA_FFT, 1, &slow), "scan-chunked") &&
+                  !strcmp(mg_opencl_cema_choice(ocl, MG_CEMA_AUTO, 300, &slow), "scan-chunked") &&
+                  !strcmp(mg_opencl_cema_choice(ocl, MG_CEMA_AUTO, 300, &fast), "fft") &&
+                  !strcmp(mg_opencl_cema_choice(ocl, MG_CEMA_AUTO, 30, &fast), "scan-chunked") &&
+                  !strcmp(mg_opencl_cema_choice(ocl, MG_CEMA_AUTO, 300, NULL), "scan-chunked") &&
+                  !strcmp(mg_opencl_cema_choice(ocl, MG_CEMA_SCAN, 300, &fast), "scan-chunked") &&
+                  mg_opencl_cema_choice(cpu, MG_CEMA_FFT, 300, &slow) == NULL,
+              "mg_opencl_cema_choice");
+        mg_cema_coeffs_free(&fast);
+        mg_cema_coeffs_free(&slow);
+        free(a); free(dl); free(th); free(gm); free(om);
+        mg_opencl_forget_weights(ocl);
+    }
+    /* MEGALODON_CEMA=fft overrides the caller (read at creation) */
+    setenv("MEGALODON_CEMA", "fft", 1);
+    mg_backend *o2 = NULL;
+    int rc = mg_backend_opencl_new(-1, &o2);
+    unsetenv("MEGALODON_CEMA");
+    CHECK(rc == MG_OK, "backend with MEGALODON_CEMA=fft: %s", mg_last_error());
+    if (rc == MG_OK) {
+        const int D = 9, N = 4, L = 300;
+        float *a = rnd((size_t)D * N, 2), *dl = rnd((size_t)D * N, 2), *th = rnd(D, 2);
+        float *gm = rnd((size_t)D * N * 2, 1), *om = rnd(D, 1), *x = rnd((size_t)L * D, 1);
+        float *h1 = rnd((size_t)D * N * 2, 0.5f), *h2 = dup_f(h1, (size_t)D * N * 2);
+        float *y1 = rnd((size_t)L * D, 1), *y2 = rnd((size_t)L * D, 1);
+        mg_cema_coeffs cf;
+        OK(mg_cema_coeffs_init(&cf, D, N, a, dl, th, gm, om), "coeffs");
+        CHECK(!strcmp(mg_opencl_cema_choice(o2, MG_CEMA_SCAN, L, &cf), "fft") &&
+                  !strcmp(mg_opencl_cema_choice(o2, MG_CEMA_AUTO, 1, &cf), "scan-chunked"),
+              "MEGALODON_CEMA=fft: choice");
+        OK(o2->cema(o2, MG_CEMA_SCAN, x, L, &cf, h1, y1), "cema, MEGALODON_CEMA=fft");
+        OK(ocl->cema(ocl, MG_CEMA_FFT, x, L, &cf, h2, y2), "cema fft");
+        CHECK(!memcmp(y1, y2, sizeof(float) * L * D) &&
+                  !memcmp(h1, h2, sizeof(float) * D * N * 2),
+              "MEGALODON_CEMA=fft did not override scan");
+        mg_cema_coeffs_free(&cf);
+        mg_opencl_forget_weights(ocl);
+        free(a); free(dl); free(th); free(gm); free(om); free(x);
+        free(h1); free(h2); free(y1); free(y2);
+        o2->free(o2);
+    }
+    setenv("MEGALODON_CEMA", "bogus", 1);
+    rc = mg_backend_opencl_new(-1, &o2);
+    unsetenv("MEGALODON_CEMA");
+    CHECK(rc == MG_ERR_INVALID_ARG && strstr(mg_last_error(), "MEGALODON_CEMA"),
+          "MEGALODON_CEMA=bogus: rc %d", rc);
 }
 
 /* ---------------------------------------------------------------- the backend's promises */
@@ -486,6 +565,344 @@ static void test_model_params(void)
     CHECK(n >= 1 && strncmp(buf, "0: ", 3) == 0, "mg_backend_devices: %d, '%s'", n, buf);
 }
 
+/* ---------------------------------------------------------------- the resident streaming state
+ * backend.h: state_register ... A state's buffers registered with the backend stay on the
+ * device: decoding one token at a time through timestep_norm, cema and attention sends
+ * nothing of the state but the new key/value row and reads nothing back; state_sync gives
+ * the CPU reference's state; a host write announced with state_changed is used; a snapshot
+ * restores; a region released and registered again at the same address does not see the
+ * old device copy. */
+
+static size_t st_up_of(mg_backend *be)
+{
+    mg_opencl_stats s;
+    mg_opencl_get_stats(be, &s);
+    return s.state_up_bytes;
+}
+static size_t st_down_of(mg_backend *be)
+{
+    mg_opencl_stats s;
+    mg_opencl_get_stats(be, &s);
+    return s.state_down_bytes;
+}
+#define st_up() st_up_of(ocl)
+#define st_down() st_down_of(ocl)
+
+static void test_resident_state(void)
+{
+    const int D = 24, N = 6, G = 4, H = 2, dk = 8, dv = 12, C = 16, T = 12;
+    const size_t DN2 = (size_t)D * N * 2, KR = (size_t)H * dk, VR = (size_t)H * dv;
+    float *alpha = rnd((size_t)D * N, 2), *delta = rnd((size_t)D * N, 2);
+    float *theta = rnd(D, 2), *gamma = rnd(DN2, 1), *omega = rnd(D, 1);
+    float *tw = rnd(D, 0.5f), *tb = rnd(D, 0.5f);
+    mg_cema_coeffs cf;
+    OK(mg_cema_coeffs_init(&cf, D, N, alpha, delta, theta, gamma, omega), "coeffs");
+    /* the reference's state (plain buffers) and the device's (registered regions) */
+    float *hr = rnd(DN2, 0.5f), *hg = dup_f(hr, DN2);
+    float mr[4], vr[4], *mg = malloc(sizeof(float) * G), *vg = malloc(sizeof(float) * G);
+    for (int g = 0; g < G; g++) {
+        mr[g] = mg[g] = frand();
+        vr[g] = vg[g] = 1.0f + 0.5f * frand();
+    }
+    int64_t cr = 3, cg = 3;
+    float *kr = calloc((size_t)C * KR, sizeof(float)), *vr_ = calloc((size_t)C * VR, sizeof(float));
+    float *kg = calloc((size_t)C * KR, sizeof(float)), *vg_ = calloc((size_t)C * VR, sizeof(float));
+    CHECK(ocl->state_register && ocl->state_release && ocl->state_sync && ocl->state_changed &&
+          ocl->state_snapshot, "the OpenCL backend has no state hooks");
+    CHECK(!cpu->state_register && !cpu->state_sync, "the CPU backend has state hooks");
+    if (!ocl->state_register) return;
+    OK(ocl->state_register(ocl, hg, DN2 * 4), "register h");
+    OK(ocl->state_register(ocl, mg, (size_t)G * 4), "register mean");
+    OK(ocl->state_register(ocl, vg, (size_t)G * 4), "register var");
+    OK(ocl->state_register(ocl, kg, (size_t)C * KR * 4), "register k");
+    OK(ocl->state_register(ocl, vg_, (size_t)C * VR * 4), "register v");
+
+    float *x = rnd(D, 1), *xt_r = rnd(D, 1), *xt_g = rnd(D, 1), *y_r = rnd(D, 1),
+          *y_g = rnd(D, 1), *q = rnd(KR, 1), *o_r = rnd(VR, 1), *o_g = rnd(VR, 1);
+    size_t up0 = 0, down0 = 0;
+    for (int t = 0; t < T; t++) {
+        for (int i = 0; i < D; i++) x[i] = frand() * 2 + 0.3f * (i % 3);
+        OK(cpu->timestep_norm(cpu, x, 1, D, G, tw, tb, 1e-5f, &cr, mr, vr, xt_r), "cpu tn");
+        OK(ocl->timestep_norm(ocl, x, 1, D, G, tw, tb, 1e-5f, &cg, mg, vg, xt_g), "ocl tn");
+        check_op("timestep_norm", "resident decode", xt_r, xt_g, (size_t)D);
+        CHECK(cr == cg, "resident timestep_norm: count %lld vs %lld", (long long)cr, (long long)cg);
+        OK(cpu->cema(cpu, MG_CEMA_SCAN, xt_r, 1, &cf, hr, y_r), "cpu cema");
+        OK(ocl->cema(ocl, MG_CEMA_SCAN, xt_r, 1, &cf, hg, y_g), "ocl cema");
+        check_op("cema", "resident decode", y_r, y_g, (size_t)D);
+        /* the new key/value row joins the chunk cache (as attention.c does) */
+        for (size_t i = 0; i < KR; i++) kr[t * KR + i] = kg[t * KR + i] = frand();
+        for (size_t i = 0; i < VR; i++) vr_[t * VR + i] = vg_[t * VR + i] = frand();
+        ocl->state_changed(ocl, kg, t * KR * 4, KR * 4);
+        ocl->state_changed(ocl, vg_, t * VR * 4, VR * 4);
+        for (size_t i = 0; i < KR; i++) q[i] = frand();
+        OK(cpu->attention(cpu, q, kr, vr_, 1, t + 1, H, dk, dv, o_r), "cpu attention");
+        OK(ocl->attention(ocl, q, kg, vg_, 1, t + 1, H, dk, dv, o_g), "ocl attention");
+        check_op("attention", "resident decode", o_r, o_g, VR);
+        if (t == 1) { /* after the first uploads */
+            up0 = st_up();
+            down0 = st_down();
+        }
+    }
+    size_t up = st_up() - up0, down = st_down() - down0, rows = (size_t)(T - 2);
+    CHECK(down == 0, "resident decode: %zu bytes of state read back over %zu tokens", down, rows);
+    CHECK(up == rows * (KR + VR) * 4,
+          "resident decode: %zu bytes of state uploaded over %zu tokens, expected %zu (the new "
+          "key/value rows only)", up, rows, rows * (KR + VR) * 4);
+    /* the host copies are stale until synced */
+    OK(ocl->state_sync(ocl, hg), "sync h");
+    OK(ocl->state_sync(ocl, mg), "sync mean");
+    OK(ocl->state_sync(ocl, vg), "sync var");
+    check_op("cema.state", "resident, synced", hr, hg, DN2);
+    check_op("timestep_norm.stats", "resident, synced", mr, mg, (size_t)G);
+    check_op("timestep_norm.stats", "resident, synced", vr, vg, (size_t)G);
+    size_t d1 = st_down();
+    OK(ocl->state_sync(ocl, hg), "sync h again");
+    CHECK(st_down() == d1, "a second sync read %zu bytes again", st_down() - d1);
+
+    /* a host write, announced: the next op uses it */
+    for (size_t i = 0; i < DN2; i++) hr[i] = hg[i] = 0.25f * frand();
+    ocl->state_changed(ocl, hg, 0, DN2 * 4);
+    for (int g = 0; g < G; g++) {
+        mr[g] = mg[g] = frand();
+        vr[g] = vg[g] = 2.0f + frand();
+    }
+    ocl->state_changed(ocl, mg, 0, (size_t)G * 4);
+    ocl->state_changed(ocl, vg, 0, (size_t)G * 4);
+    OK(cpu->timestep_norm(cpu, x, 1, D, G, tw, tb, 1e-5f, &cr, mr, vr, xt_r), "cpu tn");
+    OK(ocl->timestep_norm(ocl, x, 1, D, G, tw, tb, 1e-5f, &cg, mg, vg, xt_g), "ocl tn");
+    check_op("timestep_norm", "after a host write", xt_r, xt_g, (size_t)D);
+    OK(cpu->cema(cpu, MG_CEMA_SCAN, x, 1, &cf, hr, y_r), "cpu cema");
+    OK(ocl->cema(ocl, MG_CEMA_SCAN, x, 1, &cf, hg, y_g), "ocl cema");
+    check_op("cema", "after a host write", y_r, y_g, (size_t)D);
+    /* a host write of part of a region whose device copy is newer: the rest comes back */
+    hr[0] = hg[0] = 0.5f;
+    ocl->state_changed(ocl, hg, 0, 4);
+    OK(cpu->cema(cpu, MG_CEMA_SCAN, x, 1, &cf, hr, y_r), "cpu cema");
+    OK(ocl->cema(ocl, MG_CEMA_SCAN, x, 1, &cf, hg, y_g), "ocl cema");
+    check_op("cema", "after a partial host write", y_r, y_g, (size_t)D);
+    OK(ocl->state_sync(ocl, hg), "sync h");
+    check_op("cema.state", "after a partial host write", hr, hg, DN2);
+    /* a chunk cache rewritten from row 0 (a new chunk): the device's old rows are not used */
+    for (int t = 0; t < 3; t++) {
+        for (size_t i = 0; i < KR; i++) kr[t * KR + i] = kg[t * KR + i] = frand();
+        for (size_t i = 0; i < VR; i++) vr_[t * VR + i] = vg_[t * VR + i] = frand();
+    }
+    ocl->state_changed(ocl, kg, 0, 3 * KR * 4);
+    ocl->state_changed(ocl, vg_, 0, 3 * VR * 4);
+    OK(cpu->attention(cpu, q, kr, vr_, 1, 3, H, dk, dv, o_r), "cpu attention");
+    OK(ocl->attention(ocl, q, kg, vg_, 1, 3, H, dk, dv, o_g), "ocl attention");
+    check_op("attention", "a new chunk", o_r, o_g, VR);
+
+    /* snapshot on the device, an op, restore: the state before the op */
+    float *before = dup_f(hr, DN2);
+    int r1 = ocl->state_snapshot(ocl, hg, 0);
+    CHECK(r1 == 1, "state_snapshot of a resident h: %d, expected 1", r1);
+    OK(ocl->cema(ocl, MG_CEMA_SCAN, x, 1, &cf, hg, y_g), "ocl cema");
+    r1 = ocl->state_snapshot(ocl, hg, 1);
+    CHECK(r1 == 1, "state_snapshot restore: %d, expected 1", r1);
+    OK(ocl->state_sync(ocl, hg), "sync h");
+    check_op("cema.state", "restored from the device backup", before, hg, DN2);
+    CHECK(ocl->state_snapshot(ocl, hg, 1) == 0, "a second restore without a backup");
+    free(before);
+
+    /* release, then a new region at the same address: the host's contents, not the old
+     * device copy */
+    ocl->state_release(ocl, hg);
+    for (size_t i = 0; i < DN2; i++) hr[i] = hg[i] = 0.1f * frand();
+    OK(ocl->state_register(ocl, hg, DN2 * 4), "register h again");
+    OK(cpu->cema(cpu, MG_CEMA_SCAN, x, 1, &cf, hr, y_r), "cpu cema");
+    OK(ocl->cema(ocl, MG_CEMA_SCAN, x, 1, &cf, hg, y_g), "ocl cema");
+    check_op("cema", "a region registered again at a released address", y_r, y_g, (size_t)D);
+    OK(ocl->state_sync(ocl, hg), "sync h");
+    check_op("cema.state", "a region registered again", hr, hg, DN2);
+    /* released: the pointer is an ordinary buffer again (uploaded, read back) */
+    ocl->state_release(ocl, hg);
+    ocl->state_release(ocl, kg);
+    ocl->state_release(ocl, vg_);
+    OK(cpu->cema(cpu, MG_CEMA_SCAN, x, 1, &cf, hr, y_r), "cpu cema");
+    OK(ocl->cema(ocl, MG_CEMA_SCAN, x, 1, &cf, hg, y_g), "ocl cema");
+    check_op("cema.state", "released: read back by the op", hr, hg, DN2);
+    ocl->state_release(ocl, mg);
+    ocl->state_release(ocl, vg);
+    mg_opencl_stats s;
+    mg_opencl_get_stats(ocl, &s);
+    CHECK(s.state_regions == 0, "%ld regions left after releasing all", s.state_regions);
+
+    free(x); free(xt_r); free(xt_g); free(y_r); free(y_g); free(q); free(o_r); free(o_g);
+    free(hr); free(hg); free(mg); free(vg); free(kr); free(vr_); free(kg); free(vg_);
+    free(alpha); free(delta); free(theta); free(gamma); free(omega); free(tw); free(tb);
+    mg_cema_coeffs_free(&cf);
+    mg_opencl_forget_weights(ocl);
+}
+
+/* The whole model on OpenCL with its state on the device, against the CPU backend (the
+ * golden base model): decode reads no state back; save -> load -> continue equals the CPU's;
+ * an mg_eval that fails half-way (an op made to fail after the first steps changed the
+ * device's state) leaves the state as it was. */
+static int (*real_matmul)(mg_backend *, const float *, int, int, const float *, int,
+                          const float *, float *);
+static long matmul_calls, matmul_fail_at = -1;
+static int failing_matmul(mg_backend *be, const float *x, int M, int K, const float *W, int N,
+                          const float *bias, float *y)
+{
+    if (matmul_calls++ == matmul_fail_at)
+        return mg_seterr(MG_ERR_NOMEM, "injected failure (test-backend-ops)");
+    return real_matmul(be, x, M, K, W, N, bias, y);
+}
+
+static double max_abs_diff(const float *a, const float *b, size_t n)
+{
+    double m = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - b[i]);
+        if (!(d <= m)) m = d;
+    }
+    return m;
+}
+
+static void test_resident_model(void)
+{
+    const char *dir = getenv("MG_GOLDEN_DIR");
+    if (!dir) {
+        printf("  (MG_GOLDEN_DIR not set: the model-level state checks are skipped)\n");
+        return;
+    }
+    char path[1024], f1[1200], f2[1200], f3[1200];
+    snprintf(path, sizeof path, "%s/base.gguf", dir);
+    snprintf(f1, sizeof f1, "%s/state-a.gguf", cache);
+    snprintf(f2, sizeof f2, "%s/state-b.gguf", cache);
+    snprintf(f3, sizeof f3, "%s/state-c.gguf", cache);
+    mkdir(cache, 0700);
+    mg_model_params mp = mg_model_default_params();
+    mg_model *mc = NULL, *mo = NULL;
+    mp.backend = "cpu";
+    OK(mg_model_load(path, &mp, &mc), "load on cpu");
+    mp.backend = "opencl";
+    OK(mg_model_load(path, &mp, &mo), "load on opencl");
+    if (!mc || !mo) return;
+    const mg_hparams *hp = mg_model_hparams(mc);
+    const int V = mg_model_n_vocab(mc), C = hp->chunk_size;
+    mg_state *sc = NULL, *so = NULL, *so2 = NULL;
+    OK(mg_state_new(mc, NULL, &sc), "state cpu");
+    OK(mg_state_new(mo, NULL, &so), "state opencl");
+    const int n_prompt = C + C / 2 + 1, n_dec = 10;
+    int32_t *tok = malloc(sizeof(int32_t) * (n_prompt + 4 * C));
+    for (int i = 0; i < n_prompt + 4 * C; i++) tok[i] = (int32_t)((i * 7919 + 13) % V);
+    float *lc = malloc(sizeof(float) * V), *lo = malloc(sizeof(float) * V);
+    double worst = 0;
+    OK(mg_eval(sc, tok, n_prompt, lc, MG_LOGITS_LAST), "cpu prompt");
+    OK(mg_eval(so, tok, n_prompt, lo, MG_LOGITS_LAST), "opencl prompt");
+    worst = fmax(worst, max_abs_diff(lc, lo, V));
+    size_t down0 = st_down_of(mo->be), up0 = st_up_of(mo->be);
+    int p = n_prompt;
+    for (int i = 0; i < n_dec; i++, p++) {
+        OK(mg_eval(sc, tok + p, 1, lc, MG_LOGITS_LAST), "cpu decode");
+        OK(mg_eval(so, tok + p, 1, lo, MG_LOGITS_LAST), "opencl decode");
+        worst = fmax(worst, max_abs_diff(lc, lo, V));
+    }
+    size_t down = st_down_of(mo->be) - down0, up = st_up_of(mo->be) - up0;
+    /* per token: nothing read back; uploaded: the new key/value row of every layer, plus
+     * the whole cache at most once per chunk (its first rows, from the prompt's call) */
+    size_t row = (size_t)(hp->z_dim + hp->value_dim) * 4 * hp->n_layer;
+    CHECK(down == 0, "model decode: %zu bytes of state read back over %d tokens", down, n_dec);
+    CHECK(up <= (size_t)n_dec * row + (size_t)C * row,
+          "model decode: %zu bytes of state uploaded over %d tokens (a row is %zu)", up, n_dec,
+          row);
+    printf("  resident state: %d decode tokens moved %zu bytes of state up (%zu per token-row), "
+           "%zu down\n", n_dec, up, row, down);
+
+    /* save -> load -> continue, both backends */
+    OK(mg_state_save(so, f1), "save opencl");
+    OK(mg_state_new(mo, NULL, &so2), "state opencl 2");
+    OK(mg_state_load(so2, f1), "load opencl");
+    for (int i = 0; i < 5; i++, p++) {
+        OK(mg_eval(sc, tok + p, 1, lc, MG_LOGITS_LAST), "cpu continue");
+        OK(mg_eval(so2, tok + p, 1, lo, MG_LOGITS_LAST), "opencl continue after load");
+        worst = fmax(worst, max_abs_diff(lc, lo, V));
+    }
+    OK(mg_eval(sc, tok + p, C + 3, lc, MG_LOGITS_LAST), "cpu continue, across a chunk");
+    OK(mg_eval(so2, tok + p, C + 3, lo, MG_LOGITS_LAST), "opencl continue, across a chunk");
+    worst = fmax(worst, max_abs_diff(lc, lo, V));
+    p += C + 3;
+    CHECK(worst < 1e-4, "resident state: logits differ from the CPU's by %.3g", worst);
+    printf("  resident state: logits vs the CPU's, max abs diff %.3g\n", worst);
+    /* the synced state equals the CPU's */
+    OK(mg_state_sync(so2), "sync");
+    double dh = 0, dm = 0;
+    for (int il = 0; il < hp->n_layer; il++) {
+        dh = fmax(dh, max_abs_diff(sc->layers[il].h, so2->layers[il].h,
+                                   (size_t)hp->n_embd * hp->cema_ndim * 2));
+        dm = fmax(dm, max_abs_diff(sc->layers[il].tnorm.mean, so2->layers[il].tnorm.mean,
+                                   hp->norm_groups));
+        dm = fmax(dm, max_abs_diff(sc->layers[il].tnorm.var, so2->layers[il].tnorm.var,
+                                   hp->norm_groups));
+    }
+    dm = fmax(dm, max_abs_diff(sc->out_norm.mean, so2->out_norm.mean, hp->norm_groups));
+    CHECK(dh < 1e-4 && dm < 1e-4, "synced state vs the CPU's: h %.3g, statistics %.3g", dh, dm);
+
+    /* an mg_eval failing half-way: 2C + 5 tokens (several steps, across chunks) with the
+     * matrix product made to fail after the first step */
+    OK(mg_state_save(so2, f2), "save before the failing call");
+    mg_backend *be = mo->be;
+    real_matmul = be->matmul;
+    be->matmul = failing_matmul;
+    matmul_calls = 0;
+    matmul_fail_at = -1;
+    mg_state *probe = NULL;
+    OK(mg_state_new(mo, NULL, &probe), "probe state");
+    OK(mg_state_load(probe, f2), "probe load");
+    OK(mg_eval(probe, tok, 2 * C + 5, NULL, MG_LOGITS_NONE), "probe eval");
+    long n_calls = matmul_calls;
+    mg_state_free(probe);
+    for (int k = 0; k < 3; k++) {
+        long at = k == 0 ? n_calls / 2 : k == 1 ? n_calls - 1 : n_calls * 3 / 4;
+        matmul_calls = 0;
+        matmul_fail_at = at;
+        int rc = mg_eval(so2, tok, 2 * C + 5, NULL, MG_LOGITS_NONE);
+        matmul_fail_at = -1;
+        CHECK(rc == MG_ERR_NOMEM, "the failing mg_eval (matmul %ld of %ld): rc %d", at, n_calls,
+              rc);
+        OK(mg_state_save(so2, f3), "save after the failing call");
+        long n2, n3;
+        unsigned char *b2 = test_read_file(f2, &n2), *b3 = test_read_file(f3, &n3);
+        CHECK(b2 && b3 && n2 == n3 && memcmp(b2, b3, (size_t)n2) == 0,
+              "a failing mg_eval on OpenCL (matmul %ld of %ld) changed the state", at, n_calls);
+        free(b2);
+        free(b3);
+    }
+    be->matmul = real_matmul;
+    /* and it continues as the CPU does */
+    OK(mg_eval(sc, tok + p, 3, lc, MG_LOGITS_LAST), "cpu after");
+    OK(mg_eval(so2, tok + p, 3, lo, MG_LOGITS_LAST), "opencl after the failed calls");
+    double d = max_abs_diff(lc, lo, V);
+    CHECK(d < 1e-4, "after the failed calls: logits differ from the CPU's by %.3g", d);
+    p += 3;
+    /* the statistics window (writes the statistics on the host, keeps h on the device) */
+    OK(mg_state_window_norm_stats(sc, tok, C + 2), "cpu window");
+    OK(mg_state_window_norm_stats(so2, tok, C + 2), "opencl window");
+    OK(mg_eval(sc, tok + p, 2, lc, MG_LOGITS_LAST), "cpu after the window");
+    OK(mg_eval(so2, tok + p, 2, lo, MG_LOGITS_LAST), "opencl after the window");
+    d = max_abs_diff(lc, lo, V);
+    CHECK(d < 1e-4, "after mg_state_window_norm_stats: logits differ from the CPU's by %.3g", d);
+    /* a reset state on the device starts as a fresh one */
+    mg_state_reset(so2);
+    mg_state_reset(sc);
+    OK(mg_eval(sc, tok, 5, lc, MG_LOGITS_LAST), "cpu after reset");
+    OK(mg_eval(so2, tok, 5, lo, MG_LOGITS_LAST), "opencl after reset");
+    d = max_abs_diff(lc, lo, V);
+    CHECK(d < 1e-4, "after mg_state_reset: logits differ from the CPU's by %.3g", d);
+
+    remove(f1);
+    remove(f2);
+    remove(f3);
+    free(tok); free(lc); free(lo);
+    mg_state_free(so2);
+    mg_state_free(so);
+    mg_state_free(sc);
+    mg_model_free(mo);
+    mg_model_free(mc);
+}
+
 /* ---------------------------------------------------------------- --bench */
 
 static double now_s(void)
@@ -511,8 +928,84 @@ static double time_matmul(mg_backend *be, int M, int K, int N)
     return best;
 }
 
-static int bench(void)
+/* ms per CEMA call of L rows (best of 3 after a first call, which is returned in *first:
+ * it uploads the coefficients and, for the FFT, makes the kernel's transform), continuing
+ * a carried state. */
+static double time_cema(mg_backend *be, mg_cema_algo algo, const mg_cema_coeffs *cf, int L,
+                        double *first)
 {
+    const size_t n = (size_t)L * cf->D, hn = (size_t)cf->D * cf->N * 2;
+    float *x = rnd(n, 1), *y = rnd(n, 1), *h = rnd(hn, 0.5f);
+    double best = 1e30;
+    for (int r = 0; r < 4; r++) {
+        double t0 = now_s();
+        if (be->cema(be, algo, x, L, cf, h, y) != MG_OK) {
+            printf("(%s)", mg_last_error());
+            best = NAN;
+            break;
+        }
+        double t = now_s() - t0;
+        if (r == 0) *first = t * 1e3;
+        else if (t < best) best = t;
+    }
+    free(x); free(y); free(h);
+    return best * 1e3;
+}
+
+/* The CEMA table of docs/opencl.md: the chunked scan and the FFT on OpenCL, and the CPU
+ * backend (best ISA, 2 threads) for scale, at D = 1024, N = 16, for coefficients from the
+ * official parametrization (alpha, delta uniform in [-2, 2]: |q| up to ~0.986, a decay of
+ * ~2000 steps) and with a fast decay (alpha, delta shifted by +4: |q| <= ~0.22). */
+static void bench_cema(void)
+{
+    const int D = 1024, N = 16, Ls[] = {256, 512, 1024, 2048, 4096, 8192};
+    mg_backend *cb = NULL;
+    if (mg_backend_cpu_new(2, NULL, &cb)) printf("cpu: %s\n", mg_last_error());
+    for (int set = 0; set < 2; set++) {
+        float *alpha = rnd((size_t)D * N, 2), *delta = rnd((size_t)D * N, 2);
+        for (int i = 0; i < D * N; i++) {
+            alpha[i] += set ? 4.0f : 0.0f;
+            delta[i] += set ? 4.0f : 0.0f;
+        }
+        float *theta = rnd(D, 2), *gamma = rnd((size_t)D * N * 2, 1), *omega = rnd(D, 1);
+        mg_cema_coeffs cf;
+        if (mg_cema_coeffs_init(&cf, D, N, alpha, delta, theta, gamma, omega)) return;
+        double qm = 0;
+        for (int i = 0; i < D * N; i++)
+            qm = fmax(qm, hypot(cf.q[2 * i], cf.q[2 * i + 1]));
+        printf("\nCEMA ms per call, D=%d N=%d, max |q| %.4f (decay %d steps); OpenCL FFT: "
+               "first call (makes the kernel transform) in parentheses\n", D, N, qm,
+               (int)ceil(-40.0 * log(2.0) / log(qm)));
+        printf("| L | OpenCL scan | OpenCL FFT | FFT / scan | CPU %s scan | CPU fft |\n",
+               cb ? cb->name : "-");
+        printf("|---:|---:|---:|---:|---:|---:|\n");
+        for (size_t i = 0; i < sizeof Ls / sizeof Ls[0]; i++) {
+            const int L = Ls[i];
+            double f0, f1, f2;
+            double ts = time_cema(ocl, MG_CEMA_SCAN, &cf, L, &f0);
+            double tf = time_cema(ocl, MG_CEMA_FFT, &cf, L, &f1);
+            printf("| %d | %.1f | %.1f (%.0f) | %.2f |", L, ts, tf, f1, tf / ts);
+            fflush(stdout);
+            if (cb)
+                printf(" %.1f | %.1f |\n", time_cema(cb, MG_CEMA_SCAN, &cf, L, &f2),
+                       time_cema(cb, MG_CEMA_FFT, &cf, L, &f2));
+            else
+                printf(" - | - |\n");
+        }
+        mg_cema_coeffs_free(&cf);
+        mg_opencl_forget_weights(ocl);
+        free(alpha); free(delta); free(theta); free(gamma); free(omega);
+    }
+    if (cb) cb->free(cb);
+}
+
+/* what: "all", "matmul" or "cema" */
+static int bench(const char *what)
+{
+    if (strcmp(what, "cema") == 0) {
+        bench_cema();
+        return 0;
+    }
     const char *gemms[] = {"tiled", "direct", "clblast"};
     mg_backend *be[3] = {NULL, NULL, NULL};
     for (int i = 0; i < 3; i++) {
@@ -541,6 +1034,7 @@ static int bench(void)
     }
     for (int i = 0; i < 3; i++)
         if (be[i]) be[i]->free(be[i]);
+    if (strcmp(what, "matmul") != 0) bench_cema();
     return 0;
 }
 
@@ -574,7 +1068,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "FAIL: the OpenCL backend: %s\n", mg_last_error());
         return 1;
     }
-    if (argc > 1 && strcmp(argv[1], "--bench") == 0) return bench();
+    if (argc > 1 && strcmp(argv[1], "--bench") == 0) return bench(argc > 2 ? argv[2] : "all");
     mg_opencl_stats st;
     mg_opencl_get_stats(ocl, &st);
     printf("device: %s (accumulation in %s, weights %s)\nmatrix products: %s, decode %s (%s)\n",
@@ -592,6 +1086,24 @@ int main(int argc, char **argv)
     test_program_cache(cache2);
     test_bad_cases();
     test_model_params();
+    test_resident_state();
+    test_resident_model();
+    /* MEGALODON_OPENCL_RESIDENT=0: no state hooks (every op copies the state in and out) */
+    setenv("MEGALODON_OPENCL_RESIDENT", "0", 1);
+    mg_backend *plain = NULL;
+    OK(mg_backend_opencl_new(-1, &plain), "backend with MEGALODON_OPENCL_RESIDENT=0");
+    if (plain) {
+        CHECK(!plain->state_register && !plain->state_sync && !plain->state_snapshot,
+              "MEGALODON_OPENCL_RESIDENT=0 still keeps the state on the device");
+        plain->free(plain);
+    }
+    setenv("MEGALODON_OPENCL_RESIDENT", "sometimes", 1);
+    plain = NULL;
+    rc = mg_backend_opencl_new(-1, &plain);
+    CHECK(rc == MG_ERR_INVALID_ARG && strstr(mg_last_error(), "MEGALODON_OPENCL_RESIDENT"),
+          "MEGALODON_OPENCL_RESIDENT=sometimes: rc %d", rc);
+    if (plain) plain->free(plain);
+    unsetenv("MEGALODON_OPENCL_RESIDENT");
 
     /* fp16 weight storage (vload_half is core OpenCL, so any device can run it) */
     setenv("MEGALODON_OPENCL_F16", "1", 1);

@@ -25,6 +25,8 @@ static void check_state(const golden_case *gc, const mg_model *m, const mg_state
     const mg_hparams *hp = mg_model_hparams(m);
     const int G = hp->norm_groups, Z = hp->z_dim, E = hp->value_dim;
     char name[128], label[256];
+    /* the backend may keep the state on the device: the host copy made current first */
+    CHECK(mg_state_sync((mg_state *)st) == MG_OK, "%s: mg_state_sync: %s", what, mg_last_error());
     CHECK(st->n_kv == gc->n_kv, "%s: n_kv %d, expected %d", what, st->n_kv, gc->n_kv);
     CHECK(st->n_past == (uint64_t)gc->L, "%s: n_past %llu", what, (unsigned long long)st->n_past);
     for (int il = 0; il <= hp->n_layer; il++) {

@@ -148,6 +148,7 @@ static int check_tnorm(const char *label, const char *which, const mg_tnorm_stat
 /* Every value of the library state is finite and in range; returns 1 if not. */
 static int check_state(const char *label, const mg_state *st)
 {
+    mg_state_sync((mg_state *)st); /* a backend may keep it on the device */
     const mg_hparams *hp = &st->model->hp;
     const int G = hp->norm_groups;
     const size_t DN2 = (size_t)hp->n_embd * hp->cema_ndim * 2;
@@ -185,6 +186,7 @@ static int check_state(const char *label, const mg_state *st)
 /* State drift of the library state against the twin (logit fields left 0). */
 static drift state_drift(const mg_state *st, const f64_state *tw)
 {
+    mg_state_sync((mg_state *)st); /* a backend may keep it on the device */
     const mg_hparams *hp = &st->model->hp;
     const int G = hp->norm_groups;
     const size_t DN2 = (size_t)hp->n_embd * hp->cema_ndim * 2;
