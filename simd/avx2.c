@@ -503,25 +503,22 @@ static void bf16_to_f32(const uint16_t *x, float *y, size_t n)
 
 /* ------------------------------------------------------------------ training */
 
-/* (dy s)(1 + x (1 - s)), s = 1 / (1 + exp(-x)): the reference's operations in its order,
- * with exp8 for expf (vecmath.h states the error) */
-static inline __m256 silu_bwd8(__m256 x, __m256 dy)
-{
-    const __m256 one = _mm256_set1_ps(1.0f);
-    __m256 s = _mm256_div_ps(one, _mm256_add_ps(one, exp8(_mm256_sub_ps(_mm256_setzero_ps(), x))));
-    return _mm256_mul_ps(_mm256_mul_ps(dy, s), _mm256_add_ps(one, _mm256_mul_ps(x, _mm256_sub_ps(one, s))));
-}
+/* The elementwise training kernels (train-impl.h) on eight floats per vector */
+#define VF 8
+typedef __m256 vf;
+static inline vf vf_set1(float a) { return _mm256_set1_ps(a); }
+static inline vf vf_add(vf a, vf b) { return _mm256_add_ps(a, b); }
+static inline vf vf_sub(vf a, vf b) { return _mm256_sub_ps(a, b); }
+static inline vf vf_mul(vf a, vf b) { return _mm256_mul_ps(a, b); }
+static inline vf vf_div(vf a, vf b) { return _mm256_div_ps(a, b); }
+static inline vf vf_sqrt(vf a) { return _mm256_sqrt_ps(a); }
+static inline vf vf_exp(vf x) { return exp8(x); }
+static inline vf vf_load(const float *p) { return _mm256_loadu_ps(p); }
+static inline void vf_store(float *p, vf v) { _mm256_storeu_ps(p, v); }
+static inline vf vf_load_part(const float *p, int k) { return _mm256_maskload_ps(p, tail_mask(k)); }
+static inline void vf_store_part(float *p, vf v, int k) { _mm256_maskstore_ps(p, tail_mask(k), v); }
 
-static void silu_backward(const float *x, const float *dy, float *dx, size_t n)
-{
-    size_t i = 0;
-    for (; i + W <= n; i += W)
-        _mm256_storeu_ps(dx + i, silu_bwd8(_mm256_loadu_ps(x + i), _mm256_loadu_ps(dy + i)));
-    if (i < n) {
-        const __m256i msk = tail_mask((int)(n - i));
-        _mm256_maskstore_ps(dx + i, msk, silu_bwd8(_mm256_maskload_ps(x + i, msk), _mm256_maskload_ps(dy + i, msk)));
-    }
-}
+#include "train-impl.h"
 
 /* max in fp32; e = exp8(l - max) summed in double (and kept in dl); dl = e (scale / sum) */
 static double cross_entropy_row(const float *l, int n, int t, float scale, float *dl)
@@ -555,52 +552,6 @@ static double cross_entropy_row(const float *l, int n, int t, float scale, float
         dl[t] -= scale;
     }
     return lse - lt;
-}
-
-/* AdamW in fp32 with the constants rounded to fp32 (the same operations in the AVX-512 and
- * NEON tables: the three give the same bits) */
-typedef struct {
-    __m256 gs, decay, b1, c1, b2, c2, sbc2, eps, step;
-} adamw_c8;
-
-static inline void adamw8(const adamw_c8 *c, __m256 p, __m256 g, __m256 m, __m256 v, __m256 *po,
-                          __m256 *mo, __m256 *vo)
-{
-    __m256 gj = _mm256_mul_ps(g, c->gs);
-    __m256 pj = _mm256_mul_ps(p, c->decay);
-    m = _mm256_add_ps(_mm256_mul_ps(c->b1, m), _mm256_mul_ps(c->c1, gj));
-    v = _mm256_add_ps(_mm256_mul_ps(c->b2, v), _mm256_mul_ps(_mm256_mul_ps(c->c2, gj), gj));
-    __m256 den = _mm256_add_ps(_mm256_div_ps(_mm256_sqrt_ps(v), c->sbc2), c->eps);
-    *po = _mm256_sub_ps(pj, _mm256_div_ps(_mm256_mul_ps(c->step, m), den));
-    *mo = m;
-    *vo = v;
-}
-
-static void adamw(float *p, const float *g, float *m, float *v, size_t n, double lr, double wd,
-                  double b1, double b2, double eps, double gs, double step_size, double sbc2)
-{
-    const adamw_c8 c = {_mm256_set1_ps((float)gs), _mm256_set1_ps((float)(1.0 - lr * wd)),
-                        _mm256_set1_ps((float)b1), _mm256_set1_ps((float)(1.0 - b1)),
-                        _mm256_set1_ps((float)b2), _mm256_set1_ps((float)(1.0 - b2)),
-                        _mm256_set1_ps((float)sbc2), _mm256_set1_ps((float)eps),
-                        _mm256_set1_ps((float)step_size)};
-    __m256 po, mo, vo;
-    size_t i = 0;
-    for (; i + W <= n; i += W) {
-        adamw8(&c, _mm256_loadu_ps(p + i), _mm256_loadu_ps(g + i), _mm256_loadu_ps(m + i),
-               _mm256_loadu_ps(v + i), &po, &mo, &vo);
-        _mm256_storeu_ps(p + i, po);
-        _mm256_storeu_ps(m + i, mo);
-        _mm256_storeu_ps(v + i, vo);
-    }
-    if (i < n) {
-        const __m256i k = tail_mask((int)(n - i));
-        adamw8(&c, _mm256_maskload_ps(p + i, k), _mm256_maskload_ps(g + i, k),
-               _mm256_maskload_ps(m + i, k), _mm256_maskload_ps(v + i, k), &po, &mo, &vo);
-        _mm256_maskstore_ps(p + i, k, po);
-        _mm256_maskstore_ps(m + i, k, mo);
-        _mm256_maskstore_ps(v + i, k, vo);
-    }
 }
 
 /* The norm backward kernels (norm-backward-impl.h) on four doubles per vector */

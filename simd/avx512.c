@@ -461,25 +461,22 @@ static void bf16_to_f32(const uint16_t *x, float *y, size_t n)
 
 /* ------------------------------------------------------------------ training */
 
-/* (dy s)(1 + x (1 - s)), s = 1 / (1 + exp(-x)): the reference's operations in its order,
- * with exp16 for expf (vecmath.h states the error); the same bits as the AVX2 table */
-static inline __m512 silu_bwd16(__m512 x, __m512 dy)
-{
-    const __m512 one = _mm512_set1_ps(1.0f);
-    __m512 s = _mm512_div_ps(one, _mm512_add_ps(one, exp16(_mm512_sub_ps(_mm512_setzero_ps(), x))));
-    return _mm512_mul_ps(_mm512_mul_ps(dy, s), _mm512_add_ps(one, _mm512_mul_ps(x, _mm512_sub_ps(one, s))));
-}
+/* The elementwise training kernels (train-impl.h) on sixteen floats per vector */
+#define VF 16
+typedef __m512 vf;
+static inline vf vf_set1(float a) { return _mm512_set1_ps(a); }
+static inline vf vf_add(vf a, vf b) { return _mm512_add_ps(a, b); }
+static inline vf vf_sub(vf a, vf b) { return _mm512_sub_ps(a, b); }
+static inline vf vf_mul(vf a, vf b) { return _mm512_mul_ps(a, b); }
+static inline vf vf_div(vf a, vf b) { return _mm512_div_ps(a, b); }
+static inline vf vf_sqrt(vf a) { return _mm512_sqrt_ps(a); }
+static inline vf vf_exp(vf x) { return exp16(x); }
+static inline vf vf_load(const float *p) { return _mm512_loadu_ps(p); }
+static inline void vf_store(float *p, vf v) { _mm512_storeu_ps(p, v); }
+static inline vf vf_load_part(const float *p, int k) { return _mm512_maskz_loadu_ps(tail_mask(k), p); }
+static inline void vf_store_part(float *p, vf v, int k) { _mm512_mask_storeu_ps(p, tail_mask(k), v); }
 
-static void silu_backward(const float *x, const float *dy, float *dx, size_t n)
-{
-    size_t i = 0;
-    for (; i + W <= n; i += W)
-        _mm512_storeu_ps(dx + i, silu_bwd16(_mm512_loadu_ps(x + i), _mm512_loadu_ps(dy + i)));
-    if (i < n) {
-        const __mmask16 k = tail_mask((int)(n - i));
-        _mm512_mask_storeu_ps(dx + i, k, silu_bwd16(_mm512_maskz_loadu_ps(k, x + i), _mm512_maskz_loadu_ps(k, dy + i)));
-    }
-}
+#include "train-impl.h"
 
 /* max in fp32; e = exp16(l - max) summed in double (and kept in dl); dl = e (scale / sum) */
 static double cross_entropy_row(const float *l, int n, int t, float scale, float *dl)
@@ -508,51 +505,6 @@ static double cross_entropy_row(const float *l, int n, int t, float scale, float
         dl[t] -= scale;
     }
     return lse - lt;
-}
-
-/* AdamW in fp32 with the constants rounded to fp32: the operations of avx2.c (same bits) */
-typedef struct {
-    __m512 gs, decay, b1, c1, b2, c2, sbc2, eps, step;
-} adamw_c16;
-
-static inline void adamw16(const adamw_c16 *c, __m512 p, __m512 g, __m512 m, __m512 v,
-                           __m512 *po, __m512 *mo, __m512 *vo)
-{
-    __m512 gj = _mm512_mul_ps(g, c->gs);
-    __m512 pj = _mm512_mul_ps(p, c->decay);
-    m = _mm512_add_ps(_mm512_mul_ps(c->b1, m), _mm512_mul_ps(c->c1, gj));
-    v = _mm512_add_ps(_mm512_mul_ps(c->b2, v), _mm512_mul_ps(_mm512_mul_ps(c->c2, gj), gj));
-    __m512 den = _mm512_add_ps(_mm512_div_ps(_mm512_sqrt_ps(v), c->sbc2), c->eps);
-    *po = _mm512_sub_ps(pj, _mm512_div_ps(_mm512_mul_ps(c->step, m), den));
-    *mo = m;
-    *vo = v;
-}
-
-static void adamw(float *p, const float *g, float *m, float *v, size_t n, double lr, double wd,
-                  double b1, double b2, double eps, double gs, double step_size, double sbc2)
-{
-    const adamw_c16 c = {_mm512_set1_ps((float)gs), _mm512_set1_ps((float)(1.0 - lr * wd)),
-                         _mm512_set1_ps((float)b1), _mm512_set1_ps((float)(1.0 - b1)),
-                         _mm512_set1_ps((float)b2), _mm512_set1_ps((float)(1.0 - b2)),
-                         _mm512_set1_ps((float)sbc2), _mm512_set1_ps((float)eps),
-                         _mm512_set1_ps((float)step_size)};
-    __m512 po, mo, vo;
-    size_t i = 0;
-    for (; i + W <= n; i += W) {
-        adamw16(&c, _mm512_loadu_ps(p + i), _mm512_loadu_ps(g + i), _mm512_loadu_ps(m + i),
-                _mm512_loadu_ps(v + i), &po, &mo, &vo);
-        _mm512_storeu_ps(p + i, po);
-        _mm512_storeu_ps(m + i, mo);
-        _mm512_storeu_ps(v + i, vo);
-    }
-    if (i < n) {
-        const __mmask16 k = tail_mask((int)(n - i));
-        adamw16(&c, _mm512_maskz_loadu_ps(k, p + i), _mm512_maskz_loadu_ps(k, g + i),
-                _mm512_maskz_loadu_ps(k, m + i), _mm512_maskz_loadu_ps(k, v + i), &po, &mo, &vo);
-        _mm512_mask_storeu_ps(p + i, k, po);
-        _mm512_mask_storeu_ps(m + i, k, mo);
-        _mm512_mask_storeu_ps(v + i, k, vo);
-    }
 }
 
 /* The norm backward kernels (norm-backward-impl.h) on eight doubles per vector */

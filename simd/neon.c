@@ -480,27 +480,33 @@ static void bf16_to_f32(const uint16_t *x, float *y, size_t n)
 
 /* ------------------------------------------------------------------ training */
 
-/* (dy s)(1 + x (1 - s)), s = 1 / (1 + exp(-x)): the scalar code's operations in its order,
- * with v_exp for expf */
-static inline float32x4_t v_silu_bwd(float32x4_t x, float32x4_t dy)
+/* The elementwise training kernels (train-impl.h) on four floats per vector; the tail
+ * through a zero-padded copy */
+#define VF 4
+typedef float32x4_t vf;
+static inline vf vf_set1(float a) { return vdupq_n_f32(a); }
+static inline vf vf_add(vf a, vf b) { return vaddq_f32(a, b); }
+static inline vf vf_sub(vf a, vf b) { return vsubq_f32(a, b); }
+static inline vf vf_mul(vf a, vf b) { return vmulq_f32(a, b); }
+static inline vf vf_div(vf a, vf b) { return vdivq_f32(a, b); }
+static inline vf vf_sqrt(vf a) { return vsqrtq_f32(a); }
+static inline vf vf_exp(vf x) { return v_exp(x); }
+static inline vf vf_load(const float *p) { return vld1q_f32(p); }
+static inline void vf_store(float *p, vf v) { vst1q_f32(p, v); }
+static inline vf vf_load_part(const float *p, int k)
 {
-    const float32x4_t one = vdupq_n_f32(1.0f);
-    float32x4_t s = vdivq_f32(one, vaddq_f32(one, v_exp(vnegq_f32(x))));
-    return vmulq_f32(vmulq_f32(dy, s), vaddq_f32(one, vmulq_f32(x, vsubq_f32(one, s))));
+    float t[4] = {0, 0, 0, 0};
+    memcpy(t, p, sizeof(float) * (size_t)k);
+    return vld1q_f32(t);
+}
+static inline void vf_store_part(float *p, vf v, int k)
+{
+    float t[4];
+    vst1q_f32(t, v);
+    memcpy(p, t, sizeof(float) * (size_t)k);
 }
 
-static void silu_backward(const float *x, const float *dy, float *dx, size_t n)
-{
-    size_t i = 0;
-    for (; i + 4 <= n; i += 4) vst1q_f32(dx + i, v_silu_bwd(vld1q_f32(x + i), vld1q_f32(dy + i)));
-    if (i < n) { /* the tail through the same vector code */
-        float tx[4] = {0, 0, 0, 0}, td[4] = {0, 0, 0, 0};
-        memcpy(tx, x + i, sizeof(float) * (n - i));
-        memcpy(td, dy + i, sizeof(float) * (n - i));
-        vst1q_f32(tx, v_silu_bwd(vld1q_f32(tx), vld1q_f32(td)));
-        memcpy(dx + i, tx, sizeof(float) * (n - i));
-    }
-}
+#include "train-impl.h"
 
 /* max in fp32; e = v_exp(l - max) summed in double (and kept in dl); dl = e (scale / sum) */
 static double cross_entropy_row(const float *l, int n, int t, float scale, float *dl)
@@ -541,48 +547,6 @@ static double cross_entropy_row(const float *l, int n, int t, float scale, float
         dl[t] -= scale;
     }
     return lse - lt;
-}
-
-/* AdamW in fp32 with the constants rounded to fp32: the operations of the x86 tables, without
- * fused multiply-adds, so the three SIMD tables give the same bits */
-typedef struct {
-    float32x4_t gs, decay, b1, c1, b2, c2, sbc2, eps, step;
-} adamw_c4;
-
-static inline void adamw4(const adamw_c4 *c, float *p, const float *g, float *m, float *v)
-{
-    float32x4_t gj = vmulq_f32(vld1q_f32(g), c->gs);
-    float32x4_t pj = vmulq_f32(vld1q_f32(p), c->decay);
-    float32x4_t mv = vaddq_f32(vmulq_f32(c->b1, vld1q_f32(m)), vmulq_f32(c->c1, gj));
-    float32x4_t vv = vaddq_f32(vmulq_f32(c->b2, vld1q_f32(v)), vmulq_f32(vmulq_f32(c->c2, gj), gj));
-    float32x4_t den = vaddq_f32(vdivq_f32(vsqrtq_f32(vv), c->sbc2), c->eps);
-    vst1q_f32(p, vsubq_f32(pj, vdivq_f32(vmulq_f32(c->step, mv), den)));
-    vst1q_f32(m, mv);
-    vst1q_f32(v, vv);
-}
-
-static void adamw(float *p, const float *g, float *m, float *v, size_t n, double lr, double wd,
-                  double b1, double b2, double eps, double gs, double step_size, double sbc2)
-{
-    const adamw_c4 c = {vdupq_n_f32((float)gs), vdupq_n_f32((float)(1.0 - lr * wd)),
-                        vdupq_n_f32((float)b1), vdupq_n_f32((float)(1.0 - b1)),
-                        vdupq_n_f32((float)b2), vdupq_n_f32((float)(1.0 - b2)),
-                        vdupq_n_f32((float)sbc2), vdupq_n_f32((float)eps),
-                        vdupq_n_f32((float)step_size)};
-    size_t i = 0;
-    for (; i + 4 <= n; i += 4) adamw4(&c, p + i, g + i, m + i, v + i);
-    if (i < n) {
-        const size_t r = n - i;
-        float tp[4] = {0, 0, 0, 0}, tg[4] = {0, 0, 0, 0}, tm[4] = {0, 0, 0, 0}, tv[4] = {0, 0, 0, 0};
-        memcpy(tp, p + i, sizeof(float) * r);
-        memcpy(tg, g + i, sizeof(float) * r);
-        memcpy(tm, m + i, sizeof(float) * r);
-        memcpy(tv, v + i, sizeof(float) * r);
-        adamw4(&c, tp, tg, tm, tv);
-        memcpy(p + i, tp, sizeof(float) * r);
-        memcpy(m + i, tm, sizeof(float) * r);
-        memcpy(v + i, tv, sizeof(float) * r);
-    }
 }
 
 /* The norm backward kernels (norm-backward-impl.h) on four doubles per "vector": two
