@@ -759,44 +759,39 @@ static int ocl_add(mg_backend *be, const float *a, const float *b, float *y, siz
     return ew2(be, K_ADD, a, b, y, n);
 }
 
-static int ocl_silu(mg_backend *be, const float *x, float *y, size_t n)
+/* y = f(x) elementwise; with a scalar argument (scale) when `a` is not NULL */
+static int ew1(mg_backend *be, int kid, const float *x, const float *a, float *y, size_t n)
 {
     ocl_ctx *c = octx(be);
     if (n == 0) return MG_OK;
     int rc;
     cl_mem bx, by;
     cl_ulong nn = n;
+    float av = a ? *a : 0.0f;
     if ((rc = fits(c, n, 4, "an elementwise op"))) return rc;
     LOCK(c);
     TRY(upload(c, S_A, x, n * 4, &bx));
     TRY(scratch(c, S_C, n * 4, &by));
-    {
+    if (a) {
+        karg args[] = {A_MEM(bx), A_F(av), A_MEM(by), {sizeof nn, &nn}};
+        TRY(launch1(c, kid, n, args, 4));
+    } else {
         karg args[] = {A_MEM(bx), A_MEM(by), {sizeof nn, &nn}};
-        TRY(launch1(c, K_SILU, n, args, 3));
+        TRY(launch1(c, kid, n, args, 3));
     }
     TRY(download(c, by, y, n * 4));
 out:
     UNLOCK_RET(c, rc);
 }
 
+static int ocl_silu(mg_backend *be, const float *x, float *y, size_t n)
+{
+    return ew1(be, K_SILU, x, NULL, y, n);
+}
+
 static int ocl_scale(mg_backend *be, const float *x, float a, float *y, size_t n)
 {
-    ocl_ctx *c = octx(be);
-    if (n == 0) return MG_OK;
-    int rc;
-    cl_mem bx, by;
-    cl_ulong nn = n;
-    if ((rc = fits(c, n, 4, "an elementwise op"))) return rc;
-    LOCK(c);
-    TRY(upload(c, S_A, x, n * 4, &bx));
-    TRY(scratch(c, S_C, n * 4, &by));
-    {
-        karg args[] = {A_MEM(bx), A_F(a), A_MEM(by), {sizeof nn, &nn}};
-        TRY(launch1(c, K_SCALE, n, args, 4));
-    }
-    TRY(download(c, by, y, n * 4));
-out:
-    UNLOCK_RET(c, rc);
+    return ew1(be, K_SCALE, x, &a, y, n);
 }
 
 static int ocl_affine_rows(mg_backend *be, const float *x, size_t rows, int m, const float *s,
