@@ -12,7 +12,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
@@ -160,25 +159,11 @@ static double sgemm_rate_measure(const mg_hparams *hp, int M, int threads)
     return secs > 0 ? flops / secs : 0.0;
 }
 
-/* Which OpenBLAS kernel runs: an OpenBLAS older than the CPU falls back to a generic SSE
- * kernel (Debian's 0.3.21 reports Prescott on recent Xeons), 3-5x slower in sgemm;
- * OPENBLAS_CORETYPE selects another (docs/performance.md). */
+/* Which BLAS kernel runs, and a warning when it is older than the CPU (megalodon.h) */
 static void blas_note(FILE *f)
 {
-    const char *core = openblas_get_corename();
-    fprintf(f, "OpenBLAS: %s, kernel %s\n", openblas_get_config(), core ? core : "?");
-    static const char *const old[] = {"Prescott", "Core2", "Penryn", "Dunnington", "Nehalem",
-                                      "Atom", "Katmai", "Coppermine", "Northwood", "Banias"};
-    int avx2 = 0;
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_cpu_init();
-    avx2 = __builtin_cpu_supports("avx2");
-#endif
-    for (size_t i = 0; core && avx2 && i < sizeof old / sizeof old[0]; i++)
-        if (strcasecmp(core, old[i]) == 0)
-            fprintf(f, "warning: this CPU has AVX2 but OpenBLAS runs its %s kernel (it does not "
-                       "know the CPU model); set OPENBLAS_CORETYPE=Haswell, or SkylakeX on "
-                       "AVX-512 CPUs, for 3-5x faster matrix products\n", core);
+    fprintf(f, "BLAS: %s\n", mg_blas_info());
+    if (mg_blas_warning()) fprintf(f, "warning: %s\n", mg_blas_warning());
     fprintf(f, "\n");
 }
 

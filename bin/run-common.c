@@ -98,6 +98,8 @@ int run_load_model(const run_opts *o, mg_model **model, double *load_ms)
             snprintf(req, sizeof req, "%s", is_auto ? "auto" : o->isa);
         fprintf(stderr, "backend: %s (--isa %s; kernel tables here, best first: %s)\n",
                 mg_model_backend_name(*model), req, mg_isa_available());
+        fprintf(stderr, "blas: %s\n", mg_blas_info());
+        if (mg_blas_warning()) fprintf(stderr, "warning: %s\n", mg_blas_warning());
         if (o->mode == MODE_GENERATE || o->mode == MODE_PERPLEXITY)
             fprintf(stderr, "cema: %s requested%s\n", cema_name(o->cema),
                     o->cema == MG_CEMA_AUTO ? " (FFT for long calls, the recurrence otherwise)"

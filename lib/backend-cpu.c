@@ -4,9 +4,11 @@
 #include "config.h"
 
 #include <cblas.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "backend-cpu.h"
@@ -73,6 +75,43 @@ static int cpu_matmul(mg_backend *be, const float *x, int M, int K, const float 
                     K, W + (size_t)n0 * K, K, bias ? 1.0f : 0.0f, yb, N);
     }
     return MG_OK;
+}
+
+/* ---------------------------------------------------------------- the BLAS in use
+ * (megalodon.h: mg_blas_info, mg_blas_warning). An OpenBLAS older than the CPU does not know
+ * its model and falls back to a generic SSE kernel (Debian's 0.3.21 picks Prescott on
+ * recent Xeons): sgemm 3-5x slower than with OPENBLAS_CORETYPE=Haswell or SkylakeX
+ * (docs/performance.md). */
+
+static char blas_info[256], blas_warning[320];
+static pthread_once_t blas_once = PTHREAD_ONCE_INIT;
+
+static void blas_describe(void)
+{
+    const char *core = openblas_get_corename(), *cfg = openblas_get_config();
+    snprintf(blas_info, sizeof blas_info, "%s, kernel %s", cfg ? cfg : "OpenBLAS",
+             core ? core : "unknown");
+    static const char *const old[] = {"Prescott", "Core2", "Penryn", "Dunnington", "Nehalem",
+                                      "Atom", "Katmai", "Coppermine", "Northwood", "Banias"};
+    const int avx2 = strstr(mg_kernels_available(), "avx2") != NULL;
+    for (size_t i = 0; core && avx2 && i < sizeof old / sizeof old[0]; i++)
+        if (strcasecmp(core, old[i]) == 0)
+            snprintf(blas_warning, sizeof blas_warning,
+                     "this CPU has AVX2 but OpenBLAS runs its %s kernel (it does not know the "
+                     "CPU model): matrix products are 3-5x slower than they can be; set "
+                     "OPENBLAS_CORETYPE=Haswell, or SkylakeX on AVX-512 CPUs", core);
+}
+
+const char *mg_blas_info(void)
+{
+    pthread_once(&blas_once, blas_describe);
+    return blas_info;
+}
+
+const char *mg_blas_warning(void)
+{
+    pthread_once(&blas_once, blas_describe);
+    return blas_warning[0] ? blas_warning : NULL;
 }
 
 /* ---------------------------------------------------------------- norms */

@@ -114,6 +114,12 @@ MG_API const char *mg_model_backend_name(const mg_model *model);
 MG_API int mg_model_set_n_threads(mg_model *model, int n_threads);
 /* Kernel tables compiled in and supported by this CPU, best first, e.g. "avx2 scalar". */
 MG_API const char *mg_isa_available(void);
+/* The BLAS library and the kernel it runs for this CPU, e.g. "OpenBLAS 0.3.21 ... kernel
+ * Haswell". mg_blas_warning: NULL, or a sentence when that kernel is older than the CPU
+ * (OpenBLAS's generic Prescott kernel on an AVX2 machine: matrix products 3-5x slower;
+ * the OPENBLAS_CORETYPE environment variable chooses another, docs/performance.md). */
+MG_API const char *mg_blas_info(void);
+MG_API const char *mg_blas_warning(void);
 
 /* ---- backends (docs/opencl.md): "cpu" always; "opencl" when built with OpenCL.
  * mg_backend_devices writes the OpenCL devices, one line each ("N: platform / device

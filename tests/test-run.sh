@@ -161,6 +161,24 @@ if [ "$rc" -eq 0 ] && [ -n "$tables" ] && grep -q "^backend: cpu/$best (--isa au
 else
   bad "info -v: exit $rc: $(cat "$tmp/err")"
 fi
+# -v names the BLAS kernel and warns when it is older than an AVX2 CPU (OpenBLAS with
+# DYNAMIC_ARCH takes OPENBLAS_CORETYPE; another BLAS ignores it and is only named)
+grep -q "^blas: " "$tmp/err" && ok "info -v names the BLAS: $(grep '^blas: ' "$tmp/err")" \
+  || bad "info -v does not name the BLAS: $(cat "$tmp/err")"
+run_cmd env OPENBLAS_CORETYPE=Prescott "$run" info -m "$golden/base.gguf" -v
+if ! grep -q "^blas: .*kernel Prescott" "$tmp/err"; then
+  echo "note: OPENBLAS_CORETYPE=Prescott not taken ($(grep '^blas: ' "$tmp/err")): no warning check"
+elif [ "${tables#*avx2}" != "$tables" ]; then
+  [ "$rc" -eq 0 ] && grep -q "^warning: .*Prescott kernel.*OPENBLAS_CORETYPE=Haswell" "$tmp/err" \
+    && ok "the Prescott kernel on an AVX2 CPU is warned about" \
+    || bad "no warning for the Prescott kernel on an AVX2 CPU: $(cat "$tmp/err")"
+  run_cmd env OPENBLAS_CORETYPE=Haswell "$run" info -m "$golden/base.gguf" -v
+  grep -q "^blas: .*kernel Haswell" "$tmp/err" && ! grep -q "^warning" "$tmp/err" \
+    && ok "no warning with the Haswell kernel" || bad "OPENBLAS_CORETYPE=Haswell: $(cat "$tmp/err")"
+else
+  ! grep -q "^warning" "$tmp/err" && ok "no warning for the Prescott kernel on a CPU without AVX2" \
+    || bad "a warning on a CPU without AVX2: $(cat "$tmp/err")"
+fi
 for isa in $tables; do
   ppl_check ppl-base "--isa $isa" exact_nll --isa $isa -v -b 3
   grep -q "^backend: cpu/$isa (--isa $isa;" "$tmp/err" && grep -q "^cema: auto requested" "$tmp/err" \
