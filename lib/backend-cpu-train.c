@@ -10,11 +10,16 @@
 #include "config.h"
 
 #include <cblas.h>
+#include <fftw3.h>
 #include <math.h>
+#include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "backend-cpu.h"
+#include "cema-plan.h"
 #include "error.h"
 
 #define BLK 64  /* rows (or columns) per block of a split matrix product */
@@ -322,13 +327,201 @@ static int cema_backward_scan(mg_backend *be, const float *x, int S, int L,
     return MG_OK;
 }
 
+/* ---- the backward's planner (docs/cema.md: "The planner"): MEGALODON_CEMA, then the
+ * algorithm asked for, then under MG_CEMA_AUTO cema_estimate_backward or, in measure mode,
+ * both candidates timed once per shape on the call's own input and remembered in the wisdom
+ * file (backend tag "cpu-bwd/sK"). Its state lives in the backend's context (cpu_ctx:
+ * cema_bwd): the settings, read from the environment when the backend is created like the
+ * forward's, and the backward's wisdom. */
+struct cema_bwd {
+    cema_settings set;
+    pthread_mutex_t measure_lock; /* one measurement at a time */
+    cema_wisdom *wis[8];          /* measure mode: per S bucket 1, 2, 4, ..., >= 128 */
+};
+typedef struct cema_bwd bwd_state;
+
+static void bwd_state_free(bwd_state *st)
+{
+    for (int i = 0; i < 8; i++) cema_wisdom_free(st->wis[i]);
+    cema_settings_free(&st->set);
+    pthread_mutex_destroy(&st->measure_lock);
+    free(st);
+}
+
+void cpu_train_free(cpu_ctx *c)
+{
+    if (c->cema_bwd) bwd_state_free(c->cema_bwd);
+    c->cema_bwd = NULL;
+}
+
+/* At backend creation (cpu_fill_train_ops): read the settings (an invalid value has
+ * already failed the forward's init, cpu_cema_init, with the same message). */
+static int bwd_init(cpu_ctx *c)
+{
+    bwd_state *st = calloc(1, sizeof *st);
+    if (!st) return mg_seterr(MG_ERR_NOMEM, "out of memory creating the CPU backend");
+    int rc = cema_settings_read(&st->set);
+    if (rc) {
+        cema_settings_free(&st->set);
+        free(st);
+        return rc;
+    }
+    pthread_mutex_init(&st->measure_lock, NULL);
+    c->cema_bwd = st;
+    return MG_OK;
+}
+
+static int s_bucket_index(int S)
+{
+    int i = 0, b = 1;
+    while (b < S && i < 7) b *= 2, i++;
+    return i;
+}
+
+/* The wisdom of this S bucket (created on first use, under measure_lock). */
+static cema_wisdom *bwd_wisdom(mg_backend *be, bwd_state *st, int S)
+{
+    const int i = s_bucket_index(S);
+    if (!st->wis[i]) {
+        char build[160], tag[32];
+        snprintf(build, sizeof build, "megalodon-%s+%s", PACKAGE_VERSION, fftwf_version);
+        snprintf(tag, sizeof tag, "cpu-bwd/s%d", 1 << i);
+        st->wis[i] = cema_wisdom_new(st->set.wisdom_path, st->set.wisdom_default, build,
+                                     ctx_of(be)->k->name, tag);
+    }
+    return st->wis[i];
+}
+
+static double bwd_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static int bwd_run(mg_backend *be, cema_run r, const float *x, int S, int L,
+                   const mg_cema_coeffs *c, const float *dy, float *dx, float *dp, float *dq,
+                   float *deta, float *domega)
+{
+    if (r == CEMA_RUN_FFT) return cpu_cema_backward_fft(be, x, S, L, c, dy, dx, dp, dq, deta, domega);
+    return cema_backward_scan(be, x, S, L, c, dy, dx, dp, dq, deta, domega);
+}
+
+static cema_run bwd_estimate(mg_backend *be, int S, int L, const mg_cema_coeffs *c,
+                             double ns[CEMA_N_RUNS])
+{
+    double qmax = 0;
+    for (size_t i = 0; i < (size_t)c->D * c->N; i++) {
+        const double a = hypot(c->q[2 * i], c->q[2 * i + 1]);
+        if (a > qmax) qmax = a;
+    }
+    cema_bwd_problem pb = {S, L, c->D, c->N, be->n_threads > 0 ? be->n_threads : 1,
+                           cema_bwd_kernel_steps(qmax, L)};
+    return cema_estimate_backward(&pb, ns);
+}
+
+/* Measure mode: the remembered choice of this shape, or time both candidates on (x, dy)
+ * into scratch gradients (twice each, the first also warming up; the faster second run
+ * wins) and remember the faster. The caller's gradients are not touched here. */
+static int bwd_measure(mg_backend *be, bwd_state *st, const float *x, int S, int L,
+                       const mg_cema_coeffs *c, const float *dy, cema_run *out)
+{
+    const int D = c->D, N = c->N, T = be->n_threads > 0 ? be->n_threads : 1;
+    const int Lb = cema_len_bucket(L);
+    pthread_mutex_lock(&st->measure_lock);
+    cema_wisdom *w = bwd_wisdom(be, st, S);
+    if (w && cema_wisdom_get(w, Lb, D, N, T, out)) {
+        pthread_mutex_unlock(&st->measure_lock);
+        return MG_OK;
+    }
+    const size_t DN = (size_t)D * N;
+    float *sdx = malloc(sizeof(float) * (size_t)S * L * D);
+    float *sg = malloc(sizeof(float) * (5 * DN + D));
+    int rc = MG_OK;
+    if (!w || !sdx || !sg) {
+        double ns[CEMA_N_RUNS];
+        *out = bwd_estimate(be, S, L, c, ns); /* no memory to measure: do not remember */
+    } else {
+        double ns[CEMA_N_RUNS] = {-1.0, -1.0, -1.0};
+        const cema_run cand[2] = {CEMA_RUN_SCAN, CEMA_RUN_FFT};
+        cema_run best = CEMA_RUN_SCAN;
+        for (int k = 0; k < 2 && rc == MG_OK; k++) {
+            double tmin = INFINITY;
+            for (int rep = 0; rep < 2 && rc == MG_OK; rep++) {
+                memset(sg, 0, sizeof(float) * (5 * DN + D));
+                const double t0 = bwd_now();
+                rc = bwd_run(be, cand[k], x, S, L, c, dy, sdx, sg, sg + DN, sg + 3 * DN,
+                             sg + 5 * DN);
+                const double t = bwd_now() - t0;
+                if (t < tmin) tmin = t;
+            }
+            ns[cand[k]] = tmin * 1e9 / ((double)S * L * D);
+            if (ns[cand[k]] < ns[best]) best = cand[k];
+        }
+        if (rc == MG_OK) {
+            cema_wisdom_put(w, Lb, D, N, T, best, ns);
+            cema_plan_count_measurement();
+            *out = best;
+        }
+    }
+    pthread_mutex_unlock(&st->measure_lock);
+    free(sdx);
+    free(sg);
+    return rc;
+}
+
+/* What to run for algo. x, dy NULL: a query (measuring then uses synthetic input). */
+static int bwd_resolve(mg_backend *be, mg_cema_algo algo, const float *x, int S, int L,
+                       const mg_cema_coeffs *c, const float *dy, cema_run *out)
+{
+    bwd_state *st = ctx_of(be)->cema_bwd;
+    mg_cema_algo a = st && st->set.override >= 0 ? (mg_cema_algo)st->set.override : algo;
+    *out = CEMA_RUN_SCAN;
+    switch ((int)a) {
+    case MG_CEMA_SCAN: return MG_OK;
+    case (int)CEMA_ALGO_CHUNKED: return MG_OK; /* no chunked backward: the scan */
+    case MG_CEMA_FFT: *out = CEMA_RUN_FFT; return MG_OK;
+    case MG_CEMA_AUTO: break;
+    default: return mg_seterr(MG_ERR_INVALID_ARG, "unknown CEMA algorithm %d", (int)a);
+    }
+    if (L <= 1 || S < 1) return MG_OK;
+    if (!st || st->set.mode != CEMA_PLAN_MEASURE) {
+        double ns[CEMA_N_RUNS];
+        *out = bwd_estimate(be, S, L, c, ns);
+        return MG_OK;
+    }
+    if (x && dy) return bwd_measure(be, st, x, S, L, c, dy, out);
+    const size_t n = (size_t)S * L * c->D;
+    float *xs = malloc(sizeof(float) * n * 2);
+    if (!xs) return mg_seterr(MG_ERR_NOMEM, "out of memory");
+    uint32_t s = 12345;
+    for (size_t i = 0; i < 2 * n; i++) {
+        s = s * 1664525u + 1013904223u;
+        xs[i] = (float)((int32_t)s >> 8) * 0x1p-23f;
+    }
+    int rc = bwd_measure(be, st, xs, S, L, c, xs + n, out);
+    free(xs);
+    return rc;
+}
+
 static int cpu_cema_backward(mg_backend *be, mg_cema_algo algo, const float *x, int S, int L,
                              const mg_cema_coeffs *c, const float *dy, float *dx, float *dp,
                              float *dq, float *deta, float *domega)
 {
-    if (algo == MG_CEMA_FFT)
-        return cpu_cema_backward_fft(be, x, S, L, c, dy, dx, dp, dq, deta, domega);
-    return cema_backward_scan(be, x, S, L, c, dy, dx, dp, dq, deta, domega);
+    if (S <= 0 || L <= 0) return MG_OK;
+    cema_run r;
+    int rc = bwd_resolve(be, algo, x, S, L, c, dy, &r);
+    if (rc) return rc;
+    return bwd_run(be, r, x, S, L, c, dy, dx, dp, dq, deta, domega);
+}
+
+const char *cpu_cema_backward_choice(mg_backend *be, mg_cema_algo algo, int S, int L,
+                                     const mg_cema_coeffs *c)
+{
+    if (!be || be->cema_backward != cpu_cema_backward || !c) return NULL;
+    cema_run r;
+    if (bwd_resolve(be, algo, NULL, S, L, c, NULL, &r)) return NULL;
+    return cema_run_name(r);
 }
 
 /* ---------------------------------------------------------------- chunk attention */
@@ -456,7 +649,7 @@ static int cpu_adamw(mg_backend *be, float *p, const float *g, float *m, float *
     return MG_OK;
 }
 
-void cpu_fill_train_ops(mg_backend *be)
+int cpu_fill_train_ops(mg_backend *be)
 {
     be->matmul_backward = cpu_matmul_backward;
     be->timestep_norm_train = cpu_timestep_norm_train;
@@ -469,4 +662,5 @@ void cpu_fill_train_ops(mg_backend *be)
     be->silu_backward = cpu_silu_backward;
     be->cross_entropy = cpu_cross_entropy;
     be->adamw = cpu_adamw;
+    return bwd_init(ctx_of(be));
 }

@@ -183,6 +183,7 @@ static void cpu_free(mg_backend *be)
     if (!be) return;
     cpu_ctx *c = ctx_of(be);
     if (c) {
+        cpu_train_free(c);
         cpu_cema_free(c);
         pthread_mutex_destroy(&c->lock);
         free(c);
@@ -248,7 +249,10 @@ int mg_backend_cpu_new(int n_threads, const char *isa, mg_backend **out)
     be->add = cpu_add;
     be->scale = cpu_scale;
     be->affine_rows = cpu_affine_rows;
-    cpu_fill_train_ops(be);
+    if ((rc = cpu_fill_train_ops(be))) {
+        cpu_free(be);
+        return rc;
+    }
     mg_backend_set_threads(be, n_threads);
     *out = be;
     return MG_OK;

@@ -8,11 +8,13 @@
 #include "kernels.h"
 
 struct cema_cpu; /* backend-cpu-cema.c: FFT plans, kernel cache, planner settings */
+struct cema_bwd; /* backend-cpu-train.c: the CEMA backward's planner settings and wisdom */
 
 typedef struct {
     const mg_kernels *k;
     pthread_mutex_t lock;
     struct cema_cpu *cema;
+    struct cema_bwd *cema_bwd;
     char name[32];
 } cpu_ctx;
 
@@ -29,8 +31,10 @@ void cpu_cema_free(cpu_ctx *c);
 /* backend-cpu-cema.c: FFTW's planner is not thread-safe; every plan is made under this lock. */
 extern pthread_mutex_t mg_fftw_planner_lock;
 
-/* backend-cpu-train.c: fill the training ops of the table. */
-void cpu_fill_train_ops(mg_backend *be);
+/* backend-cpu-train.c: fill the training ops of the table and set up the CEMA backward's
+ * planner (MG_OK or an error: out of memory); cpu_train_free releases what it set up. */
+int cpu_fill_train_ops(mg_backend *be);
+void cpu_train_free(cpu_ctx *c);
 /* backend-cpu-cema-grad.c: the CEMA backward by FFT correlations (backend.h: cema_backward). */
 int cpu_cema_backward_fft(mg_backend *be, const float *x, int S, int L, const mg_cema_coeffs *c,
                           const float *dy, float *dx, float *dp, float *dq, float *deta,

@@ -258,6 +258,70 @@ cema_run cema_estimate(const char *isa, const cema_problem *pb, double ns[CEMA_N
     return best;
 }
 
+/* ------------------------------------------------------------------ backward cost model */
+
+/* Constants of the backward's cost model, ns, measured on the same machine as the forward's
+ * (a shared 2-core KVM guest of a Sapphire Rapids Xeon; fftw 3.3.10, gcc -O2) with
+ *   for run in 1 2 3; do for N in 4 16 64; do for S in 1 4; do
+ *     tests/cema-timing --backward $S --D 64 --N $N --L 64,256,1024,4096 --threads 1 \
+ *         --reps 9 --clock cpu; done; done; done
+ * (process CPU time, the minimum over the 3 x 9 calls; the machine was busy, so the values
+ * are rounded and only their ratios matter; docs/cema.md has the table). Neither
+ * implementation uses the kernel table (plain C in double, and FFTW), so they hold for every
+ * ISA.
+ *   bscan_fixed, bscan_per_n   the scan, ns per token-channel and sequence: fixed + per_n N
+ *                              (the forward recurrence recomputed and its adjoint, in double,
+ *                              dependency chains over the components): N = 4, 16, 64 measured
+ *                              25, 91-106, 355 at L <= 1024;
+ *   bscan_mem                  its factor once a channel's working set, the L+1 states
+ *                              (16 N bytes each) and the three strided lines of x, dy, dx per
+ *                              row, passes 1 MiB (L2 is 2 MiB): 1.2-1.4 measured at L = 4096;
+ *   bfft_a                     one transform (r2c or c2r, FFTW_ESTIMATE) of n = 2^k >= 2L
+ *                              points with its share of the gathers, products and scatters:
+ *                              a n log2 n (fitted on S = 1 against S = 4: 0.29, 0.33, 0.59,
+ *                              0.57 ns per n log2 n at n = 128 .. 8192; the larger is taken);
+ *   bfft_kern, bfft_horner     one step of the kernel build (per component, min(L, tail)
+ *                              steps) and of the Horner sums (per component, L steps): their
+ *                              sum was measured 6.0 at L = 64, 256, and 3.5-3.8 per lag beyond
+ *                              the tail. */
+static const double bscan_fixed = 3.0, bscan_per_n = 5.5, bscan_mem = 1.2;
+static const double bfft_a = 0.6;
+static const double bfft_kern = 3.0, bfft_horner = 3.0;
+
+int cema_bwd_kernel_steps(double qmax, int L)
+{
+    if (!(qmax < 1.0)) return L;
+    if (qmax <= 1e-30) return 1;
+    const double j = ceil(log(1e-30) / log(qmax)) + 1;
+    return j < (double)L ? (int)j : L;
+}
+
+cema_run cema_estimate_backward(const cema_bwd_problem *pb, double ns[CEMA_N_RUNS])
+{
+    const int S = pb->S > 0 ? pb->S : 1, L = pb->L, D = pb->D, N = pb->N;
+    const int T = pb->threads > 0 ? pb->threads : 1, par = D > 1 ? T : 1;
+    const double fork = par > 1 ? fork_ns : 0.0;
+    /* both split the channels across threads (the same way) */
+    const double chans = spread(D, par);
+
+    const double wset = (double)(L + 1) * 16 * N + (double)L * 3 * 64;
+    const double sstep = (bscan_fixed + bscan_per_n * N) * (wset >= 1048576 ? bscan_mem : 1.0);
+    ns[CEMA_RUN_SCAN] = chans * (double)S * L * sstep + fork;
+    ns[CEMA_RUN_SCAN_CHUNKED] = INFINITY;
+
+    /* fft, per channel: the kernel (min(L, tail) steps per component) and its transform,
+     * per sequence three transforms (x, dy forward, dx back), one more for dk, and the
+     * Horner sums over L lags per component */
+    double n = 2;
+    while (n < 2.0 * L) n *= 2;
+    const double tr = bfft_a * n * log2(n);
+    const int tail = pb->tail > 0 && pb->tail < L ? pb->tail : L;
+    const double per_ch = (3.0 * S + 2.0) * tr + (double)N * tail * bfft_kern +
+                          (double)N * L * bfft_horner;
+    ns[CEMA_RUN_FFT] = chans * per_ch + fork;
+    return ns[CEMA_RUN_FFT] < ns[CEMA_RUN_SCAN] ? CEMA_RUN_FFT : CEMA_RUN_SCAN;
+}
+
 /* ------------------------------------------------------------------ wisdom */
 
 #define WISDOM_HEADER "megalodon-cema-wisdom 1"

@@ -90,6 +90,25 @@ typedef struct {
  * the cheapest; scan-chunked is a candidate only with threads > 1 and more than one block. */
 cema_run cema_estimate(const char *isa, const cema_problem *pb, double ns[CEMA_N_RUNS]);
 
+/* ------------------------------------------------------------------ backward */
+
+/* The training backward (backend.h: cema_backward) has two implementations in the CPU
+ * backend: scan (the adjoint recurrence in double, backend-cpu-train.c) and fft (FFT
+ * correlations, backend-cpu-cema-grad.c). MG_CEMA_AUTO resolves to one of them per
+ * (S, L, D, N, threads) by cema_estimate_backward or by timing both once per shape (measure
+ * mode: wisdom entries of backend "cpu-bwd/sK", K the power of two >= S). */
+typedef struct {
+    int S, L, D, N, threads;
+    int tail; /* cema_bwd_kernel_steps of the largest |q| */
+} cema_bwd_problem;
+
+/* Steps of the backward FFT's kernel: |q|^j below 1e-30 after them, at most L. */
+int cema_bwd_kernel_steps(double qmax, int L);
+
+/* Estimated wall time (ns) of the backward scan and fft (ns[CEMA_RUN_SCAN_CHUNKED] is
+ * INFINITY: not a backward candidate), and the cheaper (constants: lib/cema-plan.c). */
+cema_run cema_estimate_backward(const cema_bwd_problem *pb, double ns[CEMA_N_RUNS]);
+
 /* ------------------------------------------------------------------ wisdom */
 
 /* Measured choices, in memory and in a file (docs/cema.md: "Wisdom file"): lines
@@ -124,6 +143,12 @@ const char *cpu_cema_choice(mg_backend *be, mg_cema_algo algo, int L, const mg_c
  * token-channel of each implementation. Returns buf. */
 const char *cpu_cema_explain(mg_backend *be, int L, const mg_cema_coeffs *c, char *buf,
                              size_t size);
+
+/* What the CPU backend's cema_backward runs for S sequences of L rows when asked for `algo`
+ * (MEGALODON_CEMA applied; scan-chunked means the scan; in measure mode an unknown shape is
+ * measured now, on synthetic input): "scan" or "fft". NULL if be is not a CPU backend. */
+const char *cpu_cema_backward_choice(mg_backend *be, mg_cema_algo algo, int S, int L,
+                                     const mg_cema_coeffs *c);
 
 /* The FFT kernel cache: set its byte budget (evicting as needed) and read its counters. */
 void cpu_cema_cache_budget(mg_backend *be, size_t bytes);

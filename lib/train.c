@@ -148,15 +148,10 @@ int mg_train_act_new(const mg_hparams *hp, int B, int L, mg_train_act **out)
 
 /* ---------------------------------------------------------------- the pass */
 
-/* The CEMA algorithm of the backward: as asked, or under AUTO the FFT from 128 tokens on.
- * The backward scan is plain C in double (2 recurrences, ~30 flops per token, channel and
- * component), the FFT backward costs three transforms per channel whatever N is; measured
- * (D=64, N=16, L=4096, 2 threads) the FFT takes half the time of the scan. */
-static mg_cema_algo backward_algo(mg_cema_algo algo, int L)
-{
-    if (algo != MG_CEMA_AUTO) return algo;
-    return L >= 128 ? MG_CEMA_FFT : MG_CEMA_SCAN;
-}
+/* The CEMA algorithm of the backward is the one asked for, passed to the backend's
+ * cema_backward as it is: MG_CEMA_AUTO is resolved there by the backward's planner
+ * (lib/cema-plan.c: cema_estimate_backward, or measured once per shape in measure mode), and
+ * MEGALODON_CEMA overrides it there (docs/cema.md: "The planner"). */
 
 int mg_train_pass(const mg_model *m, mg_cema_algo algo, mg_train_act *a, const int32_t *ids,
                   const mg_layer_tensors *wt, const mg_layer_tensors *gr,
@@ -231,7 +226,7 @@ int mg_train_pass(const mg_model *m, mg_cema_algo algo, mg_train_act *a, const i
         mg_layer_act *l = &a->layers[il];
         /* out = x + FFN(y): dy from the FFN ; y = MEGA(x): dx2 = dy + tnorm path */
         TRY(mg_ffn_train_backward(m, il, &gr[il], l, &a->g, T, a->dx, a->dy));
-        TRY(mg_mega_train_backward(m, il, backward_algo(algo, L), &wt[il], &gr[il], l, &a->g,
+        TRY(mg_mega_train_backward(m, il, algo, &wt[il], &gr[il], l, &a->g,
                                    B, L, Lc, a->dy, a->dx2));
         TRY(be->add(be, a->dx, a->dx2, a->dx, TD)); /* + the two-hop residual */
     }

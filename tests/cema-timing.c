@@ -5,7 +5,12 @@
  *
  *   cema-timing [--D 1024] [--N 16] [--L 256,1024,4096,16384,65536] [--threads 1,2]
  *               [--reps 7] [--coeffs init|slow] [--algos scan,scan-chunked,fft] [--isa NAME]
- *               [--clock wall|cpu]
+ *               [--clock wall|cpu] [--backward S]
+ *
+ * --backward S times the training backward instead (backend.h: cema_backward over S
+ * sequences of L rows from a zero state; algorithms scan and fft): the same table, in ns per
+ * token-channel of the S L D token-channels, and what the backward planner's estimate picks
+ * (lib/cema-plan.c: cema_estimate_backward, fitted to this output).
  *
  * Every call continues from a carried (non-zero) state, the streaming case; the FFT kernel
  * cache is warmed by one untimed call first. Times are wall clock (CLOCK_MONOTONIC) per
@@ -86,7 +91,7 @@ static int in_list(const char *list, const char *name)
 
 int main(int argc, char **argv)
 {
-    int D = 1024, N = 16, reps = 7, slow = 0, cpu_clock = 0;
+    int D = 1024, N = 16, reps = 7, slow = 0, cpu_clock = 0, S = 0;
     int Ls[32] = {256, 1024, 4096, 16384, 65536}, nL = 5, Ts[8] = {1, 2}, nT = 2;
     const char *isa = NULL, *algos = "scan,scan-chunked,fft";
     for (int i = 1; i < argc; i += 2) { /* every option takes a value */
@@ -100,6 +105,7 @@ int main(int argc, char **argv)
         else if (ok && !strcmp(a, "--coeffs")) slow = !strcmp(v, "slow");
         else if (ok && !strcmp(a, "--algos")) algos = v;
         else if (ok && !strcmp(a, "--isa")) isa = v;
+        else if (ok && !strcmp(a, "--backward")) ok = (S = atoi(v)) >= 1;
         else if (ok && !strcmp(a, "--clock")) {
             cpu_clock = !strcmp(v, "cpu");
             ok = cpu_clock || !strcmp(v, "wall");
@@ -107,7 +113,7 @@ int main(int argc, char **argv)
         if (!ok || D < 1 || N < 1 || reps < 1) {
             fprintf(stderr, "usage: %s [--D n] [--N n] [--L list] [--threads list] [--reps n] "
                             "[--coeffs init|slow] [--algos list] [--isa name] "
-                            "[--clock wall|cpu]\n", argv[0]);
+                            "[--clock wall|cpu] [--backward S]\n", argv[0]);
             return 2;
         }
     }
@@ -140,17 +146,24 @@ int main(int argc, char **argv)
 
     int maxL = 0;
     for (int i = 0; i < nL; i++) maxL = Ls[i] > maxL ? Ls[i] : maxL;
-    float *x = malloc(sizeof(float) * (size_t)maxL * D), *y = malloc(sizeof(float) * (size_t)maxL * D);
+    const size_t rows = (size_t)maxL * (S > 0 ? S : 1);
+    float *x = malloc(sizeof(float) * rows * D), *y = malloc(sizeof(float) * rows * D);
+    float *dy = S ? malloc(sizeof(float) * rows * D) : NULL;
+    float *gp = S ? calloc((size_t)D * N * 5 + D, sizeof(float)) : NULL;
     float *h0 = malloc(sizeof(float) * D * N * 2), *h = malloc(sizeof(float) * D * N * 2);
-    if (!x || !y || !h0 || !h) return 1;
-    for (size_t i = 0; i < (size_t)maxL * D; i++) x[i] = (float)nrand(); /* TimestepNorm output */
+    if (!x || !y || !h0 || !h || (S && (!dy || !gp))) return 1;
+    for (size_t i = 0; i < rows * D; i++) x[i] = (float)nrand(); /* TimestepNorm output */
+    if (dy)
+        for (size_t i = 0; i < rows * D; i++) dy[i] = (float)(0.01 * nrand());
     for (size_t i = 0; i < (size_t)D * N * 2; i++) h0[i] = (float)(0.5 * nrand());
 
     static const struct { const char *name; mg_cema_algo algo; } all[] = {
         {"scan", MG_CEMA_SCAN}, {"scan-chunked", CEMA_ALGO_CHUNKED}, {"fft", MG_CEMA_FFT}};
-    printf("D=%d N=%d coeffs=%s reps=%d; ns per token-channel, %s: median (min)\n", D, N,
-           slow ? "slow" : "init", reps,
+    if (S) algos = "scan,fft";
+    printf("%s D=%d N=%d coeffs=%s reps=%d; ns per token-channel, %s: median (min)\n",
+           S ? "backward" : "forward", D, N, slow ? "slow" : "init", reps,
            cpu_clock ? "process CPU time (all threads) / threads" : "wall clock");
+    if (S) printf("S=%d sequences per call\n", S);
     printf("| threads | L | scan | scan-chunked | fft | fft/scan | estimate picks |\n");
     printf("|---|---|---|---|---|---|---|\n");
     for (int ti = 0; ti < nT; ti++) {
@@ -168,12 +181,16 @@ int main(int argc, char **argv)
                 for (int r = -1; r < reps; r++) {
                     memcpy(h, h0, sizeof(float) * D * N * 2);
                     double t0 = now();
-                    if (be->cema(be, all[a].algo, x, L, &c, h, y)) {
+                    int rc = S ? be->cema_backward(be, all[a].algo, x, S, L, &c, dy, y, gp,
+                                                   gp + D * N, gp + 3 * D * N, gp + 5 * D * N)
+                               : be->cema(be, all[a].algo, x, L, &c, h, y);
+                    if (rc) {
                         fprintf(stderr, "cema: %s\n", mg_last_error());
                         return 1;
                     }
                     if (r >= 0)
-                        t[r] = (now() - t0) * 1e9 / ((double)L * D) / (cpu_clock ? Ts[ti] : 1);
+                        t[r] = (now() - t0) * 1e9 / ((double)L * D * (S ? S : 1)) /
+                               (cpu_clock ? Ts[ti] : 1);
                 }
                 qsort(t, reps, sizeof t[0], cmpd);
                 med[a] = t[reps / 2];
@@ -183,7 +200,8 @@ int main(int argc, char **argv)
             for (int a = 0; a < 3; a++)
                 if (isnan(med[a])) snprintf(cell[a], sizeof cell[a], "-");
                 else snprintf(cell[a], sizeof cell[a], "%.2f (%.2f)", med[a], mn[a]);
-            const char *pick = cpu_cema_choice(be, MG_CEMA_AUTO, L, &c);
+            const char *pick = S ? cpu_cema_backward_choice(be, MG_CEMA_AUTO, S, L, &c)
+                                 : cpu_cema_choice(be, MG_CEMA_AUTO, L, &c);
             printf("| %d | %d | %s | %s | %s | %.1f | %s |\n", Ts[ti], L, cell[0], cell[1],
                    cell[2], med[2] / med[0], pick ? pick : "?");
             fflush(stdout);
@@ -192,6 +210,6 @@ int main(int argc, char **argv)
     }
     mg_cema_coeffs_free(&c);
     free(alpha); free(delta); free(theta); free(gamma); free(omega);
-    free(x); free(y); free(h0); free(h);
+    free(x); free(y); free(h0); free(h); free(dy); free(gp);
     return 0;
 }

@@ -8,7 +8,13 @@
  *     AUTO computes exactly what the algorithm it names computes; measure writes a wisdom
  *     file that a second backend reads back without measuring again; a corrupt or unreadable
  *     wisdom file is ignored with one warning; MEGALODON_CEMA overrides the caller and an
- *     invalid value (or planner or cache setting) fails the backend's creation. */
+ *     invalid value (or planner or cache setting) fails the backend's creation;
+ *   - the backward's planner (cema_backward under MG_CEMA_AUTO): the estimate's choices per
+ *     (S, L, N, decay), AUTO computing exactly (gradients added once) what the named
+ *     algorithm computes, measure mode writing "cpu-bwd/sK" entries beside the forward's in
+ *     the same wisdom file, reading them back without measuring, the measured call's
+ *     gradients equal bit for bit to the chosen algorithm's, a corrupt file ignored, and
+ *     MEGALODON_CEMA overriding the backward too. */
 #include "config.h"
 
 #include <math.h>
@@ -449,6 +455,230 @@ static void test_measure(const char *dir)
     free_coeffs(&c);
 }
 
+/* ------------------------------------------------------------------ backward planner */
+
+typedef struct {
+    int S, L, D, N;
+    size_t nx, ng;
+    float *x, *dy, *g0; /* g0: the gradients' values before the call (non-zero) */
+} bwd_case;
+
+static bwd_case bwd_case_new(int S, int L, const mg_cema_coeffs *c)
+{
+    bwd_case k = {S, L, c->D, c->N, (size_t)S * L * c->D, (size_t)c->D * c->N * 5 + c->D,
+                  NULL, NULL, NULL};
+    k.x = malloc(sizeof(float) * k.nx);
+    k.dy = malloc(sizeof(float) * k.nx);
+    k.g0 = malloc(sizeof(float) * k.ng);
+    for (size_t i = 0; i < k.nx; i++) k.x[i] = frand(), k.dy[i] = 0.1f * frand();
+    for (size_t i = 0; i < k.ng; i++) k.g0[i] = frand();
+    return k;
+}
+
+static void bwd_case_free(bwd_case *k)
+{
+    free(k->x);
+    free(k->dy);
+    free(k->g0);
+}
+
+/* cema_backward(algo) from the gradients g0: dx and the gradients into dx, g */
+static int bwd_call(mg_backend *be, mg_cema_algo algo, const bwd_case *k,
+                    const mg_cema_coeffs *c, float *dx, float *g)
+{
+    const size_t DN = (size_t)k->D * k->N;
+    memcpy(g, k->g0, sizeof(float) * k->ng);
+    return be->cema_backward(be, algo, k->x, k->S, k->L, c, k->dy, dx, g, g + DN, g + 3 * DN,
+                             g + 5 * DN);
+}
+
+/* cema_backward(AUTO) computes exactly what the algorithm the planner names computes (the
+ * gradients added once); returns the choice's index in algos[] (-1: none) */
+static int check_bwd_auto_matches(mg_backend *be, const mg_cema_coeffs *c, const bwd_case *k,
+                                  const char *what)
+{
+    float *dxa = malloc(sizeof(float) * k->nx), *dxb = malloc(sizeof(float) * k->nx);
+    float *ga = malloc(sizeof(float) * k->ng), *gb = malloc(sizeof(float) * k->ng);
+    CHECK(bwd_call(be, MG_CEMA_AUTO, k, c, dxa, ga) == MG_OK, "%s", mg_last_error());
+    int a = algo_of(cpu_cema_backward_choice(be, MG_CEMA_AUTO, k->S, k->L, c));
+    CHECK(a == 0 || a == 2, "%s: backward choice for S=%d L=%d", what, k->S, k->L);
+    if (a >= 0) {
+        CHECK(bwd_call(be, algos[a], k, c, dxb, gb) == MG_OK, "%s", mg_last_error());
+        CHECK(memcmp(dxa, dxb, sizeof(float) * k->nx) == 0 &&
+                  memcmp(ga, gb, sizeof(float) * k->ng) == 0,
+              "%s S=%d L=%d: backward auto differs from %s", what, k->S, k->L, algo_names[a]);
+        /* and the two algorithms do differ (else the comparison shows nothing) */
+        CHECK(bwd_call(be, algos[2 - a], k, c, dxb, gb) == MG_OK, "%s", mg_last_error());
+        CHECK(memcmp(ga, gb, sizeof(float) * k->ng) != 0, "%s: scan and fft equal bit for bit?",
+              what);
+    }
+    free(dxa); free(dxb); free(ga); free(gb);
+    return a;
+}
+
+static void test_estimate_backward(void)
+{
+    /* the cost model: the scan costs S L N, the FFT (3 S + 2) transforms of 2L per channel
+     * plus N L Horner steps; so the FFT wins with several sequences or many components,
+     * the scan with one sequence and few components, and a slow decay (the kernel built over
+     * all L lags) moves the choice back to the scan */
+    double ns[CEMA_N_RUNS];
+    struct { cema_bwd_problem pb; cema_run want; } cases[] = {
+        {{1, 32, 64, 16, 1, 656}, CEMA_RUN_SCAN},    /* short, one sequence */
+        {{4, 32, 64, 16, 1, 656}, CEMA_RUN_FFT},     /* short, four */
+        {{4, 4096, 64, 16, 2, 656}, CEMA_RUN_FFT},   /* long */
+        {{1, 4096, 64, 4, 1, 656}, CEMA_RUN_SCAN},   /* N = 4: scan, */
+        {{1, 4096, 64, 64, 1, 656}, CEMA_RUN_FFT},   /* N = 64: fft */
+        {{1, 1024, 64, 16, 1, 656}, CEMA_RUN_SCAN},  /* S = 1: scan, */
+        {{8, 1024, 64, 16, 1, 656}, CEMA_RUN_FFT},   /* S = 8: fft */
+        {{1, 1024, 64, 64, 1, 656}, CEMA_RUN_FFT},   /* a short decay: fft, */
+        {{1, 1024, 64, 64, 1, 1024}, CEMA_RUN_SCAN}, /* a slow one: scan */
+        {{4, 4096, 1024, 8, 2, 656}, CEMA_RUN_SCAN}, /* N = 8, 4 sequences, long: scan */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const cema_bwd_problem *pb = &cases[i].pb;
+        cema_run r = cema_estimate_backward(pb, ns);
+        CHECK(r == cases[i].want && isinf(ns[CEMA_RUN_SCAN_CHUNKED]),
+              "backward estimate S=%d L=%d D=%d N=%d tail=%d: %s, want %s (scan %g fft %g)",
+              pb->S, pb->L, pb->D, pb->N, pb->tail, cema_run_name(r),
+              cema_run_name(cases[i].want), ns[0], ns[2]);
+        /* the choice does not depend on D or the thread count */
+        cema_bwd_problem wide = *pb;
+        wide.D = 3 * pb->D;
+        wide.threads = 3;
+        CHECK(cema_estimate_backward(&wide, ns) == r, "backward estimate depends on D, T");
+    }
+    CHECK(cema_bwd_kernel_steps(0.9, 100000) == 657 && cema_bwd_kernel_steps(0.999, 500) == 500 &&
+              cema_bwd_kernel_steps(1.0, 70) == 70,
+          "cema_bwd_kernel_steps: %d %d %d", cema_bwd_kernel_steps(0.9, 100000),
+          cema_bwd_kernel_steps(0.999, 500), cema_bwd_kernel_steps(1.0, 70));
+
+    /* through the backend: consistent, AUTO equals the named algorithm (gradients added
+     * once), explicit requests obeyed, scan-chunked means the scan */
+    mg_cema_coeffs c = make_coeffs(24, 16, 0);
+    for (int threads = 1; threads <= 2; threads++) {
+        mg_backend *be = backend(threads);
+        const char *s1 = cpu_cema_backward_choice(be, MG_CEMA_AUTO, 1, 40, &c);
+        const char *s4 = cpu_cema_backward_choice(be, MG_CEMA_AUTO, 4, 40, &c);
+        CHECK(s1 && s4 && !strcmp(s1, "scan") && !strcmp(s4, "fft"),
+              "backward estimate S=1, 4, L=40, N=16: %s %s", s1 ? s1 : "NULL", s4 ? s4 : "NULL");
+        CHECK(!strcmp(cpu_cema_backward_choice(be, MG_CEMA_FFT, 1, 40, &c), "fft") &&
+                  !strcmp(cpu_cema_backward_choice(be, MG_CEMA_SCAN, 4, 40, &c), "scan") &&
+                  !strcmp(cpu_cema_backward_choice(be, CEMA_ALGO_CHUNKED, 4, 40, &c), "scan"),
+              "backward: explicit algorithms not obeyed");
+        for (int S = 1; S <= 4; S += 3) {
+            bwd_case k = bwd_case_new(S, 40, &c);
+            check_bwd_auto_matches(be, &c, &k, "backward estimate");
+            bwd_case_free(&k);
+        }
+        be->free(be);
+    }
+    free_coeffs(&c);
+}
+
+static void test_measure_backward(const char *dir)
+{
+    char wisdom[512];
+    snprintf(wisdom, sizeof wisdom, "%s/cema-wisdom-bwd", dir);
+    setenv("MEGALODON_CEMA_PLANNER", "measure", 1);
+    setenv("MEGALODON_CEMA_WISDOM", wisdom, 1);
+    mg_cema_coeffs c = make_coeffs(48, 8, 0);
+    bwd_case k = bwd_case_new(4, 300, &c);
+    float *dxa = malloc(sizeof(float) * k.nx), *dxb = malloc(sizeof(float) * k.nx);
+    float *ga = malloc(sizeof(float) * k.ng), *gb = malloc(sizeof(float) * k.ng);
+
+    /* a forward entry first: the backward's go beside it in the same file */
+    mg_backend *a = backend(2);
+    long m0 = cema_plan_n_measured();
+    CHECK(cpu_cema_choice(a, MG_CEMA_AUTO, 300, &c) != NULL && cema_plan_n_measured() == m0 + 1,
+          "forward measure");
+    /* the first backward call of the shape measures (on its own input), once */
+    m0 = cema_plan_n_measured();
+    CHECK(bwd_call(a, MG_CEMA_AUTO, &k, &c, dxa, ga) == MG_OK, "%s", mg_last_error());
+    CHECK(cema_plan_n_measured() == m0 + 1, "backward measure: %ld measurements, want 1",
+          cema_plan_n_measured() - m0);
+    const char *ca = cpu_cema_backward_choice(a, MG_CEMA_AUTO, 4, 300, &c);
+    int ia = algo_of(ca);
+    CHECK(ia == 0 || ia == 2, "backward measure: choice %s", ca ? ca : "NULL");
+    /* the measured call's results are the chosen algorithm's, gradients added once */
+    if (ia >= 0) {
+        CHECK(bwd_call(a, algos[ia], &k, &c, dxb, gb) == MG_OK, "%s", mg_last_error());
+        CHECK(memcmp(dxa, dxb, sizeof(float) * k.nx) == 0 &&
+                  memcmp(ga, gb, sizeof(float) * k.ng) == 0,
+              "backward measure: the measured call differs from %s run directly", ca);
+    }
+    CHECK(count_in_file(wisdom, "megalodon-cema-wisdom 1\n") == 1, "wisdom file header");
+    CHECK(count_in_file(wisdom, " cpu 512 48 8 2 ") == 1, "forward entry kept");
+    CHECK(count_in_file(wisdom, " cpu-bwd/s4 512 48 8 2 ") == 1, "backward wisdom entry");
+    /* reused: same bucket, same S bucket, a second call */
+    check_bwd_auto_matches(a, &c, &k, "backward measure");
+    bwd_case k3 = bwd_case_new(3, 400, &c); /* S = 3: the bucket of 4 */
+    check_bwd_auto_matches(a, &c, &k3, "backward measure S=3");
+    bwd_case_free(&k3);
+    CHECK(cema_plan_n_measured() == m0 + 1, "backward measured again: %ld",
+          cema_plan_n_measured() - m0);
+    /* a second backend reads it back */
+    mg_backend *b = backend(2);
+    const char *cb = cpu_cema_backward_choice(b, MG_CEMA_AUTO, 4, 300, &c);
+    CHECK(cb && ca && !strcmp(ca, cb) && cema_plan_n_measured() == m0 + 1,
+          "backward, second backend: %s vs %s, %ld measurements", cb ? cb : "NULL",
+          ca ? ca : "NULL", cema_plan_n_measured() - m0);
+    check_bwd_auto_matches(b, &c, &k, "backward wisdom");
+    /* another sequence count bucket and another thread count are other keys */
+    bwd_case k1 = bwd_case_new(1, 300, &c);
+    check_bwd_auto_matches(b, &c, &k1, "backward measure S=1");
+    CHECK(cema_plan_n_measured() == m0 + 2, "S=1 not measured separately");
+    mg_backend *b1 = backend(1);
+    check_bwd_auto_matches(b1, &c, &k, "backward measure 1 thread");
+    CHECK(cema_plan_n_measured() == m0 + 3, "threads=1 not measured separately");
+    CHECK(count_in_file(wisdom, " cpu-bwd/s1 512 48 8 2 ") == 1 &&
+              count_in_file(wisdom, " cpu-bwd/s4 512 48 8 1 ") == 1 &&
+              count_in_file(wisdom, " cpu 512 48 8 2 ") == 1,
+          "backward entries and the forward's kept in the file");
+    b1->free(b1);
+    b->free(b);
+    a->free(a);
+
+    /* a corrupt file: ignored (the warning was given by test_measure, once per process),
+     * measured again, the call's gradients still added once, the file rewritten */
+    FILE *f = fopen(wisdom, "w");
+    fputs("megalodon-cema-wisdom 1\ncpu-bwd/s4 is not a wisdom line\n", f);
+    fclose(f);
+    m0 = cema_plan_n_measured();
+    a = backend(2);
+    CHECK(bwd_call(a, MG_CEMA_AUTO, &k, &c, dxa, ga) == MG_OK, "%s", mg_last_error());
+    CHECK(cema_plan_n_measured() == m0 + 1, "corrupt wisdom: %ld backward measurements",
+          cema_plan_n_measured() - m0);
+    ia = algo_of(cpu_cema_backward_choice(a, MG_CEMA_AUTO, 4, 300, &c));
+    if (ia >= 0) {
+        CHECK(bwd_call(a, algos[ia], &k, &c, dxb, gb) == MG_OK, "%s", mg_last_error());
+        CHECK(memcmp(dxa, dxb, sizeof(float) * k.nx) == 0 &&
+                  memcmp(ga, gb, sizeof(float) * k.ng) == 0,
+              "corrupt wisdom: the measured call differs from %s", algo_names[ia]);
+    }
+    CHECK(count_in_file(wisdom, "not a wisdom") == 0 &&
+              count_in_file(wisdom, " cpu-bwd/s4 512 48 8 2 ") == 1,
+          "corrupt wisdom file not replaced");
+    a->free(a);
+    /* none: memory only, per backend */
+    setenv("MEGALODON_CEMA_WISDOM", "none", 1);
+    m0 = cema_plan_n_measured();
+    a = backend(2);
+    check_bwd_auto_matches(a, &c, &k, "backward wisdom none");
+    check_bwd_auto_matches(a, &c, &k, "backward wisdom none");
+    CHECK(cema_plan_n_measured() == m0 + 1, "wisdom none: %ld backward measurements",
+          cema_plan_n_measured() - m0);
+    a->free(a);
+
+    remove(wisdom);
+    unsetenv("MEGALODON_CEMA_PLANNER");
+    setenv("MEGALODON_CEMA_WISDOM", "none", 1);
+    bwd_case_free(&k);
+    bwd_case_free(&k1);
+    free(dxa); free(dxb); free(ga); free(gb);
+    free_coeffs(&c);
+}
+
 static void test_env(void)
 {
     static const char *const bad[][2] = {{"MEGALODON_CEMA", "bogus"},
@@ -484,12 +714,31 @@ static void test_env(void)
     CHECK(!strcmp(cpu_cema_choice(over, MG_CEMA_AUTO, L, &c), "fft") &&
               !strcmp(cpu_cema_choice(over, MG_CEMA_SCAN, 1, &c), "scan"),
           "MEGALODON_CEMA=fft: choice");
+    /* the backward too: fft forced, and AUTO equal to it bit for bit */
+    CHECK(!strcmp(cpu_cema_backward_choice(over, MG_CEMA_SCAN, 1, L, &c), "fft") &&
+              !strcmp(cpu_cema_backward_choice(over, MG_CEMA_AUTO, 1, L, &c), "fft"),
+          "MEGALODON_CEMA=fft: backward choice");
+    {
+        bwd_case k = bwd_case_new(2, L, &c);
+        float *dxa = malloc(sizeof(float) * k.nx), *dxb = malloc(sizeof(float) * k.nx);
+        float *ga = malloc(sizeof(float) * k.ng), *gb = malloc(sizeof(float) * k.ng);
+        bwd_call(over, MG_CEMA_SCAN, &k, &c, dxa, ga);
+        bwd_call(plain, MG_CEMA_FFT, &k, &c, dxb, gb);
+        CHECK(memcmp(dxa, dxb, sizeof(float) * k.nx) == 0 &&
+                  memcmp(ga, gb, sizeof(float) * k.ng) == 0,
+              "MEGALODON_CEMA=fft did not override the backward's scan");
+        free(dxa); free(dxb); free(ga); free(gb);
+        bwd_case_free(&k);
+    }
     over->free(over);
     setenv("MEGALODON_CEMA", "scan-chunked", 1);
     over = backend(2);
     unsetenv("MEGALODON_CEMA");
     CHECK(!strcmp(cpu_cema_choice(over, MG_CEMA_FFT, 5000, &c), "scan-chunked"),
           "MEGALODON_CEMA=scan-chunked: choice");
+    CHECK(!strcmp(cpu_cema_backward_choice(over, MG_CEMA_FFT, 4, 5000, &c), "scan") &&
+              !strcmp(cpu_cema_backward_choice(over, MG_CEMA_AUTO, 4, 5000, &c), "scan"),
+          "MEGALODON_CEMA=scan-chunked: the backward runs the scan");
     over->free(over);
     plain->free(plain);
     free_coeffs(&c);
@@ -517,6 +766,8 @@ int main(void)
     char dir[] = "/tmp/mg-test-planner-XXXXXX";
     CHECK(mkdtemp(dir) != NULL, "mkdtemp");
     test_measure(dir);
+    test_estimate_backward();
+    test_measure_backward(dir);
     rmdir(dir);
     test_env();
     unsetenv("MEGALODON_CEMA_WISDOM");
