@@ -526,8 +526,13 @@ const char *cpu_cema_backward_choice(mg_backend *be, mg_cema_algo algo, int S, i
 
 /* ---------------------------------------------------------------- chunk attention */
 
-/* Per chunk and head: S = q k^T (causal), P = softmax(S), out = P v. The products run over
- * the whole L x L block (the masked part is then zeroed); chunks are short in training. */
+/* Per chunk and head: S = q k^T (causal), P = softmax(S), out = P v, in blocks of AB query
+ * rows: block [i0, i1) multiplies only the keys 0 .. i1-1 it can see, so the products skip
+ * everything above the diagonal but for the block's own triangle (about half the flops of
+ * the full L x L block). P is kept whole (L x L, zero above the diagonal) for the backward.
+ * The blocks depend on L only: the same result for any thread count. */
+#define AB 64
+
 static int cpu_attention_train(mg_backend *be, const float *q, const float *k, const float *v,
                                int S, int L, int H, int dk, int dv, float *out, float *P)
 {
@@ -537,22 +542,29 @@ static int cpu_attention_train(mg_backend *be, const float *q, const float *k, c
     for (int sh = 0; sh < work; sh++) {
         const int s = sh / H, h = sh % H;
         const size_t r0 = (size_t)s * L;
+        const float *qh = q + r0 * qs + (size_t)h * dk, *kh = k + r0 * qs + (size_t)h * dk;
         float *Ph = P + (size_t)sh * L * L;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, L, L, dk, 1.0f,
-                    q + r0 * qs + (size_t)h * dk, qs, k + r0 * qs + (size_t)h * dk, qs, 0.0f,
-                    Ph, L);
-        for (int i = 0; i < L; i++) { /* causal: keys 0 .. i */
-            float *row = Ph + (size_t)i * L;
-            K->softmax(row, i + 1);
-            for (int j = i + 1; j < L; j++) row[j] = 0.0f;
+        for (int i0 = 0; i0 < L; i0 += AB) {
+            const int i1 = i0 + AB < L ? i0 + AB : L, m = i1 - i0;
+            float *Pb = Ph + (size_t)i0 * L;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, i1, dk, 1.0f,
+                        qh + (size_t)i0 * qs, qs, kh, qs, 0.0f, Pb, L);
+            for (int i = i0; i < i1; i++) { /* causal: keys 0 .. i */
+                float *row = Ph + (size_t)i * L;
+                K->softmax(row, i + 1);
+                memset(row + i + 1, 0, sizeof(float) * (size_t)(L - i - 1));
+            }
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, dv, i1, 1.0f, Pb, L,
+                        v + r0 * vs + (size_t)h * dv, vs, 0.0f,
+                        out + (r0 + i0) * vs + (size_t)h * dv, vs);
         }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, L, dv, L, 1.0f, Ph, L,
-                    v + r0 * vs + (size_t)h * dv, vs, 0.0f, out + r0 * vs + (size_t)h * dv, vs);
     }
     return MG_OK;
 }
 
-/* dV = P^T dO ;  dP = dO V^T ;  dS = P (dP - rowsum(P dP)) ;  dQ = dS K ;  dK = dS^T Q */
+/* dV = P^T dO ;  dP = dO V^T ;  dS = P (dP - rowsum(P dP)) ;  dQ = dS K ;  dK = dS^T Q,
+ * in the blocks of the forward: query block [i0, i1) reads keys 0 .. i1-1 (dP, dS, dQ),
+ * key block [j0, j1) is read by queries j0 .. L-1 (dV, dK). */
 static int cpu_attention_backward(mg_backend *be, const float *q, const float *k,
                                   const float *v, const float *P, const float *dout, int S,
                                   int L, int H, int dk, int dv, float *dq, float *dk_,
@@ -575,22 +587,34 @@ static int cpu_attention_backward(mg_backend *be, const float *q, const float *k
             const float *Ph = P + (size_t)sh * L * L;
             const float *qh = q + r0 * qs + (size_t)h * dk, *kh = k + r0 * qs + (size_t)h * dk;
             const float *vh = v + r0 * vs + (size_t)h * dv, *doh = dout + r0 * vs + (size_t)h * dv;
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, L, dv, L, 1.0f, Ph, L, doh, vs,
-                        0.0f, dv_ + r0 * vs + (size_t)h * dv, vs);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, L, L, dv, 1.0f, doh, vs, vh, vs,
-                        0.0f, dS, L);
-            for (int i = 0; i < L; i++) {
-                const float *pr = Ph + (size_t)i * L;
-                float *dr = dS + (size_t)i * L;
-                double rs = 0;
-                for (int j = 0; j <= i; j++) rs += (double)pr[j] * dr[j];
-                for (int j = 0; j <= i; j++) dr[j] = pr[j] * (float)(dr[j] - rs);
-                for (int j = i + 1; j < L; j++) dr[j] = 0.0f;
+            float *dqh = dq + r0 * qs + (size_t)h * dk, *dkh = dk_ + r0 * qs + (size_t)h * dk;
+            float *dvh = dv_ + r0 * vs + (size_t)h * dv;
+            for (int i0 = 0; i0 < L; i0 += AB) {
+                const int i1 = i0 + AB < L ? i0 + AB : L, m = i1 - i0;
+                float *dSb = dS + (size_t)i0 * L;
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, i1, dv, 1.0f,
+                            doh + (size_t)i0 * vs, vs, vh, vs, 0.0f, dSb, L);
+                for (int i = i0; i < i1; i++) {
+                    const float *pr = Ph + (size_t)i * L;
+                    float *dr = dS + (size_t)i * L;
+                    double rs = 0;
+                    for (int j = 0; j <= i; j++) rs += (double)pr[j] * dr[j];
+                    for (int j = 0; j <= i; j++) dr[j] = pr[j] * (float)(dr[j] - rs);
+                    memset(dr + i + 1, 0, sizeof(float) * (size_t)(L - i - 1));
+                }
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, dk, i1, 1.0f, dSb, L,
+                            kh, qs, 0.0f, dqh + (size_t)i0 * qs, qs);
             }
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, L, dk, L, 1.0f, dS, L, kh, qs,
-                        0.0f, dq + r0 * qs + (size_t)h * dk, qs);
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, L, dk, L, 1.0f, dS, L, qh, qs,
-                        0.0f, dk_ + r0 * qs + (size_t)h * dk, qs);
+            for (int j0 = 0; j0 < L; j0 += AB) {
+                const int j1 = j0 + AB < L ? j0 + AB : L, n = j1 - j0, rows = L - j0;
+                const size_t off = (size_t)j0 * L + j0; /* rows j0 .. L-1, columns j0 .. j1-1 */
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, n, dv, rows, 1.0f,
+                            Ph + off, L, doh + (size_t)j0 * vs, vs, 0.0f,
+                            dvh + (size_t)j0 * vs, vs);
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, n, dk, rows, 1.0f,
+                            dS + off, L, qh + (size_t)j0 * qs, qs, 0.0f,
+                            dkh + (size_t)j0 * qs, qs);
+            }
         }
         free(dS);
     }

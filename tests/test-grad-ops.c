@@ -688,6 +688,10 @@ static void run_all(mg_backend *be, const char *label)
     test_attention(be, 2, 7, 2, 4, 3);
     test_attention(be, 1, 13, 1, 6, 5);
     test_attention(be, 3, 1, 3, 2, 2);
+    /* past the backend's blocks of 64 query rows (the causal skipping): a block boundary
+     * one row in, and a partial third block */
+    test_attention(be, 1, 65, 2, 3, 2);
+    test_attention(be, 1, 150, 1, 3, 2);
     test_silu(be, 37);
     test_cross_entropy(be, 5, 11);
     test_cross_entropy(be, 1, 37);
