@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "args.h"
+#include "opt.h"
 
 #define M_GEN (1u << MODE_GENERATE)
 #define M_PPL (1u << MODE_PERPLEXITY)
@@ -29,13 +30,8 @@ enum {
     O_BACKEND, O_DEVICE, O_LIST_DEVICES
 };
 
-typedef struct {
-    int id;
-    const char *shrt, *lng; /* "-m", "--model" (either may be NULL) */
-    const char *metavar;    /* NULL: a flag without a value */
-    unsigned modes;
-    const char *help;       /* the mode-independent text; the default is appended */
-} opt_def;
+/* opt.h: opt_def; sel is the set of modes (a bit each) that take the option, help the
+ * mode-independent text */
 
 static const opt_def options[] = {
     {O_HELP, "-h", "--help", NULL, M_ALL, "show this help and exit"},
@@ -250,24 +246,10 @@ void run_usage(run_mode mode, int whole_program)
     printf("options:\n");
     for (size_t i = 0; i < N_OPTIONS; i++) {
         const opt_def *d = &options[i];
-        if (!(d->modes & (1u << mode))) continue;
-        char names[64];
-        snprintf(names, sizeof names, "%s%s%s%s%s", d->shrt ? d->shrt : "",
-                 d->shrt && d->lng ? ", " : "", d->lng ? d->lng : "", d->metavar ? " " : "",
-                 d->metavar ? d->metavar : "");
-        char def[64], help[512];
+        if (!(d->sel & (1u << mode))) continue;
+        char def[64];
         default_str(d->id, mode, def, sizeof def);
-        const char *h = d->id == O_BATCH ? batch_help(mode) : d->help;
-        if (def[0])
-            snprintf(help, sizeof help, "%s (default: %s)", h, def);
-        else
-            snprintf(help, sizeof help, "%s", h);
-        int col = printf("  %-26s", names);
-        if (col > 28) {
-            printf("\n%28s", "");
-            col = 28;
-        }
-        args_print_wrapped(help, col, 28);
+        opt_help_line(d, d->id == O_BATCH ? batch_help(mode) : d->help, def);
     }
 }
 
@@ -277,20 +259,11 @@ static const char *opt_name(const opt_def *d) { return d->lng ? d->lng : d->shrt
 
 static int parse_long(const char *name, const char *v, long lo, long hi, long *out)
 {
-    char *end;
-    errno = 0;
-    long x = strtol(v, &end, 10);
-    if (end == v || *end != '\0' || errno == ERANGE)
-        return run_error(EXIT_USAGE, "invalid value '%s' for %s: expected an integer", v,
-                         name);
-    if (x < lo || x > hi) {
-        if (hi == LONG_MAX)
-            return run_error(EXIT_USAGE, "invalid value '%s' for %s: must be >= %ld", v,
-                             name, lo);
-        return run_error(EXIT_USAGE, "invalid value '%s' for %s: must be in [%ld, %ld]", v,
-                         name, lo, hi);
-    }
-    *out = x;
+    char err[256];
+    int64_t x;
+    if (opt_parse_i64(name, v, lo, hi == LONG_MAX ? INT64_MAX : hi, &x, err, sizeof err))
+        return run_error(EXIT_USAGE, "%s", err);
+    *out = (long)x;
     return -1;
 }
 
@@ -298,19 +271,10 @@ static int parse_long(const char *name, const char *v, long lo, long hi, long *o
 static int parse_float(const char *name, const char *v, double lo, int lo_open, double hi,
                        float *out)
 {
-    char *end;
-    errno = 0;
-    double x = strtod(v, &end);
-    if (end == v || *end != '\0' || errno == ERANGE || !isfinite(x))
-        return run_error(EXIT_USAGE, "invalid value '%s' for %s: expected a finite number", v,
-                         name);
-    if (x < lo || (lo_open && x == lo) || x > hi) {
-        if (isinf(hi))
-            return run_error(EXIT_USAGE, "invalid value '%s' for %s: must be %s %g", v,
-                             name, lo_open ? ">" : ">=", lo);
-        return run_error(EXIT_USAGE, "invalid value '%s' for %s: must be in [%g, %g]", v,
-                         name, lo, hi);
-    }
+    char err[256];
+    double x;
+    if (opt_parse_real(name, v, lo, lo_open, hi, 0, &x, err, sizeof err))
+        return run_error(EXIT_USAGE, "%s", err);
     *out = (float)x;
     return -1;
 }
@@ -415,25 +379,13 @@ static int apply(const opt_def *d, const char *name, const char *v, run_opts *o)
     return -1;
 }
 
-static const opt_def *find_option(const char *name, size_t len)
-{
-    for (size_t i = 0; i < N_OPTIONS; i++) {
-        const opt_def *d = &options[i];
-        if ((d->shrt && strlen(d->shrt) == len && strncmp(d->shrt, name, len) == 0) ||
-            (d->lng && strlen(d->lng) == len && strncmp(d->lng, name, len) == 0))
-            return d;
-    }
-    return NULL;
-}
-
-/* the modes that take option d, as "generate and perplexity" */
 static void modes_of(const opt_def *d, char *buf, size_t size)
 {
     buf[0] = '\0';
     int n = 0, total = 0;
-    for (int m = 0; m < MODE_COUNT; m++) total += (d->modes >> m) & 1;
+    for (int m = 0; m < MODE_COUNT; m++) total += (d->sel >> m) & 1;
     for (int m = 0; m < MODE_COUNT; m++) {
-        if (!((d->modes >> m) & 1)) continue;
+        if (!((d->sel >> m) & 1)) continue;
         size_t l = strlen(buf);
         snprintf(buf + l, size - l, "%s%s", n == 0 ? "" : n == total - 1 ? " and " : ", ",
                  mode_names[m]);
@@ -481,15 +433,12 @@ int run_parse_args(run_mode mode, int mode_given, int argc, char **argv, run_opt
     o->sampling = mg_sampler_default_params();
 
     for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (a[0] != '-' || a[1] == '\0')
-            return run_error(EXIT_USAGE, "unexpected argument '%s'", a);
-        /* --name=value */
-        const char *eq = a[1] == '-' ? strchr(a, '=') : NULL;
-        size_t len = eq ? (size_t)(eq - a) : strlen(a);
-        const opt_def *d = find_option(a, len);
-        if (!d) return run_error(EXIT_USAGE, "unknown option '%.*s'", (int)len, a);
-        if (!(d->modes & (1u << mode))) {
+        opt_arg oa;
+        char err[4096];
+        if (opt_lookup(options, N_OPTIONS, argv[i], &oa, err, sizeof err))
+            return run_error(EXIT_USAGE, "%s", err);
+        const opt_def *d = oa.d;
+        if (!(d->sel & (1u << mode))) {
             char ms[96];
             modes_of(d, ms, sizeof ms);
             return run_error(EXIT_USAGE, "option '%s' is not used by the %s mode (only by %s)",
@@ -510,20 +459,10 @@ int run_parse_args(run_mode mode, int mode_given, int argc, char **argv, run_opt
             printf("%s", buf);
             return EXIT_OK;
         }
-        const char *v = NULL;
-        if (d->metavar) {
-            if (eq)
-                v = eq + 1;
-            else if (i + 1 < argc)
-                v = argv[++i];
-            else
-                return run_error(EXIT_USAGE, "option '%s' needs a value (%s)", a, d->metavar);
-        } else if (eq) {
-            return run_error(EXIT_USAGE, "option '%.*s' takes no value", (int)len, a);
-        }
-        char name[32];
-        snprintf(name, sizeof name, "%.*s", (int)(len < sizeof name ? len : sizeof name - 1), a);
-        int rc = apply(d, name, v, o);
+        const char *v;
+        if (opt_value(&oa, 0, argc, argv, &i, &v, err, sizeof err))
+            return run_error(EXIT_USAGE, "%s", err);
+        int rc = apply(d, oa.name, v, o);
         if (rc >= 0) return rc;
     }
     return check_combination(o);

@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include "args.h"
+#include "opt.h"
 #include "train.h"
 
 #define META_FORMAT "megalodon-train/1"
@@ -74,12 +75,7 @@ static const char *const group_names[] = {
     "model (a new one from --preset/--config, or -m to continue training a model file)",
     "data", "training", "output and logging", "checkpoints and resuming", "other"};
 
-typedef struct {
-    int id;
-    const char *shrt, *lng, *metavar;
-    int group;
-    const char *help;
-} opt_def;
+/* opt.h: opt_def; sel is the help group (G_...) */
 
 static const opt_def options[] = {
     {O_PRESET, NULL, "--preset", "NAME", G_MODEL,
@@ -270,23 +266,10 @@ static void usage(void)
         printf("\n%s:\n", group_names[g]);
         for (size_t i = 0; i < N_OPTIONS; i++) {
             const opt_def *d = &options[i];
-            if (d->group != g) continue;
-            char names[64];
-            snprintf(names, sizeof names, "%s%s%s%s%s", d->shrt ? d->shrt : "",
-                     d->shrt && d->lng ? ", " : "", d->lng ? d->lng : "", d->metavar ? " " : "",
-                     d->metavar ? d->metavar : "");
-            char def[64], help[1024];
+            if (d->sel != (unsigned)g) continue;
+            char def[64];
             default_str(d->id, def, sizeof def);
-            if (def[0])
-                snprintf(help, sizeof help, "%s (default: %s)", d->help, def);
-            else
-                snprintf(help, sizeof help, "%s", d->help);
-            int col = printf("  %-26s", names);
-            if (col > 28) {
-                printf("\n%28s", "");
-                col = 28;
-            }
-            args_print_wrapped(help, col, 28);
+            opt_help_line(d, d->help, def);
         }
         if (g == G_MODEL) {
             printf("\n  presets (all with norm_eps 1e-5, rope_base 10000, norm_affine; the "
@@ -300,19 +283,8 @@ static void usage(void)
 
 static int parse_i64(const char *name, const char *v, int64_t lo, int64_t hi, int64_t *out)
 {
-    char *end;
-    errno = 0;
-    long long x = strtoll(v, &end, 10);
-    if (end == v || *end != '\0' || errno == ERANGE)
-        return tr_error(TR_USAGE, "invalid value '%s' for %s: expected an integer", v, name);
-    if (x < lo || x > hi) {
-        if (hi == INT64_MAX)
-            return tr_error(TR_USAGE, "invalid value '%s' for %s: must be >= %" PRId64, v, name,
-                            lo);
-        return tr_error(TR_USAGE, "invalid value '%s' for %s: must be in [%" PRId64 ", %" PRId64
-                        "]", v, name, lo, hi);
-    }
-    *out = x;
+    char err[256];
+    if (opt_parse_i64(name, v, lo, hi, out, err, sizeof err)) return tr_error(TR_USAGE, "%s", err);
     return -1;
 }
 
@@ -320,19 +292,9 @@ static int parse_i64(const char *name, const char *v, int64_t lo, int64_t hi, in
 static int parse_real(const char *name, const char *v, double lo, int lo_open, double hi,
                       int hi_open, double *out)
 {
-    char *end;
-    errno = 0;
-    double x = strtod(v, &end);
-    if (end == v || *end != '\0' || errno == ERANGE || !isfinite(x))
-        return tr_error(TR_USAGE, "invalid value '%s' for %s: expected a finite number", v, name);
-    if (x < lo || (lo_open && x == lo) || x > hi || (hi_open && x == hi)) {
-        if (isinf(hi))
-            return tr_error(TR_USAGE, "invalid value '%s' for %s: must be %s %g", v, name,
-                            lo_open ? ">" : ">=", lo);
-        return tr_error(TR_USAGE, "invalid value '%s' for %s: must be in %c%g, %g%c", v, name,
-                        lo_open ? '(' : '[', lo, hi, hi_open ? ')' : ']');
-    }
-    *out = x;
+    char err[256];
+    if (opt_parse_real(name, v, lo, lo_open, hi, hi_open, out, err, sizeof err))
+        return tr_error(TR_USAGE, "%s", err);
     return -1;
 }
 
@@ -479,27 +441,15 @@ static int apply(const opt_def *d, const char *name, const char *v, train_opts *
     return -1;
 }
 
-static const opt_def *find_option(const char *name, size_t len)
-{
-    for (size_t i = 0; i < N_OPTIONS; i++) {
-        const opt_def *d = &options[i];
-        if ((d->shrt && strlen(d->shrt) == len && strncmp(d->shrt, name, len) == 0) ||
-            (d->lng && strlen(d->lng) == len && strncmp(d->lng, name, len) == 0))
-            return d;
-    }
-    return NULL;
-}
-
 static int parse_args(int argc, char **argv, train_opts *o)
 {
     defaults(o);
     for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (a[0] != '-' || a[1] == '\0') return tr_error(TR_USAGE, "unexpected argument '%s'", a);
-        const char *eq = a[1] == '-' ? strchr(a, '=') : NULL;
-        size_t len = eq ? (size_t)(eq - a) : strlen(a);
-        const opt_def *d = find_option(a, len);
-        if (!d) return tr_error(TR_USAGE, "unknown option '%.*s'", (int)len, a);
+        opt_arg oa;
+        char err[4096];
+        if (opt_lookup(options, N_OPTIONS, argv[i], &oa, err, sizeof err))
+            return tr_error(TR_USAGE, "%s", err);
+        const opt_def *d = oa.d;
         if (d->id == O_HELP) {
             usage();
             return TR_OK;
@@ -508,28 +458,14 @@ static int parse_args(int argc, char **argv, train_opts *o)
             printf("megalodon-train (libmegalodon %s)\n", mg_version());
             return TR_OK;
         }
-        const char *v = NULL;
-        if (d->id == O_RESUME) {
-            /* an optional value: --resume=PATH, or a next argument that is not an option */
-            if (eq)
-                v = eq + 1;
-            else if (i + 1 < argc && argv[i + 1][0] != '-')
-                v = argv[++i];
-            if (v && !*v) return tr_error(TR_USAGE, "--resume= needs a path");
-        } else if (d->metavar) {
-            if (eq)
-                v = eq + 1;
-            else if (i + 1 < argc)
-                v = argv[++i];
-            else
-                return tr_error(TR_USAGE, "option '%s' needs a value (%s)", a, d->metavar);
-        } else if (eq) {
-            return tr_error(TR_USAGE, "option '%.*s' takes no value", (int)len, a);
-        }
+        /* --resume takes an optional value: --resume=PATH, or a next argument that is not an
+         * option */
+        const char *v;
+        if (opt_value(&oa, d->id == O_RESUME, argc, argv, &i, &v, err, sizeof err))
+            return tr_error(TR_USAGE, "%s", err);
+        if (d->id == O_RESUME && v && !*v) return tr_error(TR_USAGE, "--resume= needs a path");
         o->given[d->id] = 1;
-        char name[40];
-        snprintf(name, sizeof name, "%.*s", (int)(len < sizeof name ? len : sizeof name - 1), a);
-        int rc = apply(d, name, v, o);
+        int rc = apply(d, oa.name, v, o);
         if (rc >= 0) return rc;
     }
     return -1;

@@ -75,7 +75,7 @@ COMMON=(-std=c11 -Wall -Wextra -Wno-unknown-pragmas -O1 -g -fno-omit-frame-point
 SANFLAGS=(-fsanitize="$SAN" -fno-sanitize-recover=undefined)
 LIBS=(-lopenblas -lfftw3f -lm -fopenmp -pthread)
 
-lib_srcs=("$top"/lib/*.c "$top/simd/scalar.c" "$top/simd/cpu.c" "$top/bin/args.c" "$top/bin/run-common.c")
+lib_srcs=("$top"/lib/*.c "$top/simd/scalar.c" "$top/simd/cpu.c" "$top/bin/args.c" "$top/bin/opt.c" "$top/bin/run-common.c")
 # the OpenCL backend's entry points: the stub (the harnesses run on the CPU backend)
 [ -f "$top/opencl/opencl-stub.c" ] && lib_srcs+=("$top/opencl/opencl-stub.c")
 have MG_HAVE_AVX2 && lib_srcs+=("$top/simd/avx2.c")
