@@ -122,17 +122,14 @@ static run_mode usage_mode = MODE_GENERATE; /* for the hint after a usage error 
 
 int run_error(int code, const char *fmt, ...)
 {
+    char hint[96];
+    snprintf(hint, sizeof hint, "Run 'megalodon-run%s%s --help' for usage.",
+             usage_mode == MODE_GENERATE ? "" : " ",
+             usage_mode == MODE_GENERATE ? "" : run_mode_name(usage_mode));
     va_list ap;
-    fflush(stdout);
-    fputs("error: ", stderr);
     va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
+    opt_verror(code == EXIT_USAGE ? hint : NULL, fmt, ap);
     va_end(ap);
-    fputc('\n', stderr);
-    if (code == EXIT_USAGE)
-        fprintf(stderr, "Run 'megalodon-run%s%s --help' for usage.\n",
-                usage_mode == MODE_GENERATE ? "" : " ", usage_mode == MODE_GENERATE ? "" :
-                run_mode_name(usage_mode));
     return code;
 }
 

@@ -38,13 +38,9 @@
 int tr_error(int code, const char *fmt, ...)
 {
     va_list ap;
-    fflush(stdout);
-    fputs("error: ", stderr);
     va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
+    opt_verror(code == TR_USAGE ? "Run 'megalodon-train --help' for usage." : NULL, fmt, ap);
     va_end(ap);
-    fputc('\n', stderr);
-    if (code == TR_USAGE) fputs("Run 'megalodon-train --help' for usage.\n", stderr);
     return code;
 }
 

@@ -11,6 +11,15 @@
 #include "args.h"
 #include "opt.h"
 
+void opt_verror(const char *hint, const char *fmt, va_list ap)
+{
+    fflush(stdout);
+    fputs("error: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    if (hint) fprintf(stderr, "%s\n", hint);
+}
+
 int opt_lookup(const opt_def *t, size_t n, const char *a, opt_arg *out, char *err,
                size_t errsize)
 {

@@ -5,6 +5,7 @@
 #ifndef MG_OPT_H
 #define MG_OPT_H
 
+#include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -16,6 +17,10 @@ typedef struct {
                                megalodon-train's help group */
     const char *help;       /* the text; the default is appended */
 } opt_def;
+
+/* "error: MESSAGE" on standard error (standard output flushed first), then the line hint
+ * when not NULL ("Run 'megalodon-run --help' for usage."). */
+void opt_verror(const char *hint, const char *fmt, va_list ap);
 
 /* One argument matched against the table. */
 typedef struct {
