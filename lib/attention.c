@@ -24,12 +24,6 @@
 #include "model.h"
 #include "train.h"
 
-#define TRY(x)                                                                             \
-    do {                                                                                   \
-        int rc_ = (x);                                                                     \
-        if (rc_) return rc_;                                                               \
-    } while (0)
-
 int mg_mega_forward(const mg_model *m, int il, mg_layer_state *ls, int n_kv, mg_cema_algo algo,
                     mg_scratch *s, int L, const float *x, float *y)
 {

@@ -11,12 +11,6 @@
 #include "model.h"
 #include "train.h"
 
-#define TRY(x)                                                                             \
-    do {                                                                                   \
-        int rc_ = (x);                                                                     \
-        if (rc_) return rc_;                                                               \
-    } while (0)
-
 int mg_ffn_forward(const mg_model *m, int il, mg_scratch *s, int L, const float *x,
                    const float *y, float *out)
 {

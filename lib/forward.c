@@ -17,12 +17,6 @@
 #include "error.h"
 #include "model.h"
 
-#define TRY(x)                                                                             \
-    do {                                                                                   \
-        int rc_ = (x);                                                                     \
-        if (rc_) return rc_;                                                               \
-    } while (0)
-
 static void emit(const mg_state *st, const char *name, int layer, const float *data, int rows,
                  int cols)
 {

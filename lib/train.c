@@ -17,12 +17,6 @@
 #include "error.h"
 #include "train.h"
 
-#define TRY(x)                                                                             \
-    do {                                                                                   \
-        int rc_ = (x);                                                                     \
-        if (rc_) return rc_;                                                               \
-    } while (0)
-
 #define HEAD_ROWS 256 /* rows of logits computed at once */
 
 int mg_tnorm_var0(const mg_tnorm_params *p, int G, float **var0)

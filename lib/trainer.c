@@ -23,12 +23,6 @@
 #include "kernels.h"
 #include "train.h"
 
-#define TRY(x)                                                                             \
-    do {                                                                                   \
-        int rc_ = (x);                                                                     \
-        if (rc_) return rc_;                                                               \
-    } while (0)
-
 #define CKPT_VERSION 1
 #define MG_PI 3.14159265358979323846
 
