@@ -489,6 +489,7 @@ static int launch1(ocl_ctx *c, int kid, size_t n, const karg *args, int nargs)
         pthread_mutex_unlock(&(c)->lock);                                                  \
         return r_;                                                                         \
     } while (0)
+#undef TRY /* error.h has the returning TRY; here a failure jumps to out */
 #define TRY(x)                                                                             \
     do {                                                                                   \
         if ((rc = (x)) != MG_OK) goto out;                                                 \
