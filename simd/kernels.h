@@ -63,9 +63,10 @@ typedef struct mg_kernels {
     void (*f16_to_f32)(const uint16_t *x, float *y, size_t n);
     void (*bf16_to_f32)(const uint16_t *x, float *y, size_t n);
 
-    /* ---- training (lib/backend-cpu-train.c, the AdamW step of lib/trainer.c). Elementwise
-     * kernels give an element the same bits wherever it sits in the range (no remainder with
-     * its own rounding), so that splitting a range among threads does not change results.
+    /* ---- training (the backward ops of lib/backend-cpu-*.c, the AdamW step of lib/trainer.c).
+     * Elementwise kernels give an element the same bits wherever it sits in the range (no
+     * remainder with its own rounding), so that splitting a range among threads does not
+     * change results.
      * Accuracy of the SIMD tables (measured / tested by tests/test-kernels.c):
      *  - silu_backward: the fp32 formula with the table's vector exp. With dy = 1 its
      *    absolute error against double over [-80, 80] is 9.75e-7 in every table, the scalar
@@ -99,7 +100,7 @@ typedef struct mg_kernels {
     void (*adamw)(float *p, const float *g, float *m, float *v, size_t n, double lr, double wd,
                   double b1, double b2, double eps, double gs, double step_size, double sbc2);
 
-    /* The timestep norm backward (lib/backend-cpu-train.c) on one group of one row, n
+    /* The timestep norm backward (lib/backend-cpu-norms.c) on one group of one row, n
      * features, wk = 1 + w[k] (w == NULL: 1), u and r the row's mean and 1/sqrt(var + eps):
      *   sums: s[0] = sum x,  s[1] = sum dy (x - u) wk,  s[2] = sum dy wk   (double), and
      *         aw[k] += dy (x - u) r,  ab[k] += dy   (double accumulators, per feature);

@@ -667,7 +667,7 @@ static void run_all(mg_backend *be, const char *label)
     rng = 0x2545F4914F6CDD1Dull; /* the same inputs for every backend */
     test_matmul(be, 7, 12, 5, 1);
     test_matmul(be, 7, 12, 5, 0);
-    test_matmul(be, 70, 9, 3, 1); /* more than one row block (backend-cpu.c: 64 rows) */
+    test_matmul(be, 70, 9, 3, 1); /* more than one row block (backend-cpu-matmul.c: 64 rows) */
     test_norm(be, 0, 7, 12, 1);
     test_norm(be, 0, 5, 8, 0);
     test_norm(be, 1, 7, 12, 1);
