@@ -40,10 +40,10 @@ static int eval_step(mg_state *st, const int32_t *tokens, int L, float *logits,
     emit(st, "embd", -1, s->x, L, D);
 
     for (int il = 0; il < hp->n_layer; il++) {
-        TRY(mg_mega_forward(m, il, &st->layers[il], st->n_kv, st->params.cema, s, L, s->x,
-                            s->y));
+        TRY(mg_mega_forward(m, il, st->params.cema, &st->layers[il], st->n_kv, s, NULL, 1, L,
+                            s->x, s->y));
         emit(st, "blk.attn_out", il, s->y, L, D);
-        TRY(mg_ffn_forward(m, il, s, L, s->x, s->y, s->x));
+        TRY(mg_ffn_forward(m, il, s, NULL, L, s->x, s->y, s->x));
         emit(st, "blk.out", il, s->x, L, D);
     }
 

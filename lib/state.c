@@ -118,8 +118,8 @@ void mg_state_reset(mg_state *st)
 
 static void scratch_free(mg_scratch *s)
 {
-    float **bufs[] = {&s->x, &s->y, &s->xt, &s->mx, &s->z, &s->q, &s->k,
-                      &s->v, &s->r, &s->a, &s->h, &s->u, &s->u3};
+    float **bufs[] = {&s->x,      &s->y,      &s->xt, &s->mx, &s->z,    &s->q_step, &s->k_step,
+                      &s->v_step, &s->r,      &s->a,  &s->proj, &s->u,    &s->u3};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
         free(*bufs[i]);
         *bufs[i] = NULL;
@@ -134,19 +134,21 @@ static int scratch_alloc(mg_scratch *s, const mg_hparams *hp, int cap)
     s->y = malloc(sizeof(float) * n * D);
     s->xt = malloc(sizeof(float) * n * D);
     s->mx = malloc(sizeof(float) * n * D);
-    s->h = malloc(sizeof(float) * n * D);
+    s->proj = malloc(sizeof(float) * n * D);
     s->z = malloc(sizeof(float) * n * Z);
-    s->q = malloc(sizeof(float) * n * Z);
-    s->k = malloc(sizeof(float) * n * Z);
-    s->v = malloc(sizeof(float) * n * E);
+    s->q_step = malloc(sizeof(float) * n * Z);
+    s->k_step = malloc(sizeof(float) * n * Z);
+    s->v_step = malloc(sizeof(float) * n * E);
     s->r = malloc(sizeof(float) * n * E);
     s->a = malloc(sizeof(float) * n * E);
     s->u = malloc(sizeof(float) * n * F);
     s->u3 = hp->swiglu ? malloc(sizeof(float) * n * F) : NULL;
-    if (!s->x || !s->y || !s->xt || !s->mx || !s->h || !s->z || !s->q || !s->k || !s->v ||
-        !s->r || !s->a || !s->u || (hp->swiglu && !s->u3)) {
+    if (!s->x || !s->y || !s->xt || !s->mx || !s->proj || !s->z || !s->q_step || !s->k_step ||
+        !s->v_step || !s->r || !s->a || !s->u || (hp->swiglu && !s->u3)) {
         scratch_free(s);
-        return mg_seterr(MG_ERR_NOMEM, "out of memory for activations of %d tokens", cap);
+        return mg_seterr(MG_ERR_NOMEM, "out of memory for the work buffers of a step of %d "
+                         "tokens (D=%zu, Z=%zu, E=%zu, F=%zu; a smaller n_batch needs less)",
+                         cap, D, Z, E, F);
     }
     return MG_OK;
 }

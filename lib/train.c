@@ -153,7 +153,7 @@ int mg_train_pass(const mg_model *m, mg_cema_algo algo, mg_train_act *a, const i
 {
     const mg_hparams *hp = &m->hp;
     mg_backend *be = m->be;
-    const int B = a->B, L = a->L, T = a->T, Lc = a->Lc;
+    const int B = a->B, L = a->L, T = a->T;
     const int D = hp->n_embd, G = hp->norm_groups, V = hp->n_output;
     const size_t TD = (size_t)T * D;
     const int backward = gr != NULL;
@@ -176,9 +176,9 @@ int mg_train_pass(const mg_model *m, mg_cema_algo algo, mg_train_act *a, const i
     if (hp->scale_emb) TRY(be->scale(be, x0, sqrtf((float)D), x0, TD));
     for (int il = 0; il < hp->n_layer; il++) {
         mg_layer_act *l = &a->layers[il];
-        TRY(mg_mega_train_forward(m, il, algo, l, B, L, Lc));
+        TRY(mg_mega_forward(m, il, algo, NULL, 0, NULL, l, B, L, l->x, l->y));
         float *out = il + 1 < hp->n_layer ? a->layers[il + 1].x : a->x_final;
-        TRY(mg_ffn_train_forward(m, il, l, T, out));
+        TRY(mg_ffn_forward(m, il, NULL, l, T, l->x, l->y, out));
     }
     float *var0 = NULL;
     TRY(mg_tnorm_var0(&m->out_norm, G, &var0));
@@ -219,9 +219,8 @@ int mg_train_pass(const mg_model *m, mg_cema_algo algo, mg_train_act *a, const i
     for (int il = hp->n_layer - 1; il >= 0; il--) {
         mg_layer_act *l = &a->layers[il];
         /* out = x + FFN(y): dy from the FFN ; y = MEGA(x): dx2 = dy + tnorm path */
-        TRY(mg_ffn_train_backward(m, il, &gr[il], l, &a->g, T, a->dx, a->dy));
-        TRY(mg_mega_train_backward(m, il, algo, &wt[il], &gr[il], l, &a->g,
-                                   B, L, Lc, a->dy, a->dx2));
+        TRY(mg_ffn_backward(m, il, &gr[il], l, &a->g, T, a->dx, a->dy));
+        TRY(mg_mega_backward(m, il, algo, &wt[il], &gr[il], l, &a->g, B, L, a->dy, a->dx2));
         TRY(be->add(be, a->dx, a->dx2, a->dx, TD)); /* + the two-hop residual */
     }
     const float es = hp->scale_emb ? sqrtf((float)D) : 1.0f;
