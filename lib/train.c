@@ -22,7 +22,9 @@
 int mg_tnorm_var0(const mg_tnorm_params *p, int G, float **var0)
 {
     float *v = malloc(sizeof(float) * (size_t)G);
-    if (!v) return mg_seterr(MG_ERR_NOMEM, "out of memory");
+    if (!v)
+        return mg_seterr(MG_ERR_NOMEM, "out of memory for the prior variances of a timestep "
+                         "norm (G=%d)", G);
     for (int g = 0; g < G; g++) v[g] = expf(p->prior_logv[g]);
     *var0 = v;
     return MG_OK;
@@ -66,7 +68,7 @@ int mg_train_act_new(const mg_hparams *hp, int B, int L, mg_train_act **out)
         return mg_seterr(MG_ERR_INVALID_ARG, "batch %d x length %d is too many tokens for one pass",
                          B, L);
     mg_train_act *a = calloc(1, sizeof *a);
-    if (!a) return mg_seterr(MG_ERR_NOMEM, "out of memory");
+    if (!a) return mg_seterr(MG_ERR_NOMEM, "out of memory for the training activations' table");
     const size_t T = (size_t)B * L, D = hp->n_embd, Z = hp->z_dim, E = hp->value_dim,
                  F = hp->n_ff, G = hp->norm_groups, H = hp->n_head, N = hp->cema_ndim;
     a->B = B;
@@ -192,21 +194,25 @@ int mg_train_pass(const mg_model *m, mg_cema_algo algo, mg_train_act *a, const i
     double lsum = 0;
     const float scale = 1.0f / (float)T;
     int32_t *tg = malloc(sizeof(int32_t) * HEAD_ROWS);
-    if (!tg) return mg_seterr(MG_ERR_NOMEM, "out of memory");
-    for (int r0 = 0; r0 < T && !rc; r0 += HEAD_ROWS) {
+    if (!tg)
+        return mg_seterr(MG_ERR_NOMEM, "out of memory for the targets of a block of %d rows",
+                         HEAD_ROWS);
+    for (int r0 = 0; r0 < T; r0 += HEAD_ROWS) {
         const int n = T - r0 < HEAD_ROWS ? T - r0 : HEAD_ROWS;
         for (int i = 0; i < n; i++) {
             const int row = r0 + i, b = row / L, t = row % L;
             tg[i] = ids[(size_t)b * (L + 1) + t + 1];
         }
         const float *yr = a->yn + (size_t)r0 * D;
-        rc = be->matmul(be, yr, n, D, m->output, V, NULL, a->logits);
-        if (!rc) rc = be->cross_entropy(be, a->logits, tg, n, V, scale, &lsum,
-                                        backward ? a->logits : NULL);
-        if (!rc && backward)
-            rc = be->matmul_backward(be, yr, n, D, m->output, V, a->logits,
-                                     a->dy + (size_t)r0 * D, 0, hg->output, NULL);
+        TRY_GOTO(be->matmul(be, yr, n, D, m->output, V, NULL, a->logits), head_done);
+        TRY_GOTO(be->cross_entropy(be, a->logits, tg, n, V, scale, &lsum,
+                                   backward ? a->logits : NULL), head_done);
+        if (backward)
+            TRY_GOTO(be->matmul_backward(be, yr, n, D, m->output, V, a->logits,
+                                         a->dy + (size_t)r0 * D, 0, hg->output, NULL),
+                     head_done);
     }
+head_done:
     free(tg);
     TRY(rc);
     *loss = lsum / T;
