@@ -31,7 +31,8 @@ int mg_cema_coeffs_init(mg_cema_coeffs *c, int D, int N, const float *alpha,
     c->omega = malloc(sizeof(float) * (size_t)D);
     if (!c->p || !c->q || !c->eta || !c->omega) {
         mg_cema_coeffs_free(c);
-        return mg_seterr(MG_ERR_NOMEM, "out of memory for CEMA coefficients (D=%d, N=%d)", D, N);
+        return mg_seterr(MG_ERR_NOMEM, "out of memory for the CEMA coefficients p, q, eta, "
+                         "omega (D=%d, N=%d)", D, N);
     }
     mg_cema_coeffs_compute(c, alpha, delta, theta, gamma, omega);
     return MG_OK;
