@@ -107,7 +107,8 @@ static inline void sincos8(__m256 th, __m256 *s, __m256 *c)
 
 /* ------------------------------------------------------------------ vocabulary */
 
-/* eight floats per vector (train-impl.h, elementwise-impl.h, complex-impl.h, norms-impl.h) */
+/* eight floats per vector (train-impl.h, elementwise-impl.h, complex-impl.h, norms-impl.h,
+ * cema-impl.h) */
 #define VF 8
 typedef __m256 vf;
 static inline vf vf_set1(float a) { return _mm256_set1_ps(a); }
@@ -128,6 +129,22 @@ static inline vf vf_dup_even(vf v) { return _mm256_moveldup_ps(v); }
 static inline vf vf_dup_odd(vf v) { return _mm256_movehdup_ps(v); }
 static inline vf vf_swap_pairs(vf v) { return _mm256_permute_ps(v, 0xB1); }
 static inline vf vf_muladdsub(vf a, vf b, vf c) { return _mm256_fmaddsub_ps(a, b, c); }
+static inline vf vf_fmadd(vf a, vf b, vf c) { return _mm256_fmadd_ps(a, b, c); }
+static inline vf vf_fnmadd(vf a, vf b, vf c) { return _mm256_fnmadd_ps(a, b, c); }
+static inline vf vf_load_pairs(const float *p, int k)
+{
+    const __m128i v = k == VF / 2 ? _mm_loadu_si128((const __m128i *)p)
+                                  : _mm_castps_si128(_mm_maskload_ps(p, _mm256_castsi256_si128(tail_mask(k))));
+    return _mm256_castsi256_ps(_mm256_cvtepu32_epi64(v));
+}
+static inline vf vf_neg_even(vf v)
+{
+    return _mm256_xor_ps(v, _mm256_castsi256_ps(_mm256_setr_epi32(INT32_MIN, 0, INT32_MIN, 0, INT32_MIN, 0, INT32_MIN, 0)));
+}
+static inline vf vf_odd_negzero(vf v)
+{
+    return _mm256_or_ps(v, _mm256_castsi256_ps(_mm256_setr_epi32(0, INT32_MIN, 0, INT32_MIN, 0, INT32_MIN, 0, INT32_MIN)));
+}
 static inline void vf_dup_pairs(vf v, vf *lo, vf *hi)
 {
     const __m256 l = _mm256_unpacklo_ps(v, v), h = _mm256_unpackhi_ps(v, v);
@@ -231,145 +248,7 @@ static double sumdev_d(const float *x, int n, double mean)
 #include "complex-impl.h"
 #include "train-impl.h"
 #include "norm-backward-impl.h"
-
-/* ------------------------------------------------------------------ CEMA */
-
-/* Two ways of vectorizing, which compute exactly the same floats, so that a channel's result
- * depends neither on L nor on the channel range a thread is given (tests/test-cema.c compares
- * 1 and 2 threads bit for bit):
- *   h_n <- fma(qr, hr, fma(-qi, hi, p x)) + i fma(qr, hi, qi hr)     (p x and qi hr rounded)
- *   the products eta_n h_n go into 2 CB running sums (fma), CB = 4 components per vector:
- *     a[2m] += er_n nr_n,  a[2m+1] += ei_n ni_n   for n = j CB + m, j = 0, 1, ...
- *   d_m = a[2m] - a[2m+1];   y = omega x + ((d0 + d2) + (d1 + d3))
- * cema_channel does one channel with CB components per vector (the state, q and eta of a
- * channel are contiguous): for short L (decoding) and large N. cema_block does 8 channels per
- * vector (x and y rows are contiguous in d, the last block masked), the block's parameters
- * transposed into stack buffers: for longer L. */
-#define CB (VF / 2)
-#define CEMA_NMAX 64 /* largest N done across channels */
-#define CEMA_LMIN 16 /* shortest L done across channels */
-#define CEMA_PREFETCH 8 /* rows ahead: x and y rows are D floats apart, each its own page */
-
-#define SIGN_EVEN _mm256_castsi256_ps(_mm256_setr_epi32(INT32_MIN, 0, INT32_MIN, 0, INT32_MIN, 0, INT32_MIN, 0))
-#define SIGN_ODD _mm256_castsi256_ps(_mm256_setr_epi32(0, INT32_MIN, 0, INT32_MIN, 0, INT32_MIN, 0, INT32_MIN))
-
-/* one step of CB interleaved components: q, h complex; p as (p, 0) pairs; x broadcast */
-static inline __m256 cema_step(__m256 qv, __m256 hv, __m256 pv, __m256 xv)
-{
-    /* (p x, -0): the odd lanes' fma then rounds qi hr exactly like a product */
-    __m256 px = _mm256_or_ps(_mm256_mul_ps(pv, xv), SIGN_ODD);
-    __m256 a = _mm256_fmadd_ps(_mm256_xor_ps(_mm256_movehdup_ps(qv), SIGN_EVEN),
-                               _mm256_permute_ps(hv, 0xB1), px);
-    return _mm256_fmadd_ps(_mm256_moveldup_ps(qv), hv, a);
-}
-
-static void cema_channel(const float *x, int L, int D, int N, int d, const float *p,
-                         const float *q, const float *eta, const float *omega, float *h, float *y)
-{
-    const float *pd = p + (size_t)d * N, *qd = q + (size_t)d * N * 2, *ed = eta + (size_t)d * N * 2;
-    float *hd = h + (size_t)d * N * 2;
-    const float om = omega[d];
-    const int rem = N % CB, nfull = N - rem;
-    const __m256i m2 = tail_mask(2 * rem);
-    const __m128i m1 = _mm256_castsi256_si128(tail_mask(rem));
-    for (int t = 0; t < L; t++) {
-        const float xt = x[(size_t)t * D + d];
-        const __m256 xv = _mm256_set1_ps(xt);
-        __m256 acc = _mm256_setzero_ps();
-        for (int n = 0; n < nfull; n += CB) {
-            __m256 pv = _mm256_castsi256_ps(_mm256_cvtepu32_epi64(_mm_loadu_si128((const __m128i *)(pd + n))));
-            __m256 hv = cema_step(_mm256_loadu_ps(qd + 2 * n), _mm256_loadu_ps(hd + 2 * n), pv, xv);
-            _mm256_storeu_ps(hd + 2 * n, hv);
-            acc = _mm256_fmadd_ps(_mm256_loadu_ps(ed + 2 * n), hv, acc);
-        }
-        if (rem) {
-            __m256 pv = _mm256_castsi256_ps(_mm256_cvtepu32_epi64(_mm_castps_si128(_mm_maskload_ps(pd + nfull, m1))));
-            __m256 hv = cema_step(_mm256_maskload_ps(qd + 2 * nfull, m2), _mm256_maskload_ps(hd + 2 * nfull, m2), pv, xv);
-            _mm256_maskstore_ps(hd + 2 * nfull, m2, hv);
-            acc = _mm256_fmadd_ps(_mm256_maskload_ps(ed + 2 * nfull, m2), hv, acc);
-        }
-        __m256 dm = _mm256_sub_ps(acc, _mm256_permute_ps(acc, 0xB1)); /* lane 2m: d_m */
-        __m128 u = _mm_add_ps(_mm256_castps256_ps128(dm), _mm256_extractf128_ps(dm, 1));
-        y[(size_t)t * D + d] = om * xt + _mm_cvtss_f32(_mm_add_ss(u, _mm_movehl_ps(u, u)));
-    }
-}
-
-static void cema_block(const float *x, int L, int D, int N, int d, int nd, const float *p,
-                       const float *q, const float *eta, const float *omega, float *h, float *y)
-{
-    _Alignas(32) float P[CEMA_NMAX][VF], QR[CEMA_NMAX][VF], QI[CEMA_NMAX][VF], ER[CEMA_NMAX][VF],
-        EI[CEMA_NMAX][VF], HR[CEMA_NMAX][VF], HI[CEMA_NMAX][VF];
-    if (nd < VF) {
-        size_t sz = sizeof(float) * VF * N;
-        memset(P, 0, sz); memset(QR, 0, sz); memset(QI, 0, sz); memset(ER, 0, sz);
-        memset(EI, 0, sz); memset(HR, 0, sz); memset(HI, 0, sz);
-    }
-    for (int j = 0; j < nd; j++) {
-        const size_t c = (size_t)(d + j) * N;
-        for (int n = 0; n < N; n++) {
-            P[n][j] = p[c + n];
-            QR[n][j] = q[2 * (c + n)];
-            QI[n][j] = q[2 * (c + n) + 1];
-            ER[n][j] = eta[2 * (c + n)];
-            EI[n][j] = eta[2 * (c + n) + 1];
-            HR[n][j] = h[2 * (c + n)];
-            HI[n][j] = h[2 * (c + n) + 1];
-        }
-    }
-    const __m256i msk = tail_mask(nd);
-    const __m256 om = _mm256_maskload_ps(omega + d, msk);
-    const int rem = N % CB, nfull = N - rem;
-    for (int t = 0; t < L; t++) {
-        if (t + CEMA_PREFETCH < L) {
-            _mm_prefetch((const char *)(x + (size_t)(t + CEMA_PREFETCH) * D + d), _MM_HINT_T0);
-            _mm_prefetch((const char *)(y + (size_t)(t + CEMA_PREFETCH) * D + d), _MM_HINT_T0);
-        }
-        const __m256 xv = _mm256_maskload_ps(x + (size_t)t * D + d, msk);
-        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
-#define CEMA_COMPONENT(k, ar, ai)                                                                \
-    do {                                                                                         \
-        __m256 hr = _mm256_load_ps(HR[k]), hi = _mm256_load_ps(HI[k]);                         \
-        __m256 qr = _mm256_load_ps(QR[k]), qi = _mm256_load_ps(QI[k]);                         \
-        __m256 px = _mm256_mul_ps(_mm256_load_ps(P[k]), xv);                                   \
-        __m256 nr = _mm256_fmadd_ps(qr, hr, _mm256_fnmadd_ps(qi, hi, px));                     \
-        __m256 ni = _mm256_fmadd_ps(qr, hi, _mm256_mul_ps(qi, hr));                             \
-        _mm256_store_ps(HR[k], nr);                                                              \
-        _mm256_store_ps(HI[k], ni);                                                              \
-        ar = _mm256_fmadd_ps(_mm256_load_ps(ER[k]), nr, ar);                                    \
-        ai = _mm256_fmadd_ps(_mm256_load_ps(EI[k]), ni, ai);                                    \
-    } while (0)
-        for (int n = 0; n < nfull; n += CB) {
-            CEMA_COMPONENT(n, a0, a1);
-            CEMA_COMPONENT(n + 1, a2, a3);
-            CEMA_COMPONENT(n + 2, a4, a5);
-            CEMA_COMPONENT(n + 3, a6, a7);
-        }
-        if (rem > 0) CEMA_COMPONENT(nfull, a0, a1);
-        if (rem > 1) CEMA_COMPONENT(nfull + 1, a2, a3);
-        if (rem > 2) CEMA_COMPONENT(nfull + 2, a4, a5);
-#undef CEMA_COMPONENT
-        __m256 s = _mm256_add_ps(_mm256_add_ps(_mm256_sub_ps(a0, a1), _mm256_sub_ps(a4, a5)),
-                                 _mm256_add_ps(_mm256_sub_ps(a2, a3), _mm256_sub_ps(a6, a7)));
-        _mm256_maskstore_ps(y + (size_t)t * D + d, msk, _mm256_add_ps(_mm256_mul_ps(om, xv), s));
-    }
-    for (int j = 0; j < nd; j++) {
-        const size_t c = (size_t)(d + j) * N;
-        for (int n = 0; n < N; n++) {
-            h[2 * (c + n)] = HR[n][j];
-            h[2 * (c + n) + 1] = HI[n][j];
-        }
-    }
-}
-
-static void cema_scan(const float *x, int L, int D, int N, int d0, int d1, const float *p,
-                      const float *q, const float *eta, const float *omega, float *h, float *y)
-{
-    if (L >= CEMA_LMIN && N <= CEMA_NMAX)
-        for (int d = d0; d < d1; d += VF)
-            cema_block(x, L, D, N, d, d1 - d < VF ? d1 - d : VF, p, q, eta, omega, h, y);
-    else
-        for (int d = d0; d < d1; d++) cema_channel(x, L, D, N, d, p, q, eta, omega, h, y);
-}
+#include "cema-impl.h"
 
 /* ------------------------------------------------------------------ conversions */
 

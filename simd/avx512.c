@@ -82,7 +82,8 @@ static inline __m512d hi_pd(__m512 v) { return _mm512_cvtps_pd(_mm512_extractf32
 
 /* ------------------------------------------------------------------ vocabulary */
 
-/* sixteen floats per vector (train-impl.h, elementwise-impl.h, complex-impl.h, norms-impl.h) */
+/* sixteen floats per vector (train-impl.h, elementwise-impl.h, complex-impl.h, norms-impl.h,
+ * cema-impl.h) */
 #define VF 16
 typedef __m512 vf;
 static inline vf vf_set1(float a) { return _mm512_set1_ps(a); }
@@ -103,6 +104,19 @@ static inline vf vf_dup_even(vf v) { return _mm512_moveldup_ps(v); }
 static inline vf vf_dup_odd(vf v) { return _mm512_movehdup_ps(v); }
 static inline vf vf_swap_pairs(vf v) { return _mm512_permute_ps(v, 0xB1); }
 static inline vf vf_muladdsub(vf a, vf b, vf c) { return _mm512_fmaddsub_ps(a, b, c); }
+static inline vf vf_fmadd(vf a, vf b, vf c) { return _mm512_fmadd_ps(a, b, c); }
+static inline vf vf_fnmadd(vf a, vf b, vf c) { return _mm512_fnmadd_ps(a, b, c); }
+static inline vf vf_load_pairs(const float *p, int k)
+{
+    const __m256i v = k == VF / 2 ? _mm256_loadu_si256((const __m256i *)p)
+                                  : _mm256_maskz_loadu_epi32((__mmask8)tail_mask(k), p);
+    return _mm512_castsi512_ps(_mm512_cvtepu32_epi64(v));
+}
+static inline vf vf_neg_even(vf v) { return _mm512_xor_ps(v, _mm512_castsi512_ps(_mm512_set1_epi64(0x80000000))); }
+static inline vf vf_odd_negzero(vf v)
+{
+    return _mm512_or_ps(v, _mm512_castsi512_ps(_mm512_set1_epi64((int64_t)0x8000000000000000ull)));
+}
 static inline void vf_dup_pairs(vf v, vf *lo, vf *hi)
 {
     const __m512i dup_lo = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
@@ -185,155 +199,7 @@ static double sumdev_d(const float *x, int n, double mean)
 #include "complex-impl.h"
 #include "train-impl.h"
 #include "norm-backward-impl.h"
-
-/* ------------------------------------------------------------------ CEMA */
-
-/* As avx2.c, with CB = 8 components per vector and 16 channels per vector; both ways compute
- * exactly the same floats (so the result depends neither on L nor on the channel range):
- *   h_n <- fma(qr, hr, fma(-qi, hi, p x)) + i fma(qr, hi, qi hr)     (p x and qi hr rounded)
- *   a[2m] += er_n nr_n,  a[2m+1] += ei_n ni_n   (fma) for n = j CB + m, j = 0, 1, ...
- *   d_m = a[2m] - a[2m+1];  y = omega x + (((d0 + d4) + (d2 + d6)) + ((d1 + d5) + (d3 + d7)))
- * (the AVX2 table sums in another order, so the two tables differ by roundings). */
-#define CB (VF / 2)
-#define CEMA_NMAX 64    /* largest N done across channels */
-#define CEMA_LMIN 16    /* shortest L done across channels */
-#define CEMA_PREFETCH 8 /* rows ahead: x and y rows are D floats apart, each its own page */
-
-#define SIGN_EVEN _mm512_castsi512_ps(_mm512_set1_epi64(0x80000000))
-#define SIGN_ODD _mm512_castsi512_ps(_mm512_set1_epi64((int64_t)0x8000000000000000ull))
-
-/* one step of CB interleaved components: q, h complex; p as (p, 0) pairs; x broadcast */
-static inline __m512 cema_step(__m512 qv, __m512 hv, __m512 pv, __m512 xv)
-{
-    /* (p x, -0): the odd lanes' fma then rounds qi hr exactly like a product */
-    __m512 px = _mm512_or_ps(_mm512_mul_ps(pv, xv), SIGN_ODD);
-    __m512 a = _mm512_fmadd_ps(_mm512_xor_ps(_mm512_movehdup_ps(qv), SIGN_EVEN),
-                               _mm512_permute_ps(hv, 0xB1), px);
-    return _mm512_fmadd_ps(_mm512_moveldup_ps(qv), hv, a);
-}
-
-static void cema_channel(const float *x, int L, int D, int N, int d, const float *p,
-                         const float *q, const float *eta, const float *omega, float *h, float *y)
-{
-    const float *pd = p + (size_t)d * N, *qd = q + (size_t)d * N * 2, *ed = eta + (size_t)d * N * 2;
-    float *hd = h + (size_t)d * N * 2;
-    const float om = omega[d];
-    const int rem = N % CB, nfull = N - rem;
-    const __mmask16 m2 = tail_mask(2 * rem);
-    const __mmask8 m1 = (__mmask8)tail_mask(rem);
-    for (int t = 0; t < L; t++) {
-        const float xt = x[(size_t)t * D + d];
-        const __m512 xv = _mm512_set1_ps(xt);
-        __m512 acc = _mm512_setzero_ps();
-        for (int n = 0; n < nfull; n += CB) {
-            __m512 pv = _mm512_castsi512_ps(_mm512_cvtepu32_epi64(_mm256_loadu_si256((const __m256i *)(pd + n))));
-            __m512 hv = cema_step(_mm512_loadu_ps(qd + 2 * n), _mm512_loadu_ps(hd + 2 * n), pv, xv);
-            _mm512_storeu_ps(hd + 2 * n, hv);
-            acc = _mm512_fmadd_ps(_mm512_loadu_ps(ed + 2 * n), hv, acc);
-        }
-        if (rem) {
-            __m512 pv = _mm512_castsi512_ps(_mm512_cvtepu32_epi64(_mm256_maskz_loadu_epi32(m1, pd + nfull)));
-            __m512 hv = cema_step(_mm512_maskz_loadu_ps(m2, qd + 2 * nfull),
-                                  _mm512_maskz_loadu_ps(m2, hd + 2 * nfull), pv, xv);
-            _mm512_mask_storeu_ps(hd + 2 * nfull, m2, hv);
-            acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m2, ed + 2 * nfull), hv, acc);
-        }
-        __m512 dm = _mm512_sub_ps(acc, _mm512_permute_ps(acc, 0xB1)); /* lane 2m: d_m */
-        __m256 e = _mm256_add_ps(_mm512_castps512_ps256(dm), _mm512_extractf32x8_ps(dm, 1));
-        __m128 f = _mm_add_ps(_mm256_castps256_ps128(e), _mm256_extractf128_ps(e, 1));
-        y[(size_t)t * D + d] = om * xt + _mm_cvtss_f32(_mm_add_ss(f, _mm_movehl_ps(f, f)));
-    }
-}
-
-static void cema_block(const float *x, int L, int D, int N, int d, int nd, const float *p,
-                       const float *q, const float *eta, const float *omega, float *h, float *y)
-{
-    _Alignas(64) float P[CEMA_NMAX][VF], QR[CEMA_NMAX][VF], QI[CEMA_NMAX][VF], ER[CEMA_NMAX][VF],
-        EI[CEMA_NMAX][VF], HR[CEMA_NMAX][VF], HI[CEMA_NMAX][VF];
-    if (nd < VF) {
-        size_t sz = sizeof(float) * VF * N;
-        memset(P, 0, sz); memset(QR, 0, sz); memset(QI, 0, sz); memset(ER, 0, sz);
-        memset(EI, 0, sz); memset(HR, 0, sz); memset(HI, 0, sz);
-    }
-    for (int j = 0; j < nd; j++) {
-        const size_t c = (size_t)(d + j) * N;
-        for (int n = 0; n < N; n++) {
-            P[n][j] = p[c + n];
-            QR[n][j] = q[2 * (c + n)];
-            QI[n][j] = q[2 * (c + n) + 1];
-            ER[n][j] = eta[2 * (c + n)];
-            EI[n][j] = eta[2 * (c + n) + 1];
-            HR[n][j] = h[2 * (c + n)];
-            HI[n][j] = h[2 * (c + n) + 1];
-        }
-    }
-    const __mmask16 msk = tail_mask(nd);
-    const __m512 om = _mm512_maskz_loadu_ps(msk, omega + d);
-    const int rem = N % CB, nfull = N - rem;
-    for (int t = 0; t < L; t++) {
-        if (t + CEMA_PREFETCH < L) {
-            _mm_prefetch((const char *)(x + (size_t)(t + CEMA_PREFETCH) * D + d), _MM_HINT_T0);
-            _mm_prefetch((const char *)(y + (size_t)(t + CEMA_PREFETCH) * D + d), _MM_HINT_T0);
-        }
-        const __m512 xv = _mm512_maskz_loadu_ps(msk, x + (size_t)t * D + d);
-        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0,
-               a7 = a0, a8 = a0, a9 = a0, a10 = a0, a11 = a0, a12 = a0, a13 = a0, a14 = a0, a15 = a0;
-#define CEMA_COMPONENT(k, ar, ai)                                                                \
-    do {                                                                                         \
-        __m512 hr = _mm512_load_ps(HR[k]), hi = _mm512_load_ps(HI[k]);                         \
-        __m512 qr = _mm512_load_ps(QR[k]), qi = _mm512_load_ps(QI[k]);                         \
-        __m512 px = _mm512_mul_ps(_mm512_load_ps(P[k]), xv);                                   \
-        __m512 nr = _mm512_fmadd_ps(qr, hr, _mm512_fnmadd_ps(qi, hi, px));                     \
-        __m512 ni = _mm512_fmadd_ps(qr, hi, _mm512_mul_ps(qi, hr));                             \
-        _mm512_store_ps(HR[k], nr);                                                              \
-        _mm512_store_ps(HI[k], ni);                                                              \
-        ar = _mm512_fmadd_ps(_mm512_load_ps(ER[k]), nr, ar);                                    \
-        ai = _mm512_fmadd_ps(_mm512_load_ps(EI[k]), ni, ai);                                    \
-    } while (0)
-        for (int n = 0; n < nfull; n += CB) {
-            CEMA_COMPONENT(n, a0, a1);
-            CEMA_COMPONENT(n + 1, a2, a3);
-            CEMA_COMPONENT(n + 2, a4, a5);
-            CEMA_COMPONENT(n + 3, a6, a7);
-            CEMA_COMPONENT(n + 4, a8, a9);
-            CEMA_COMPONENT(n + 5, a10, a11);
-            CEMA_COMPONENT(n + 6, a12, a13);
-            CEMA_COMPONENT(n + 7, a14, a15);
-        }
-        if (rem > 0) CEMA_COMPONENT(nfull, a0, a1);
-        if (rem > 1) CEMA_COMPONENT(nfull + 1, a2, a3);
-        if (rem > 2) CEMA_COMPONENT(nfull + 2, a4, a5);
-        if (rem > 3) CEMA_COMPONENT(nfull + 3, a6, a7);
-        if (rem > 4) CEMA_COMPONENT(nfull + 4, a8, a9);
-        if (rem > 5) CEMA_COMPONENT(nfull + 5, a10, a11);
-        if (rem > 6) CEMA_COMPONENT(nfull + 6, a12, a13);
-#undef CEMA_COMPONENT
-        /* d_m = a[2m] - a[2m+1]; ((d0 + d4) + (d2 + d6)) + ((d1 + d5) + (d3 + d7)) */
-        __m512 e0 = _mm512_add_ps(_mm512_sub_ps(a0, a1), _mm512_sub_ps(a8, a9));
-        __m512 e1 = _mm512_add_ps(_mm512_sub_ps(a2, a3), _mm512_sub_ps(a10, a11));
-        __m512 e2 = _mm512_add_ps(_mm512_sub_ps(a4, a5), _mm512_sub_ps(a12, a13));
-        __m512 e3 = _mm512_add_ps(_mm512_sub_ps(a6, a7), _mm512_sub_ps(a14, a15));
-        __m512 s = _mm512_add_ps(_mm512_add_ps(e0, e2), _mm512_add_ps(e1, e3));
-        _mm512_mask_storeu_ps(y + (size_t)t * D + d, msk, _mm512_add_ps(_mm512_mul_ps(om, xv), s));
-    }
-    for (int j = 0; j < nd; j++) {
-        const size_t c = (size_t)(d + j) * N;
-        for (int n = 0; n < N; n++) {
-            h[2 * (c + n)] = HR[n][j];
-            h[2 * (c + n) + 1] = HI[n][j];
-        }
-    }
-}
-
-static void cema_scan(const float *x, int L, int D, int N, int d0, int d1, const float *p,
-                      const float *q, const float *eta, const float *omega, float *h, float *y)
-{
-    if (L >= CEMA_LMIN && N <= CEMA_NMAX)
-        for (int d = d0; d < d1; d += VF)
-            cema_block(x, L, D, N, d, d1 - d < VF ? d1 - d : VF, p, q, eta, omega, h, y);
-    else
-        for (int d = d0; d < d1; d++) cema_channel(x, L, D, N, d, p, q, eta, omega, h, y);
-}
+#include "cema-impl.h"
 
 /* ------------------------------------------------------------------ conversions */
 
