@@ -35,14 +35,6 @@ static void ocl_free(mg_backend *be)
     free(be);
 }
 
-int mg_backend_is_opencl(const mg_backend *be) { return be && be->free == ocl_free; }
-
-const char *mg_opencl_cema_choice(mg_backend *be, mg_cema_algo algo, int L,
-                                  const mg_cema_coeffs *cf)
-{
-    return mg_backend_is_opencl(be) ? be->cema_choice(be, algo, L, cf) : NULL;
-}
-
 static int ocl_supports_op(mg_backend *be, mg_op op)
 {
     (void)be;
@@ -190,6 +182,14 @@ int mg_backend_opencl_new(int device, mg_backend **out)
 }
 
 /* ---------------------------------------------------------------- for the tests */
+
+int mg_backend_is_opencl(const mg_backend *be) { return be && be->free == ocl_free; }
+
+const char *mg_opencl_cema_choice(mg_backend *be, mg_cema_algo algo, int L,
+                                  const mg_cema_coeffs *cf)
+{
+    return mg_backend_is_opencl(be) ? be->cema_choice(be, algo, L, cf) : NULL;
+}
 
 void mg_opencl_get_stats(mg_backend *be, mg_opencl_stats *st)
 {

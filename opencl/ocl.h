@@ -11,8 +11,8 @@
  *   - activations are copied to the device for the op and the results copied back
  *     (docs/opencl.md says what keeping them resident would take);
  *   - the streaming state (CEMA h, timestep-norm mean/var, the chunk's keys and values)
- *     stays on the device when lib/state.c has registered its buffers (state.c); the host
- *     copy is made current by state_sync.
+ *     stays on the device when lib/state.c has registered its buffers (opencl/state.c);
+ *     the host copy is made current by state_sync.
  * Every op runs under one lock on one in-order queue; the last read is blocking.
  *
  * The files: device.c (devices, context, the program and its binary cache), buffers.c
