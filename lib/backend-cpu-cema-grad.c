@@ -2,7 +2,7 @@
  * algorithm MG_CEMA_FFT; the scan version is in backend-cpu-train.c).
  *
  * With the kernel k_j = Re(sum_n p eta q^j) the forward of one channel is
- * y = causal_conv(x, k) + omega x (spec 3.3), so (spec 11.4, 11.2), per channel:
+ * y = causal_conv(x, k) + omega x (docs/model.md §6.3), so (§18.3, §18.4), per channel:
  *   dx_t = omega dy_t + sum_{s>=t} dy_s k_{s-t}     = irfft(DY conj(K))[t]
  *   dk_j = sum_seq sum_t dy_t x_{t-j}                = irfft(sum_seq DY conj(X))[j]
  *   domega += sum dy_t x_t
