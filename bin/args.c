@@ -80,7 +80,7 @@ static const opt_def options[] = {
      "\"per_token_nll\", the first key)"},
     {O_OFFICIAL_WINDOW, NULL, "--official-window", NULL, M_PPL,
      "reproduce the official evaluation: 2 chunks per call and, from 8 chunks on, norm "
-     "statistics of the last 6 chunks only (spec 9.4; not with -b or --state-in)"},
+     "statistics of the last 6 chunks only (docs/model.md §15; not with -b or --state-in)"},
     {O_BATCH, "-b", "--batch-size", "N", M_GEN | M_PPL, NULL /* per mode, below */},
     {O_THREADS, "-t", "--threads", "N", M_GEN | M_PPL, "compute threads; 0: all CPUs"},
     {O_CEMA, NULL, "--cema", "ALGO", M_GEN | M_PPL,

@@ -12,7 +12,7 @@
  * --official-window reproduces megalodon/inference.py: the N - 1 inputs go in calls of two
  * chunks (the last full chunk alone if their number is odd), then the remainder; after a
  * call ending at e with 8C <= e while inputs remain, the norm statistics are replaced by
- * those of a fresh forward over t[e-6C, e) (mg_state_window_norm_stats, spec 9.4).
+ * those of a fresh forward over t[e-6C, e) (mg_state_window_norm_stats, docs/model.md §15).
  *
  * A --tokens file is read a block at a time, and only the ids of the next call (plus the
  * last 6C fed, for the window) are kept; --per-token values are printed as they are made. So

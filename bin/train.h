@@ -84,7 +84,7 @@ int tr_preset(const char *name, mg_hparams *hp);
 /* "tiny, small, base, mega200M, ..." and their descriptions for --help */
 void tr_print_presets(int indent);
 const char *tr_preset_names(void);
-/* The spec's ModelConf defaults (section 1), the base of a JSON config without --preset. */
+/* The official ModelConf defaults (docs/model.md §1), the base of a JSON config without --preset. */
 void tr_config_defaults(mg_hparams *hp);
 /* Read a JSON config (a flat object with mg_hparams field names) over hp: only the keys it
  * has change. Errors name the file and the key; returns the exit code. */

@@ -15,7 +15,7 @@
  *     blocks of a head are merged in a fixed order (as flash decoding does), so that one
  *     head's keys can be read by several threads.
  *
- * Threads (design.md, "Threads"): the (head, block) tasks are spread over the backend's
+ * Threads (docs/architecture.md §5): the (head, block) tasks are spread over the backend's
  * OpenMP threads and every matrix product inside is a single-threaded OpenBLAS call
  * (the backend keeps OpenBLAS at one thread, see cpu_matmul), even when the op runs on one
  * thread. The blocks are fixed by L, Lk and H only and each task's

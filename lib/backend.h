@@ -136,7 +136,7 @@ struct mg_backend {
                                const float *w, const float *b, float eps, int64_t count0,
                                const float *mean0, const float *var0, float *y, float *cmean,
                                float *crstd);
-    /* Its backward (spec 11.1) with no gradient arriving on the final statistics:
+    /* Its backward (docs/model.md §18.1) with no gradient arriving on the final statistics:
      * dx (written), dw, db (added). */
     int (*timestep_norm_backward)(mg_backend *be, const float *x, int S, int L, int D, int G,
                                   const float *w, int64_t count0, const float *mean0,

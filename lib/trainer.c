@@ -241,7 +241,7 @@ static int write_hparams(gguf_writer *w, const mg_hparams *hp)
     return gguf_set_bool(w, "megalodon.norm_affine", hp->norm_affine);
 }
 
-/* Tensors of a new model with the official initialization (spec section 4). */
+/* Tensors of a new model with the official initialization (docs/model.md §12). */
 static int write_random_tensors(gguf_writer *w, const mg_hparams *hp, uint64_t seed)
 {
     rng r = {seed * 0x2545F4914F6CDD1Dull + 12345};

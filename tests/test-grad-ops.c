@@ -3,7 +3,7 @@
  * table of this CPU (1 thread) and the best one with 2 threads.
  *
  * Method: each forward op has a double-precision twin written here from the formula in
- * backend.h / the spec. The test first checks the backend's fp32 forward op against its twin
+ * backend.h / docs/model.md. The test first checks the backend's fp32 forward op against its twin
  * (relative TOL_FWD of the output's largest element), then compares the backward op with the
  * central finite differences, in double, of loss = sum(r * y(inputs)) for a random r
  * (step 1e-5 * max(1, |v|): truncation and rounding errors ~1e-9, far below the tolerances).

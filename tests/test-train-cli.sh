@@ -167,7 +167,7 @@ bad_config "odd RoPE dimension" "z_dim / n_head = 15 is odd" '{"n_layer": 1, "n_
 # ---------------------------------------------------------------- --print-config
 run_cmd "$train" --preset mega200M --vocab-size 32000 --print-config
 grep -q '"n_layer": 12,' "$tmp/out" && grep -q '"n_embd": 1024,' "$tmp/out" && grep -q '"n_ff": 2560,' \
-  "$tmp/out" && grep -q '"n_vocab": 32000,' "$tmp/out" && ok "mega200M preset (spec 5)" \
+  "$tmp/out" && grep -q '"n_vocab": 32000,' "$tmp/out" && ok "mega200M preset (docs/model.md §13)" \
   || bad "mega200M preset: $(tr -d '\n' < "$tmp/out")"
 run_cmd "$train" --preset mega1.3B_pg19 --vocab-size 32000 --print-config
 grep -q '"n_ff": 3584,' "$tmp/out" && grep -q '"swiglu": true,' "$tmp/out" && grep -q '"share_emb": true,' \
