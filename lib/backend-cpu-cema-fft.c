@@ -9,7 +9,7 @@
  *             where q^t still matters (cema_decay_steps). The plans (per FFT size) and the
  *             kernel transforms (per coefficient set and size, within MEGALODON_CEMA_CACHE_MB)
  *             are cached in the backend's CEMA state.
- *   backward  per channel (spec 11.4, 11.2):
+ *   backward  per channel (docs/model.md §18.3, §18.4):
  *               dx_t = omega dy_t + sum_{s>=t} dy_s k_{s-t}     = irfft(DY conj(K))[t]
  *               dk_j = sum_seq sum_t dy_t x_{t-j}                = irfft(sum_seq DY conj(X))[j]
  *               domega += sum dy_t x_t

@@ -1,7 +1,7 @@
 /* backend-cpu-matmul.c - matrix products of the CPU backend (OpenBLAS): y = x W^T + bias and
  * its backward.
  *
- * Threads (design.md): OpenBLAS always runs single-threaded (its thread count is global to
+ * Threads (docs/architecture.md §5): OpenBLAS always runs single-threaded (its thread count is global to
  * the process and its threaded sgemm splits rows at places that depend on that count, which
  * changes the last bits of results); the library splits each product itself over its OpenMP
  * threads into blocks whose bounds depend only on the shapes, so the result is the same for

@@ -160,7 +160,7 @@ int cpu_timestep_norm_train(mg_backend *be, const float *x, int S, int L, int D,
     return MG_OK;
 }
 
-/* Spec 11.1, per sequence and group, backwards in time (u_grad, v_grad: the gradients
+/* docs/model.md §18.1, per sequence and group, backwards in time (u_grad, v_grad: the gradients
  * reaching the running mean and variance from later steps):
  *   c1 = (m-1)/m, c2 = 1/m  (m = count after step j)
  *   du = u_grad - r sum_k dy w_k ;  dv = v_grad - r^3/2 sum_k dy (x-u) w_k
