@@ -13,22 +13,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-/* `call` must return `status` and leave a message containing `substr`. */
-#define CHECK_ERR(call, status, substr)                                                      \
-    do {                                                                                     \
-        int rc_ = (call);                                                                    \
-        CHECK(rc_ == (status), "got %d, expected %d (%s)", rc_, (int)(status),               \
-              mg_last_error());                                                              \
-        CHECK(strstr(mg_last_error(), (substr)) != NULL, "message '%s' lacks '%s'",          \
-              mg_last_error(), (substr));                                                    \
-    } while (0)
-
-#define CHECK_OK(call)                                                                       \
-    do {                                                                                     \
-        int rc_ = (call);                                                                    \
-        CHECK(rc_ == MG_OK, "got %d (%s)", rc_, mg_last_error());                            \
-    } while (0)
-
 /* ------------------------------------------------------------------ test data */
 
 static float f32_data[15];  /* ne {3, 5} */

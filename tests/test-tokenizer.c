@@ -24,21 +24,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#define CHECK_ERR(call, status, substr)                                                      \
-    do {                                                                                     \
-        int rc_ = (call);                                                                    \
-        CHECK(rc_ == (status), "got %d, expected %d (%s)", rc_, (int)(status),               \
-              mg_last_error());                                                              \
-        CHECK(strstr(mg_last_error(), (substr)) != NULL, "message '%s' lacks '%s'",          \
-              mg_last_error(), (substr));                                                    \
-    } while (0)
-
-#define CHECK_OK(call)                                                                       \
-    do {                                                                                     \
-        int rc_ = (call);                                                                    \
-        CHECK(rc_ == MG_OK, "got %d (%s)", rc_, mg_last_error());                            \
-    } while (0)
-
 #define NO_KEY INT64_MIN
 #define SP "\xe2\x96\x81" /* U+2581 */
 
