@@ -13,7 +13,7 @@
 #include <string.h>
 
 #include "args.h"
-#include "train.h"
+#include "train-cli.h"
 
 typedef struct {
     const char *name;
