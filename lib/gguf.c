@@ -8,6 +8,7 @@
 #include "config.h" /* feature macros (_GNU_SOURCE) from configure */
 
 #include "gguf.h"
+#include "quant.h"
 
 #include "error.h"
 
@@ -39,34 +40,38 @@
 
 /* ------------------------------------------------------------------ type tables */
 
+static const char *ggml_other_type_name(uint32_t t);
+
+/* The types themselves (names, block sizes) are in quant.c's table. */
 size_t gguf_type_size(uint32_t ggml_type)
 {
-    switch (ggml_type) {
-    case GGML_TYPE_F32: return 4;
-    case GGML_TYPE_F16: return 2;
-    case GGML_TYPE_BF16: return 2;
-    case GGML_TYPE_I8: return 1;
-    case GGML_TYPE_I16: return 2;
-    case GGML_TYPE_I32: return 4;
-    case GGML_TYPE_I64: return 8;
-    case GGML_TYPE_F64: return 8;
-    }
-    return 0;
+    const mg_type_info *t = mg_type_info_of(ggml_type);
+    return t && t->blck == 1 ? t->bytes : 0;
 }
 
 const char *gguf_type_name(uint32_t ggml_type)
 {
-    switch (ggml_type) {
-    case GGML_TYPE_F32: return "f32";
-    case GGML_TYPE_F16: return "f16";
-    case GGML_TYPE_BF16: return "bf16";
-    case GGML_TYPE_I8: return "i8";
-    case GGML_TYPE_I16: return "i16";
-    case GGML_TYPE_I32: return "i32";
-    case GGML_TYPE_I64: return "i64";
-    case GGML_TYPE_F64: return "f64";
-    }
-    return "unknown";
+    const mg_type_info *t = mg_type_info_of(ggml_type);
+    return t ? t->name : "unknown";
+}
+
+#define SUPPORTED_TYPES "f32, f16, bf16, q8_0, q4_0, q4_K, q6_K, q8_K, i8, i16, i32, i64, f64"
+
+/* The type of a tensor whose rows have ne0 values, or an error (status) naming the tensor
+ * (ctx) when the type is unknown or a row is not a whole number of its blocks. */
+static int check_type(const char *ctx, uint32_t type, uint64_t ne0, int status,
+                      const mg_type_info **info)
+{
+    const mg_type_info *t = mg_type_info_of(type);
+    if (!t)
+        return mg_seterr(status, "%s: unsupported ggml type %u (%s); supported types: "
+                         SUPPORTED_TYPES, ctx, type, ggml_other_type_name(type));
+    if (ne0 % t->blck != 0)
+        return mg_seterr(status, "%s: type %s stores rows in blocks of %u values, but the row"
+                         " length ne[0] = %" PRIu64 " is not a multiple of %u", ctx, t->name,
+                         t->blck, ne0, t->blck);
+    *info = t;
+    return MG_OK;
 }
 
 /* Names of the ggml types we do not support, only to make error messages helpful. */
@@ -493,18 +498,15 @@ static int parse_tensor_info(gguf_file *f, cursor *c, int64_t i)
         n_el *= t->ne[d];
     }
     if ((rc = cur_u32(c, &t->type, ctx, "type"))) return rc;
-    size_t ts = gguf_type_size(t->type);
-    if (ts == 0)
-        return mg_seterr(MG_ERR_FORMAT, "%s: unsupported ggml type %u (%s); supported types:"
-                         " f32, f16, bf16, i8, i16, i32, i64, f64", ctx, t->type,
-                         ggml_other_type_name(t->type));
+    const mg_type_info *ti;
+    if ((rc = check_type(ctx, t->type, t->ne[0], MG_ERR_FORMAT, &ti))) return rc;
     /* Any tensor larger than the whole file cannot fit, and checking here keeps n_bytes
      * far from overflow. */
-    if (n_el > c->size / ts)
+    if (n_el / ti->blck > c->size / ti->bytes)
         return mg_seterr(MG_ERR_FORMAT, "%s: %" PRIu64 " elements of %s exceed the file size"
-                         " (%zu bytes)", ctx, n_el, gguf_type_name(t->type), c->size);
+                         " (%zu bytes)", ctx, n_el, ti->name, c->size);
     t->n_elements = n_el;
-    t->n_bytes = n_el * ts;
+    t->n_bytes = n_el / ti->blck * ti->bytes;
     return cur_u64(c, &t->offset, ctx, "offset");
 }
 
@@ -952,7 +954,9 @@ struct wtensor {
     uint32_t type, n_dims;
     uint64_t ne[GGUF_MAX_DIMS];
     size_t n_bytes;
-    void *data;
+    void *data;        /* NULL for a lazy tensor: */
+    gguf_fill_fn fill; /* fills the bytes at write time */
+    void *user;
 };
 
 struct gguf_writer {
@@ -1144,13 +1148,13 @@ int gguf_copy_kv(gguf_writer *w, const gguf_file *f, int64_t i)
     return writer_put(w, kv->key, kv->type, &b);
 }
 
-int gguf_add_tensor(gguf_writer *w, const char *name, uint32_t ggml_type, uint32_t n_dims,
-                    const uint64_t *ne, const void *data)
+/* Check a new tensor and append it; data (copied) or fill (lazy) gives its bytes. */
+static int add_tensor(gguf_writer *w, const char *name, uint32_t ggml_type, uint32_t n_dims,
+                      const uint64_t *ne, const void *data, gguf_fill_fn fill, void *user)
 {
-    if (!w || !name || !*name || !ne || !data)
+    if (!w || !name || !*name || !ne || (!data && !fill))
         return mg_seterr(MG_ERR_INVALID_ARG, "gguf_add_tensor: NULL argument or empty name");
-    size_t ts = gguf_type_size(ggml_type);
-    if (ts == 0)
+    if (!mg_type_info_of(ggml_type))
         return mg_seterr(MG_ERR_INVALID_ARG, "gguf_add_tensor '%s': unsupported ggml type %u",
                          name, ggml_type);
     if (n_dims < 1 || n_dims > GGUF_MAX_DIMS)
@@ -1163,7 +1167,12 @@ int gguf_add_tensor(gguf_writer *w, const char *name, uint32_t ggml_type, uint32
                              name, d, ne[d]);
         n_el *= ne[d];
     }
-    if (n_el > SIZE_MAX / ts)
+    char ctx[256];
+    snprintf(ctx, sizeof ctx, "gguf_add_tensor '%s'", name);
+    const mg_type_info *ti;
+    int rc = check_type(ctx, ggml_type, ne[0], MG_ERR_INVALID_ARG, &ti);
+    if (rc) return rc;
+    if (n_el / ti->blck > SIZE_MAX / ti->bytes)
         return mg_seterr(MG_ERR_INVALID_ARG, "gguf_add_tensor '%s': too large", name);
     for (size_t i = 0; i < w->n_tensors; i++)
         if (strcmp(w->tensors[i].name, name) == 0)
@@ -1173,18 +1182,33 @@ int gguf_add_tensor(gguf_writer *w, const char *name, uint32_t ggml_type, uint32
     if (!arr) return MG_ERR_NOMEM;
     w->tensors = arr;
     struct wtensor t = {.name = dup_bytes(name, strlen(name)), .type = ggml_type,
-                        .n_dims = n_dims, .n_bytes = (size_t)(n_el * ts)};
-    t.data = malloc(t.n_bytes);
-    if (!t.name || !t.data) {
+                        .n_dims = n_dims, .n_bytes = (size_t)(n_el / ti->blck * ti->bytes),
+                        .fill = fill, .user = user};
+    t.data = data ? malloc(t.n_bytes) : NULL;
+    if (!t.name || (data && !t.data)) {
         free(t.name);
         free(t.data);
         return mg_seterr(MG_ERR_NOMEM, "gguf_add_tensor '%s': out of memory for %zu bytes",
                          name, t.n_bytes);
     }
     for (uint32_t d = 0; d < GGUF_MAX_DIMS; d++) t.ne[d] = d < n_dims ? ne[d] : 1;
-    memcpy(t.data, data, t.n_bytes);
+    if (data) memcpy(t.data, data, t.n_bytes);
     w->tensors[w->n_tensors++] = t;
     return MG_OK;
+}
+
+int gguf_add_tensor(gguf_writer *w, const char *name, uint32_t ggml_type, uint32_t n_dims,
+                    const uint64_t *ne, const void *data)
+{
+    return add_tensor(w, name, ggml_type, n_dims, ne, data, NULL, NULL);
+}
+
+int gguf_add_tensor_lazy(gguf_writer *w, const char *name, uint32_t ggml_type, uint32_t n_dims,
+                         const uint64_t *ne, gguf_fill_fn fill, void *user)
+{
+    if (!fill)
+        return mg_seterr(MG_ERR_INVALID_ARG, "gguf_add_tensor_lazy: NULL fill function");
+    return add_tensor(w, name, ggml_type, n_dims, ne, NULL, fill, user);
 }
 
 /* The alignment the file will declare: general.alignment if set, else the default. */
@@ -1300,17 +1324,41 @@ static int sink_zeros(struct sink *s, uint64_t n)
     return 0;
 }
 
-/* Emit the header then the tensor data with its padding; -1 with errno on a write error. */
-static int emit(const gguf_writer *w, const struct bytebuf *meta, uint64_t align,
-                struct sink *s)
+/* Write tensor t's bytes: its copy, or what its fill function makes (straight into a memory
+ * sink, else through a buffer of the tensor's size, freed before the next tensor). -1 with
+ * errno on a write error; a failing allocation or fill sets *fill_rc instead. */
+static int sink_tensor(struct sink *s, const struct wtensor *t, int *fill_rc)
 {
+    if (t->data) return sink_put(s, t->data, t->n_bytes);
+    if (s->mem) {
+        *fill_rc = t->fill(t->user, t->name, s->mem + s->pos, t->n_bytes);
+        s->pos += t->n_bytes;
+        return *fill_rc ? -1 : 0;
+    }
+    void *buf = malloc(t->n_bytes ? t->n_bytes : 1);
+    if (!buf) {
+        *fill_rc = mg_seterr(MG_ERR_NOMEM, "gguf writer: out of memory for the %zu bytes of"
+                             " tensor '%s'", t->n_bytes, t->name);
+        return -1;
+    }
+    *fill_rc = t->fill(t->user, t->name, buf, t->n_bytes);
+    int r = *fill_rc ? -1 : sink_put(s, buf, t->n_bytes);
+    free(buf);
+    return r;
+}
+
+/* Emit the header then the tensor data with its padding; -1 with errno on a write error, or
+ * -1 with *fill_rc set when a lazy tensor could not be made. */
+static int emit(const gguf_writer *w, const struct bytebuf *meta, uint64_t align,
+                struct sink *s, int *fill_rc)
+{
+    *fill_rc = MG_OK;
     if (sink_put(s, meta->data, meta->len)) return -1;
     uint64_t end = 0;
     for (size_t i = 0; i < w->n_tensors; i++) {
         uint64_t off = 0;
         round_up(end, align, &off);
-        if (sink_zeros(s, off - end) || sink_put(s, w->tensors[i].data, w->tensors[i].n_bytes))
-            return -1;
+        if (sink_zeros(s, off - end) || sink_tensor(s, &w->tensors[i], fill_rc)) return -1;
         end = off + w->tensors[i].n_bytes;
     }
     return 0;
@@ -1333,9 +1381,14 @@ int gguf_write_memory(const gguf_writer *w, void **buf, size_t *size)
             rc = mg_seterr(MG_ERR_NOMEM, "gguf_write_memory: out of memory for %zu bytes",
                            total);
         } else {
-            emit(w, &meta, align, &s); /* cannot fail in memory */
-            *buf = s.mem;
-            *size = total;
+            int fill_rc;
+            if (emit(w, &meta, align, &s, &fill_rc) != 0) { /* only a lazy tensor can fail */
+                free(s.mem);
+                rc = fill_rc;
+            } else {
+                *buf = s.mem;
+                *size = total;
+            }
         }
     }
     free(meta.data);
@@ -1387,7 +1440,7 @@ int gguf_write_file(const gguf_writer *w, const char *path)
     memcpy(tmp, path, plen);
     memcpy(tmp + plen, suffix, sizeof suffix);
 
-    int fd = mkstemp(tmp), have_tmp = fd >= 0;
+    int fd = mkstemp(tmp), have_tmp = fd >= 0, fill_rc = MG_OK;
     const char *step = "cannot create a temporary file";
     if (fd >= 0) {
         /* mkstemp makes the file 0600; keep the mode of the file being replaced, else 0644. */
@@ -1395,7 +1448,7 @@ int gguf_write_file(const gguf_writer *w, const char *path)
         mode_t mode = stat(path, &st) == 0 ? (st.st_mode & 0777) : 0644;
         struct sink s = {NULL, 0, fd};
         if (fchmod(fd, mode) != 0) step = "fchmod failed";
-        else if (emit(w, &meta, align, &s) != 0) step = "write failed";
+        else if (emit(w, &meta, align, &s, &fill_rc) != 0) step = "write failed";
         else if (fsync(fd) != 0) step = "fsync failed";
         else {
             int cr = close(fd);
@@ -1406,7 +1459,10 @@ int gguf_write_file(const gguf_writer *w, const char *path)
         }
     }
     if (step) {
-        rc = mg_seterr(MG_ERR_IO, "cannot write '%s': %s: %s", path, step, strerror(errno));
+        /* a lazy tensor that failed has set its own message */
+        rc = fill_rc ? fill_rc
+                     : mg_seterr(MG_ERR_IO, "cannot write '%s': %s: %s", path, step,
+                                 strerror(errno));
         if (fd >= 0) close(fd);
         if (have_tmp) unlink(tmp);
     } else {
