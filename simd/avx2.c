@@ -14,6 +14,7 @@
 #include "config.h"
 
 #include "kernels.h"
+#include "quant-kernels.h"
 #include "vecmath.h"
 
 #include <immintrin.h>
@@ -607,4 +608,16 @@ const mg_kernels mg_kernels_avx2 = {
     .tsnorm_bwd_dx = tsnorm_bwd_dx,
     .rms_norm_backward_row = rms_norm_backward_row,
     .layer_norm_backward_row = layer_norm_backward_row,
+    .quantize_q8_0 = mg_avx2_quantize_q8_0,
+    .quantize_q8_K = mg_avx2_quantize_q8_K,
+    .dot_f16 = mg_avx2_dot_f16,
+    .dot_bf16 = mg_avx2_dot_bf16,
+    .dot_q8_0 = mg_avx2_dot_q8_0,
+    .dot_q4_0 = mg_avx2_dot_q4_0,
+    .dot_q4_K = mg_avx2_dot_q4_K,
+    .dot_q6_K = mg_avx2_dot_q6_K,
+    .dequant_q8_0 = mg_avx2_dequant_q8_0,
+    .dequant_q4_0 = mg_avx2_dequant_q4_0,
+    .dequant_q4_K = mg_avx2_dequant_q4_K,
+    .dequant_q6_K = mg_avx2_dequant_q6_K,
 };
