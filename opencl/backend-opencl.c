@@ -36,6 +36,8 @@
 #include "backend-opencl.h"
 #include "cema-plan.h"
 #include "error.h"
+#include "gguf.h"
+#include "model.h"
 #include "opencl/kernels.cl.h"
 
 #define MAX_DEVICES 64
@@ -366,8 +368,49 @@ static int w_grow(ocl_ctx *c)
     return MG_OK;
 }
 
+/* The device copy of the weight known by `key`, if it has one of at least `bytes`. */
+static cl_mem w_lookup(ocl_ctx *c, const void *key, int half, size_t bytes)
+{
+    if (!c->w_cap) return NULL;
+    size_t j = w_hash(key, half) & (c->w_cap - 1);
+    while (c->w[j].host && !((const void *)c->w[j].host == key && c->w[j].half == half))
+        j = (j + 1) & (c->w_cap - 1);
+    return c->w[j].host && c->w[j].bytes >= bytes ? c->w[j].mem : NULL;
+}
+
+static int weight_as(ocl_ctx *c, const void *key, const float *host, size_t n, int half,
+                     cl_mem *out);
+
 /* The device copy of a weight (n floats at host), uploaded on first use; as fp16 when half. */
 static int weight(ocl_ctx *c, const float *host, size_t n, int half, cl_mem *out)
+{
+    return weight_as(c, host, host, n, half, out);
+}
+
+/* The device copy of a weight matrix in its file type: f32 as weight(); the other types
+ * expanded to fp32 on the host once, on first use, and kept like the f32 ones (keyed by the
+ * address of their data). */
+static int weight_typed(ocl_ctx *c, const mg_weight *W, size_t n, int half, cl_mem *out)
+{
+    if (W->type == GGML_TYPE_F32) return weight(c, W->data, n, half, out);
+    size_t bytes = n * (half ? 2 : 4);
+    if ((*out = w_lookup(c, W->data, half, bytes ? bytes : 4))) {
+        c->w_hits++;
+        return MG_OK;
+    }
+    float *tmp = malloc(sizeof(float) * (n ? n : 1));
+    if (!tmp)
+        return mg_seterr(MG_ERR_NOMEM, "OpenCL: out of memory expanding a %s weight (%zu "
+                         "floats)", gguf_type_name(W->type), n);
+    for (int r = 0; r < W->rows && (size_t)r * W->cols < n; r++)
+        mg_weight_row(W, r, tmp + (size_t)r * W->cols);
+    int rc = weight_as(c, W->data, tmp, n, half, out);
+    free(tmp);
+    return rc;
+}
+
+static int weight_as(ocl_ctx *c, const void *key, const float *host, size_t n, int half,
+                     cl_mem *out)
 {
     if (!host) {
         *out = c->dummy;
@@ -379,8 +422,8 @@ static int weight(ocl_ctx *c, const float *host, size_t n, int half, cl_mem *out
         int rc = w_grow(c);
         if (rc) return rc;
     }
-    size_t j = w_hash(host, half) & (c->w_cap - 1);
-    while (c->w[j].host && !(c->w[j].host == host && c->w[j].half == half))
+    size_t j = w_hash(key, half) & (c->w_cap - 1);
+    while (c->w[j].host && !((const void *)c->w[j].host == key && c->w[j].half == half))
         j = (j + 1) & (c->w_cap - 1);
     wentry *e = &c->w[j];
     if (e->host && e->bytes >= bytes) {
@@ -416,7 +459,7 @@ static int weight(ocl_ctx *c, const float *host, size_t n, int half, cl_mem *out
         clReleaseMemObject(m);
         return cl_fail(err, "uploading a weight");
     }
-    e->host = host;
+    e->host = key;
     e->bytes = bytes;
     e->half = half;
     e->mem = m;
@@ -1037,7 +1080,7 @@ static int run_gemm(ocl_ctx *c, int gemm, int gemv_mode, cl_mem bx, int M, int K
     return rc;
 }
 
-static int ocl_matmul(mg_backend *be, const float *x, int M, int K, const float *W, int N,
+static int ocl_matmul(mg_backend *be, const float *x, int M, int K, const mg_weight *W, int N,
                       const float *bias, float *y)
 {
     ocl_ctx *c = octx(be);
@@ -1046,7 +1089,7 @@ static int ocl_matmul(mg_backend *be, const float *x, int M, int K, const float 
     cl_mem bx, bw, bb, by;
     LOCK(c);
     TRY(upload(c, S_A, x, (size_t)M * K * 4, &bx));
-    TRY(weight(c, W, (size_t)N * K, c->f16w, &bw));
+    TRY(weight_typed(c, W, (size_t)N * K, c->f16w, &bw));
     TRY(weight(c, bias, (size_t)N, 0, &bb));
     TRY(scratch(c, S_C, (size_t)M * N * 4, &by));
     TRY(run_gemm(c, c->gemm, c->gemv_mode, bx, M, K, bw, N, bb, has_b, by));
