@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "backend-cpu.h"
+#include "cema-plan.h"
 #include "error.h"
 
 /* ---------------------------------------------------------------- the BLAS in use
@@ -60,6 +61,12 @@ const char *mg_blas_warning(void)
 }
 
 /* ---------------------------------------------------------------- the backend */
+
+static int cpu_supports_op(mg_backend *be, mg_op op)
+{
+    (void)be;
+    return op == MG_OP_TRAIN; /* cpu_fill_train_ops fills them all */
+}
 
 static void cpu_free(mg_backend *be)
 {
@@ -119,11 +126,13 @@ int mg_backend_cpu_new(int n_threads, const char *isa, mg_backend **out)
     be->ctx = c;
     be->n_threads = n_threads;
     be->free = cpu_free;
+    be->supports_op = cpu_supports_op;
     be->matmul = cpu_matmul;
     be->rms_norm = cpu_rms_norm;
     be->layer_norm = cpu_layer_norm;
     be->timestep_norm = cpu_timestep_norm;
     be->cema = cpu_cema;
+    be->cema_choice = cpu_cema_choice; /* the planner of backend-cpu-cema.c */
     be->rope = cpu_rope;
     be->attention = cpu_attention;
     be->silu = cpu_silu;

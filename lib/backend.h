@@ -1,9 +1,9 @@
 /* backend.h - the op table through which the model computes (internal).
  *
  * The Megalodon math lives once in lib/ (attention.c, ffn.c, forward.c, ...) as calls of
- * these ops; a backend (backend-cpu.c today, OpenCL later) fills the table. Activations are
- * fp32, row-major: a tensor of L tokens and n features is L rows of n floats. Every op
- * returns MG_OK or a negative mg_status with the error message set. */
+ * these ops; a backend (lib/backend-cpu.c, opencl/backend-opencl.c) fills the table.
+ * Activations are fp32, row-major: a tensor of L tokens and n features is L rows of n
+ * floats. Every op returns MG_OK or a negative mg_status with the error message set. */
 #ifndef MG_BACKEND_H
 #define MG_BACKEND_H
 
@@ -46,12 +46,20 @@ static inline const float *mg_weight_f32(const mg_weight *w)
     return w && w->data && w->type == 0 /* GGML_TYPE_F32 */ ? (const float *)w->data : NULL;
 }
 
+/* What a caller may ask a backend before relying on it (supports_op). */
+typedef enum {
+    MG_OP_TRAIN, /* the training ops (matmul_backward ... adamw), all of them */
+} mg_op;
+
 struct mg_backend {
     const char *name; /* e.g. "cpu/scalar" */
     void *ctx;        /* backend private data */
     int n_threads;
 
     void (*free)(mg_backend *be);
+
+    /* 1 if the backend does op, else 0. */
+    int (*supports_op)(mg_backend *be, mg_op op);
 
     /* y[M,N] = x[M,K] W[N,K]^T (+ bias[N] if bias != NULL). W (N rows of K) in any weight
      * type: f32 exactly as before; the other types as the product of x with the dequantized
@@ -81,6 +89,14 @@ struct mg_backend {
      * MG_CEMA_SCAN runs the recurrence. Both give the same result to fp32 rounding. */
     int (*cema)(mg_backend *be, mg_cema_algo algo, const float *x, int L,
                 const mg_cema_coeffs *c, float *h, float *y);
+    /* The implementation cema runs for a call of L rows with coefficients c asked for algo,
+     * resolved as cema resolves it for that call (MEGALODON_CEMA overriding algo, decode
+     * always the recurrence, MG_CEMA_AUTO by the backend's own rule or planner, which may
+     * measure now as cema would): a name such as "scan", "scan-chunked" or "fft"
+     * (mg_cema_choice reports it). NULL on error, or when c is NULL and the backend needs
+     * the coefficients to decide. */
+    const char *(*cema_choice)(mg_backend *be, mg_cema_algo algo, int L,
+                               const mg_cema_coeffs *c);
 
     /* Interleaved RoPE in place on L rows of H heads of dh (row stride H*dh); row t uses
      * position pos0 + t. */

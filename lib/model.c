@@ -13,7 +13,6 @@
 #include "kernels.h"
 #include "model.h"
 #include "quant.h"
-#include "cema-plan.h"
 #include "../opencl/backend-opencl.h"
 
 #define MAX_DIM (1 << 24)   /* any single size above this is rejected as implausible */
@@ -586,7 +585,5 @@ const char *mg_cema_choice(const mg_model *m, mg_cema_algo algo, int n_tokens)
         mg_seterr(MG_ERR_INVALID_ARG, "mg_cema_choice: NULL model or n_tokens < 1");
         return NULL;
     }
-    if (mg_backend_is_opencl(m->be))
-        return mg_opencl_cema_choice(m->be, algo, n_tokens, &m->layers[0].cema);
-    return cpu_cema_choice(m->be, algo, n_tokens, &m->layers[0].cema);
+    return m->be->cema_choice(m->be, algo, n_tokens, &m->layers[0].cema);
 }

@@ -431,8 +431,8 @@ static int trainer_from_writer(gguf_writer *w, const mg_train_params *params, mg
     TRY_GOTO(mg_model_load_memory(tr->img, tr->img_size, &mp, &tr->model), fail);
     const mg_model *m = tr->model;
     const gguf_file *f = m->file;
-    const mg_backend *be = m->be;
-    if (!be->matmul_backward || !be->cema_backward || !be->cross_entropy) {
+    mg_backend *be = m->be;
+    if (!be->supports_op(be, MG_OP_TRAIN)) {
         rc = mg_seterr(MG_ERR_UNSUPPORTED, "the %s backend cannot train", be->name);
         goto fail;
     }
