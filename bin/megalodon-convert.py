@@ -2,7 +2,7 @@
 """megalodon-convert - convert an official Megalodon PyTorch checkpoint to a libmegalodon
 model file (GGUF v3, docs/model-format.md).
 
-    megalodon-convert CHECKPOINT -o OUT.gguf [--outtype auto|f32|f16|bf16]
+    megalodon-convert CHECKPOINT -o OUT.gguf [--outtype auto|f32|f16|bf16|q8_0]
                       [--tokenizer tokenizer.model] [--name NAME] [--config config.json]
     megalodon-convert --vocab-only --tokenizer tokenizer.model -o OUT.gguf [--name NAME]
                       [--vocab-size N]
@@ -681,7 +681,8 @@ def read_tokenizer(path, n_vocab, additional_cfg):
 
 
 # ----------------------------------------------------------------------------- writing
-OUTTYPES = ("auto", "f32", "f16", "bf16")
+OUTTYPES = ("auto", "f32", "f16", "bf16", "q8_0")
+Q8_0_BLOCK = 32  # values per q8_0 block: a row length must be a multiple (else f16)
 
 
 def to_numpy(t, gtype, name, torch, np):
@@ -698,6 +699,15 @@ def to_numpy(t, gtype, name, torch, np):
     if gtype == "bf16":
         b = t if t.dtype == torch.bfloat16 else t.to(torch.float32).to(torch.bfloat16)
         return b.contiguous().view(torch.int16).numpy().view(np.uint16)
+    if gtype == "q8_0":
+        # per block of 32 along a row: d = max|x| / 127 (stored fp16), q = round(x / d); the
+        # gguf package's quantizer gives ggml's (and megalodon-quantize's) bytes
+        from gguf import quants, GGMLQuantizationType
+        f = t.to(torch.float32).contiguous().numpy()
+        if not np.isfinite(f).all():
+            raise ConvertError("tensor %s: NaN or infinite values cannot be stored as q8_0: use "
+                               "--outtype f32" % name)
+        return quants.quantize(f, GGMLQuantizationType.Q8_0)
     raise AssertionError(gtype)
 
 
@@ -762,12 +772,21 @@ def write_gguf(out, tmp, conf, table, tensors, outtype, name, tok, rope_bf16):
             gt = outtype
             if gt == "auto":
                 gt = {torch.float16: "f16", torch.bfloat16: "bf16"}.get(t.dtype, "f32")
+            if gt == "q8_0" and e.shape[-1] % Q8_0_BLOCK != 0:
+                warn("%s: row length %d is not a multiple of 32: stored as f16 instead of q8_0"
+                     % (e.gname, e.shape[-1]))
+                gt = "f16"
             plan.append((e.gname, e.oname, gt, tuple(e.shape)))
         else:
             plan.append((e.gname, e.oname, "f32", tuple(e.shape)))
     NP = {"f32": (np.float32, None, 4), "f16": (np.float16, None, 2), "bf16": (np.uint16, QT.BF16, 2),
           "i32": (np.int32, None, 4), "i64": (np.int64, None, 8)}
     for gname, _, gt, shape in plan:
+        if gt == "q8_0":  # the writer takes a quantized tensor's shape in bytes per row
+            bshape = (*shape[:-1], shape[-1] // Q8_0_BLOCK * 34)
+            w.add_tensor_info(gname, bshape, np.dtype(np.uint8), int(np.prod(bshape, dtype=np.int64)),
+                              raw_dtype=QT.Q8_0)
+            continue
         dt, raw, size = NP[gt]
         w.add_tensor_info(gname, shape, np.dtype(dt), int(np.prod(shape, dtype=np.int64)) * size, raw_dtype=raw)
 
@@ -787,7 +806,8 @@ def write_gguf(out, tmp, conf, table, tensors, outtype, name, tok, rope_bf16):
             if not bool(torch.isfinite(t).all()):
                 nonfinite.append(oname)
             a = to_numpy(t, gt, oname, torch, np)
-        assert tuple(a.shape) == shape, (gname, a.shape, shape)
+        want = (*shape[:-1], shape[-1] // Q8_0_BLOCK * 34) if gt == "q8_0" else shape
+        assert tuple(a.shape) == want, (gname, a.shape, want)
         w.write_tensor_data(a)
         del t, a
     if nonfinite:
@@ -844,7 +864,7 @@ def write_vocab_gguf(tmp, name, tok):
 def verify_header(path, plan, gguf_mod):
     """Re-read what was written (header only) and check names, GGUF ne and types."""
     r = gguf_mod.GGUFReader(path, "r")
-    types = {"f32": 0, "f16": 1, "bf16": 30, "i32": 26, "i64": 27}
+    types = {"f32": 0, "f16": 1, "q8_0": 8, "bf16": 30, "i32": 26, "i64": 27}
     got = [(t.name, [int(x) for x in t.shape], int(t.tensor_type)) for t in r.tensors]
     want = [(g, list(reversed(shape)), types[gt]) for g, _, gt, shape in plan]
     if got != want:
@@ -901,12 +921,15 @@ def parse_args(argv):
                       "and the embedding/output\nmatrix; every other tensor (norms, CEMA parameters, q/k "
                       "gamma and beta, biases, rope.freqs,\npriors) is F32. auto (the default) keeps the "
                       "checkpoint's precision (fp32 -> f32,\nfp16 -> f16, bf16 -> bf16), so nothing is "
-                      "rounded.\n\nSee docs/megalodon-convert.md. Exit status 0 on success, 1 on error.")
+                      "rounded. q8_0 quantizes them (8.5 bits per\nweight; a matrix whose rows are not a "
+                      "multiple of 32 long is stored as f16);\nmegalodon-quantize makes the 4-bit types "
+                      "(docs/quantization.md).\n\nSee docs/megalodon-convert.md. Exit status 0 on success, 1 on error.")
     p.add_argument("checkpoint", metavar="CHECKPOINT", nargs="?",
                    help="checkpoint directory or state-dict file (not with --vocab-only)")
     p.add_argument("-o", "--output", metavar="OUT.gguf", required=True, help="model file to write (atomically)")
     p.add_argument("--outtype", choices=OUTTYPES, default="auto",
-                   help="storage type of the projection and embedding matrices (default: auto)")
+                   help="storage type of the projection and embedding matrices: auto, f32, f16, bf16 "
+                        "or q8_0 (default: auto)")
     p.add_argument("--tokenizer", metavar="tokenizer.model", help="SentencePiece model to embed")
     p.add_argument("--name", help="general.name (default: the checkpoint's directory or file name)")
     p.add_argument("--config", metavar="config.json",

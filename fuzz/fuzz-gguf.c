@@ -11,6 +11,7 @@
 #include "fuzz-common.h"
 
 #include "gguf.h"
+#include "quant.h"
 #include "megalodon.h"
 
 static volatile uint8_t sink; /* keeps the byte walks from being optimized away */
@@ -117,9 +118,10 @@ static void walk_tensor(const gguf_file *f, int64_t i)
                     (unsigned long long)t->ne[d]);
         n *= t->ne[d]; /* cannot overflow: checked by the reader (else UBSan says nothing, */
     }                  /* but the comparison below fails) */
-    size_t ts = gguf_type_size(t->type);
-    FUZZ_ASSERT(ts > 0, "tensor '%s' type %u accepted", t->name, t->type);
-    FUZZ_ASSERT(n == t->n_elements && t->n_bytes == n * ts, "tensor '%s' sizes", t->name);
+    size_t rs = mg_row_size(t->type, t->ne[0]); /* 0: unknown type or partial blocks */
+    FUZZ_ASSERT(rs > 0, "tensor '%s' type %u accepted", t->name, t->type);
+    FUZZ_ASSERT(n == t->n_elements && t->n_bytes == n / t->ne[0] * rs, "tensor '%s' sizes",
+                t->name);
     FUZZ_ASSERT(t->offset % gguf_alignment(f) == 0, "tensor '%s' misaligned", t->name);
     FUZZ_ASSERT(t->offset <= gguf_file_size(f) &&
                     t->n_bytes <= gguf_file_size(f) - t->offset,

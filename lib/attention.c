@@ -170,15 +170,15 @@ int mg_mega_forward(const mg_model *m, int il, mg_cema_algo algo, mg_layer_state
     TRY(be->rms_norm(be, b.c, T, D, w->attn_norm_w, hp->norm_eps, b.mx));
 
     /* q, k from the normalized shared projection zn = RMSNorm_head(mx Wz^T + bz) */
-    TRY(be->matmul(be, b.mx, T, D, w->wz, Z, w->bz, b.zpre));
+    TRY(be->matmul(be, b.mx, T, D, &w->wz, Z, w->bz, b.zpre));
     TRY(be->rms_norm(be, b.zpre, (size_t)T * H, dz, NULL, hp->norm_eps, b.zn));
     TRY(be->affine_rows(be, b.zn, T, Z, w->qk_scale, w->qk_shift, b.q));
     TRY(be->affine_rows(be, b.zn, T, Z, w->qk_scale + Z, w->qk_shift + Z, b.k));
 
     /* v = silu(xt Wv^T + bv) ; r = silu(mx Wr^T + br) */
-    TRY(be->matmul(be, b.xt, T, D, w->wv, E, w->bv, b.vpre));
+    TRY(be->matmul(be, b.xt, T, D, &w->wv, E, w->bv, b.vpre));
     TRY(be->silu(be, b.vpre, b.v, TE));
-    TRY(be->matmul(be, b.mx, T, D, w->wr, E, w->br, b.rpre));
+    TRY(be->matmul(be, b.mx, T, D, &w->wr, E, w->br, b.rpre));
     TRY(be->silu(be, b.rpre, b.r, TE));
 
     /* a = ChunkAttention(RoPE(q), RoPE(k), v) */
@@ -189,8 +189,8 @@ int mg_mega_forward(const mg_model *m, int il, mg_cema_algo algo, mg_layer_state
 
     /* y = x + mx Wh1^T + bh1 + (a r) Wh2^T */
     TRY(be->mul(be, b.a, b.r, b.ar, TE));
-    TRY(be->matmul(be, b.mx, T, D, w->wh1, D, w->bh1, y));
-    TRY(be->matmul(be, b.ar, T, E, w->wh2, D, NULL, b.o));
+    TRY(be->matmul(be, b.mx, T, D, &w->wh1, D, w->bh1, y));
+    TRY(be->matmul(be, b.ar, T, E, &w->wh2, D, NULL, b.o));
     TRY(be->add(be, y, b.o, y, TD));
     TRY(be->add(be, y, x, y, TD));
     return MG_OK;
@@ -231,8 +231,8 @@ int mg_mega_backward(const mg_model *m, int il, mg_cema_algo algo, const mg_laye
     const size_t TD = (size_t)T * D, TE = (size_t)T * E, TZ = (size_t)T * Z;
 
     /* output projections */
-    TRY(be->matmul_backward(be, act->mx, T, D, w->wh1, D, dy, g->dmx, 0, gr->wh1, gr->bh1));
-    TRY(be->matmul_backward(be, act->ar, T, E, w->wh2, D, dy, g->dar, 0, gr->wh2, NULL));
+    TRY(be->matmul_backward(be, act->mx, T, D, mg_weight_f32(&w->wh1), D, dy, g->dmx, 0, gr->wh1, gr->bh1));
+    TRY(be->matmul_backward(be, act->ar, T, E, mg_weight_f32(&w->wh2), D, dy, g->dar, 0, gr->wh2, NULL));
     /* gate: da = dar r ; dr = dar a ; drpre = dr silu'(rpre) */
     TRY(be->mul(be, g->dar, act->r, g->da, TE));
     TRY(be->mul(be, g->dar, act->a, g->dr, TE));
@@ -241,8 +241,8 @@ int mg_mega_backward(const mg_model *m, int il, mg_cema_algo algo, const mg_laye
     TRY(be->attention_backward(be, act->q, act->k, act->v, act->P, g->da, T / Lc, Lc, H, dz, dv,
                                g->dq, g->dk, g->dar));
     TRY(be->silu_backward(be, act->vpre, g->dar, g->dar, TE));
-    TRY(be->matmul_backward(be, act->xt, T, D, w->wv, E, g->dar, g->dxt, 0, gr->wv, gr->bv));
-    TRY(be->matmul_backward(be, act->mx, T, D, w->wr, E, g->dr, g->dmx, 1, gr->wr, gr->br));
+    TRY(be->matmul_backward(be, act->xt, T, D, mg_weight_f32(&w->wv), E, g->dar, g->dxt, 0, gr->wv, gr->bv));
+    TRY(be->matmul_backward(be, act->mx, T, D, mg_weight_f32(&w->wr), E, g->dr, g->dmx, 1, gr->wr, gr->br));
 
     /* un-rotate dq, dk (the rotation is orthogonal: its transpose turns by -angle) */
     const int half = dz / 2;
@@ -266,7 +266,7 @@ int mg_mega_backward(const mg_model *m, int il, mg_cema_algo algo, const mg_laye
     TRY(be->add(be, g->dz, g->dz2, g->dz, TZ));
     TRY(be->rms_norm_backward(be, act->zpre, (size_t)T * H, dz, NULL, hp->norm_eps, g->dz,
                               g->dz2, NULL));
-    TRY(be->matmul_backward(be, act->mx, T, D, w->wz, Z, g->dz2, g->dmx, 1, gr->wz, gr->bz));
+    TRY(be->matmul_backward(be, act->mx, T, D, mg_weight_f32(&w->wz), Z, g->dz2, g->dmx, 1, gr->wz, gr->bz));
 
     /* mx = RMSNorm(c) ; c = CEMA(xt) */
     TRY(be->rms_norm_backward(be, act->c, T, D, w->attn_norm_w, hp->norm_eps, g->dmx, g->d1,

@@ -21,7 +21,7 @@ typedef struct {
 static inline cpu_ctx *ctx_of(mg_backend *be) { return (cpu_ctx *)be->ctx; }
 
 /* backend-cpu-matmul.c */
-int cpu_matmul(mg_backend *be, const float *x, int M, int K, const float *W, int N,
+int cpu_matmul(mg_backend *be, const float *x, int M, int K, const mg_weight *W, int N,
                const float *bias, float *y);
 int cpu_matmul_backward(mg_backend *be, const float *x, int M, int K, const float *W, int N,
                         const float *dy, float *dx, int dx_add, float *dW, float *db);

@@ -21,6 +21,31 @@ typedef struct {
     float *p, *q, *eta, *omega;
 } mg_cema_coeffs;
 
+/* A weight matrix as the model file stores it: `rows` rows (the outputs) of `cols` values
+ * (the inputs), row-major, rows `row_bytes` apart, in one of the weight types of lib/quant.h
+ * (f32, f16, bf16, q8_0, q4_0, q4_K, q6_K; docs/quantization.md). The model keeps every
+ * large matrix in its type, mapped from the file (no fp32 copy); matmul reads it as it is.
+ * Training works on f32 weights only (mg_weight_f32). */
+typedef struct {
+    const void *data;
+    uint32_t type; /* GGML_TYPE_* (gguf.h) */
+    int rows, cols;
+    size_t row_bytes;
+} mg_weight;
+
+/* An f32 weight over an fp32 array (row-major rows x cols). */
+static inline mg_weight mg_weight_of_f32(const float *w, int rows, int cols)
+{
+    mg_weight r = {w, 0 /* GGML_TYPE_F32 */, rows, cols, sizeof(float) * (size_t)cols};
+    return r;
+}
+
+/* The fp32 array of an f32 weight; NULL for any other type (and for NULL). */
+static inline const float *mg_weight_f32(const mg_weight *w)
+{
+    return w && w->data && w->type == 0 /* GGML_TYPE_F32 */ ? (const float *)w->data : NULL;
+}
+
 /* What a caller may ask a backend before relying on it (supports_op). */
 typedef enum {
     MG_OP_TRAIN, /* the training ops (matmul_backward ... adamw), all of them */
@@ -36,8 +61,12 @@ struct mg_backend {
     /* 1 if the backend does op, else 0. */
     int (*supports_op)(mg_backend *be, mg_op op);
 
-    /* y[M,N] = x[M,K] W[N,K]^T (+ bias[N] if bias != NULL). W is row-major (out, in). */
-    int (*matmul)(mg_backend *be, const float *x, int M, int K, const float *W, int N,
+    /* y[M,N] = x[M,K] W[N,K]^T (+ bias[N] if bias != NULL). W (N rows of K) in any weight
+     * type: f32 exactly as before; the other types as the product of x with the dequantized
+     * W, where decode (few rows of x) rounds each row of x once to 8-bit blocks for the q8_0,
+     * q4_0, q4_K and q6_K dot products (simd/kernels.h states their accuracy). A backend
+     * without a type answers MG_ERR_UNSUPPORTED naming it. */
+    int (*matmul)(mg_backend *be, const float *x, int M, int K, const mg_weight *W, int N,
                   const float *bias, float *y);
 
     /* Row-wise norms over `rows` rows of n (see simd/kernels.h for the math). */

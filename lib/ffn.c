@@ -33,13 +33,13 @@ int mg_ffn_forward(const mg_model *m, int il, mg_scratch *s, mg_layer_act *act, 
     float *o_res = act && w->ffn_alpha ? out : o;              /* after the rescale */
 
     TRY(be->layer_norm(be, y, T, D, w->ffn_norm_w, w->ffn_norm_b, hp->norm_eps, xn));
-    TRY(be->matmul(be, xn, T, D, w->ffn_up, F, NULL, u1));
+    TRY(be->matmul(be, xn, T, D, &w->ffn_up, F, NULL, u1));
     TRY(be->silu(be, u1, u, TF));
-    if (w->ffn_gate) {
-        TRY(be->matmul(be, xn, T, D, w->ffn_gate, F, NULL, u3));
+    if (w->ffn_gate.data) {
+        TRY(be->matmul(be, xn, T, D, &w->ffn_gate, F, NULL, u3));
         TRY(be->mul(be, u, u3, u, TF));
     }
-    TRY(be->matmul(be, u, T, F, w->ffn_down, D, NULL, o));
+    TRY(be->matmul(be, u, T, F, &w->ffn_down, D, NULL, o));
     if (w->ffn_alpha) TRY(be->affine_rows(be, o, T, D, w->ffn_alpha, NULL, o_res));
     TRY(be->add(be, x, o_res, out, (size_t)T * D));
     return MG_OK;
@@ -74,20 +74,20 @@ int mg_ffn_backward(const mg_model *m, int il, const mg_layer_tensors *gr, mg_la
         TRY(be->affine_rows(be, dout, T, D, w->ffn_alpha, NULL, g->d3));
         dO = g->d3;
     }
-    TRY(be->matmul_backward(be, act->u, T, F, w->ffn_down, D, dO, g->du, 0, gr->ffn_down, NULL));
-    if (w->ffn_gate) {
+    TRY(be->matmul_backward(be, act->u, T, F, mg_weight_f32(&w->ffn_down), D, dO, g->du, 0, gr->ffn_down, NULL));
+    if (w->ffn_gate.data) {
         /* du3 = du silu(u1) ; du1 = du u3 silu'(u1) */
         TRY(be->silu(be, act->u1, g->du3, TF));
         TRY(be->mul(be, g->du, g->du3, g->du3, TF));
         TRY(be->mul(be, g->du, act->u3, g->du1, TF));
         TRY(be->silu_backward(be, act->u1, g->du1, g->du1, TF));
-        TRY(be->matmul_backward(be, act->xn, T, D, w->ffn_up, F, g->du1, g->d2, 0, gr->ffn_up,
+        TRY(be->matmul_backward(be, act->xn, T, D, mg_weight_f32(&w->ffn_up), F, g->du1, g->d2, 0, gr->ffn_up,
                                 NULL));
-        TRY(be->matmul_backward(be, act->xn, T, D, w->ffn_gate, F, g->du3, g->d2, 1, gr->ffn_gate,
+        TRY(be->matmul_backward(be, act->xn, T, D, mg_weight_f32(&w->ffn_gate), F, g->du3, g->d2, 1, gr->ffn_gate,
                                 NULL));
     } else {
         TRY(be->silu_backward(be, act->u1, g->du, g->du1, TF));
-        TRY(be->matmul_backward(be, act->xn, T, D, w->ffn_up, F, g->du1, g->d2, 0, gr->ffn_up,
+        TRY(be->matmul_backward(be, act->xn, T, D, mg_weight_f32(&w->ffn_up), F, g->du1, g->d2, 0, gr->ffn_up,
                                 NULL));
     }
     TRY(be->layer_norm_backward(be, act->y, T, D, w->ffn_norm_w, hp->norm_eps, g->d2, dy,

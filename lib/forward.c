@@ -35,7 +35,7 @@ static int eval_step(mg_state *st, const int32_t *tokens, int L, float *logits,
     const int D = hp->n_embd;
 
     for (int t = 0; t < L; t++)
-        memcpy(s->x + (size_t)t * D, m->tok_embd + (size_t)tokens[t] * D, sizeof(float) * D);
+        mg_weight_row(&m->tok_embd, tokens[t], s->x + (size_t)t * D);
     if (hp->scale_emb) TRY(be->scale(be, s->x, sqrtf((float)D), s->x, (size_t)L * D));
     emit(st, "embd", -1, s->x, L, D);
 
@@ -53,9 +53,9 @@ static int eval_step(mg_state *st, const int32_t *tokens, int L, float *logits,
     emit(st, "output_norm", -1, s->y, L, D);
 
     if (mode == MG_LOGITS_ALL)
-        TRY(be->matmul(be, s->y, L, D, m->output, hp->n_output, NULL, logits));
+        TRY(be->matmul(be, s->y, L, D, &m->output, hp->n_output, NULL, logits));
     else if (mode == MG_LOGITS_LAST && logits)
-        TRY(be->matmul(be, s->y + (size_t)(L - 1) * D, 1, D, m->output, hp->n_output, NULL,
+        TRY(be->matmul(be, s->y + (size_t)(L - 1) * D, 1, D, &m->output, hp->n_output, NULL,
                        logits));
 
     st->n_kv = (int)((st->n_kv + L) % hp->chunk_size);

@@ -8,6 +8,7 @@
 #include "config.h" /* feature macros (_GNU_SOURCE) from configure */
 
 #include "gguf-internal.h"
+#include "quant.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -33,34 +34,38 @@
 
 /* ------------------------------------------------------------------ type tables */
 
+static const char *ggml_other_type_name(uint32_t t);
+
+/* The types themselves (names, block sizes) are in quant.c's table. */
 size_t gguf_type_size(uint32_t ggml_type)
 {
-    switch (ggml_type) {
-    case GGML_TYPE_F32: return 4;
-    case GGML_TYPE_F16: return 2;
-    case GGML_TYPE_BF16: return 2;
-    case GGML_TYPE_I8: return 1;
-    case GGML_TYPE_I16: return 2;
-    case GGML_TYPE_I32: return 4;
-    case GGML_TYPE_I64: return 8;
-    case GGML_TYPE_F64: return 8;
-    }
-    return 0;
+    const mg_type_info *t = mg_type_info_of(ggml_type);
+    return t && t->blck == 1 ? t->bytes : 0;
 }
 
 const char *gguf_type_name(uint32_t ggml_type)
 {
-    switch (ggml_type) {
-    case GGML_TYPE_F32: return "f32";
-    case GGML_TYPE_F16: return "f16";
-    case GGML_TYPE_BF16: return "bf16";
-    case GGML_TYPE_I8: return "i8";
-    case GGML_TYPE_I16: return "i16";
-    case GGML_TYPE_I32: return "i32";
-    case GGML_TYPE_I64: return "i64";
-    case GGML_TYPE_F64: return "f64";
-    }
-    return "unknown";
+    const mg_type_info *t = mg_type_info_of(ggml_type);
+    return t ? t->name : "unknown";
+}
+
+#define SUPPORTED_TYPES "f32, f16, bf16, q8_0, q4_0, q4_K, q6_K, q8_K, i8, i16, i32, i64, f64"
+
+/* The type of a tensor whose rows have ne0 values, or an error (status) naming the tensor
+ * (ctx) when the type is unknown or a row is not a whole number of its blocks. */
+int gguf_check_type(const char *ctx, uint32_t type, uint64_t ne0, int status,
+                      const mg_type_info **info)
+{
+    const mg_type_info *t = mg_type_info_of(type);
+    if (!t)
+        return mg_seterr(status, "%s: unsupported ggml type %u (%s); supported types: "
+                         SUPPORTED_TYPES, ctx, type, ggml_other_type_name(type));
+    if (ne0 % t->blck != 0)
+        return mg_seterr(status, "%s: type %s stores rows in blocks of %u values, but the row"
+                         " length ne[0] = %" PRIu64 " is not a multiple of %u", ctx, t->name,
+                         t->blck, ne0, t->blck);
+    *info = t;
+    return MG_OK;
 }
 
 /* Names of the ggml types we do not support, only to make error messages helpful. */
@@ -390,18 +395,15 @@ static int parse_tensor_info(gguf_file *f, cursor *c, int64_t i)
         n_el *= t->ne[d];
     }
     if ((rc = cur_u32(c, &t->type, ctx, "type"))) return rc;
-    size_t ts = gguf_type_size(t->type);
-    if (ts == 0)
-        return mg_seterr(MG_ERR_FORMAT, "%s: unsupported ggml type %u (%s); supported types:"
-                         " f32, f16, bf16, i8, i16, i32, i64, f64", ctx, t->type,
-                         ggml_other_type_name(t->type));
+    const mg_type_info *ti;
+    if ((rc = gguf_check_type(ctx, t->type, t->ne[0], MG_ERR_FORMAT, &ti))) return rc;
     /* Any tensor larger than the whole file cannot fit, and checking here keeps n_bytes
      * far from overflow. */
-    if (n_el > c->size / ts)
+    if (n_el / ti->blck > c->size / ti->bytes)
         return mg_seterr(MG_ERR_FORMAT, "%s: %" PRIu64 " elements of %s exceed the file size"
-                         " (%zu bytes)", ctx, n_el, gguf_type_name(t->type), c->size);
+                         " (%zu bytes)", ctx, n_el, ti->name, c->size);
     t->n_elements = n_el;
-    t->n_bytes = n_el * ts;
+    t->n_bytes = n_el / ti->blck * ti->bytes;
     return cur_u64(c, &t->offset, ctx, "offset");
 }
 

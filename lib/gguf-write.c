@@ -6,6 +6,7 @@
 #include "config.h" /* feature macros (_GNU_SOURCE) from configure */
 
 #include "gguf-internal.h"
+#include "quant.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -85,7 +86,9 @@ struct wtensor {
     uint32_t type, n_dims;
     uint64_t ne[GGUF_MAX_DIMS];
     size_t n_bytes;
-    void *data;
+    void *data;        /* NULL for a lazy tensor: */
+    gguf_fill_fn fill; /* fills the bytes at write time */
+    void *user;
 };
 
 struct gguf_writer {
@@ -277,13 +280,13 @@ int gguf_copy_kv(gguf_writer *w, const gguf_file *f, int64_t i)
     return writer_put(w, kv->key, kv->type, &b);
 }
 
-int gguf_add_tensor(gguf_writer *w, const char *name, uint32_t ggml_type, uint32_t n_dims,
-                    const uint64_t *ne, const void *data)
+/* Check a new tensor and append it; data (copied) or fill (lazy) gives its bytes. */
+static int add_tensor(gguf_writer *w, const char *name, uint32_t ggml_type, uint32_t n_dims,
+                      const uint64_t *ne, const void *data, gguf_fill_fn fill, void *user)
 {
-    if (!w || !name || !*name || !ne || !data)
+    if (!w || !name || !*name || !ne || (!data && !fill))
         return mg_seterr(MG_ERR_INVALID_ARG, "gguf_add_tensor: NULL argument or empty name");
-    size_t ts = gguf_type_size(ggml_type);
-    if (ts == 0)
+    if (!mg_type_info_of(ggml_type))
         return mg_seterr(MG_ERR_INVALID_ARG, "gguf_add_tensor '%s': unsupported ggml type %u",
                          name, ggml_type);
     if (n_dims < 1 || n_dims > GGUF_MAX_DIMS)
@@ -296,7 +299,12 @@ int gguf_add_tensor(gguf_writer *w, const char *name, uint32_t ggml_type, uint32
                              name, d, ne[d]);
         n_el *= ne[d];
     }
-    if (n_el > SIZE_MAX / ts)
+    char ctx[256];
+    snprintf(ctx, sizeof ctx, "gguf_add_tensor '%s'", name);
+    const mg_type_info *ti;
+    int rc = gguf_check_type(ctx, ggml_type, ne[0], MG_ERR_INVALID_ARG, &ti);
+    if (rc) return rc;
+    if (n_el / ti->blck > SIZE_MAX / ti->bytes)
         return mg_seterr(MG_ERR_INVALID_ARG, "gguf_add_tensor '%s': too large", name);
     for (size_t i = 0; i < w->n_tensors; i++)
         if (strcmp(w->tensors[i].name, name) == 0)
@@ -306,18 +314,33 @@ int gguf_add_tensor(gguf_writer *w, const char *name, uint32_t ggml_type, uint32
     if (!arr) return MG_ERR_NOMEM;
     w->tensors = arr;
     struct wtensor t = {.name = dup_bytes(name, strlen(name)), .type = ggml_type,
-                        .n_dims = n_dims, .n_bytes = (size_t)(n_el * ts)};
-    t.data = malloc(t.n_bytes);
-    if (!t.name || !t.data) {
+                        .n_dims = n_dims, .n_bytes = (size_t)(n_el / ti->blck * ti->bytes),
+                        .fill = fill, .user = user};
+    t.data = data ? malloc(t.n_bytes) : NULL;
+    if (!t.name || (data && !t.data)) {
         free(t.name);
         free(t.data);
         return mg_seterr(MG_ERR_NOMEM, "gguf_add_tensor '%s': out of memory for %zu bytes",
                          name, t.n_bytes);
     }
     for (uint32_t d = 0; d < GGUF_MAX_DIMS; d++) t.ne[d] = d < n_dims ? ne[d] : 1;
-    memcpy(t.data, data, t.n_bytes);
+    if (data) memcpy(t.data, data, t.n_bytes);
     w->tensors[w->n_tensors++] = t;
     return MG_OK;
+}
+
+int gguf_add_tensor(gguf_writer *w, const char *name, uint32_t ggml_type, uint32_t n_dims,
+                    const uint64_t *ne, const void *data)
+{
+    return add_tensor(w, name, ggml_type, n_dims, ne, data, NULL, NULL);
+}
+
+int gguf_add_tensor_lazy(gguf_writer *w, const char *name, uint32_t ggml_type, uint32_t n_dims,
+                         const uint64_t *ne, gguf_fill_fn fill, void *user)
+{
+    if (!fill)
+        return mg_seterr(MG_ERR_INVALID_ARG, "gguf_add_tensor_lazy: NULL fill function");
+    return add_tensor(w, name, ggml_type, n_dims, ne, NULL, fill, user);
 }
 
 /* The alignment the file will declare: general.alignment if set, else the default. */
@@ -433,17 +456,41 @@ static int sink_zeros(struct sink *s, uint64_t n)
     return 0;
 }
 
-/* Emit the header then the tensor data with its padding; -1 with errno on a write error. */
-static int emit(const gguf_writer *w, const struct bytebuf *meta, uint64_t align,
-                struct sink *s)
+/* Write tensor t's bytes: its copy, or what its fill function makes (straight into a memory
+ * sink, else through a buffer of the tensor's size, freed before the next tensor). -1 with
+ * errno on a write error; a failing allocation or fill sets *fill_rc instead. */
+static int sink_tensor(struct sink *s, const struct wtensor *t, int *fill_rc)
 {
+    if (t->data) return sink_put(s, t->data, t->n_bytes);
+    if (s->mem) {
+        *fill_rc = t->fill(t->user, t->name, s->mem + s->pos, t->n_bytes);
+        s->pos += t->n_bytes;
+        return *fill_rc ? -1 : 0;
+    }
+    void *buf = malloc(t->n_bytes ? t->n_bytes : 1);
+    if (!buf) {
+        *fill_rc = mg_seterr(MG_ERR_NOMEM, "gguf writer: out of memory for the %zu bytes of"
+                             " tensor '%s'", t->n_bytes, t->name);
+        return -1;
+    }
+    *fill_rc = t->fill(t->user, t->name, buf, t->n_bytes);
+    int r = *fill_rc ? -1 : sink_put(s, buf, t->n_bytes);
+    free(buf);
+    return r;
+}
+
+/* Emit the header then the tensor data with its padding; -1 with errno on a write error, or
+ * -1 with *fill_rc set when a lazy tensor could not be made. */
+static int emit(const gguf_writer *w, const struct bytebuf *meta, uint64_t align,
+                struct sink *s, int *fill_rc)
+{
+    *fill_rc = MG_OK;
     if (sink_put(s, meta->data, meta->len)) return -1;
     uint64_t end = 0;
     for (size_t i = 0; i < w->n_tensors; i++) {
         uint64_t off = 0;
         round_up(end, align, &off);
-        if (sink_zeros(s, off - end) || sink_put(s, w->tensors[i].data, w->tensors[i].n_bytes))
-            return -1;
+        if (sink_zeros(s, off - end) || sink_tensor(s, &w->tensors[i], fill_rc)) return -1;
         end = off + w->tensors[i].n_bytes;
     }
     return 0;
@@ -466,9 +513,14 @@ int gguf_write_memory(const gguf_writer *w, void **buf, size_t *size)
             rc = mg_seterr(MG_ERR_NOMEM, "gguf_write_memory: out of memory for %zu bytes",
                            total);
         } else {
-            emit(w, &meta, align, &s); /* cannot fail in memory */
-            *buf = s.mem;
-            *size = total;
+            int fill_rc;
+            if (emit(w, &meta, align, &s, &fill_rc) != 0) { /* only a lazy tensor can fail */
+                free(s.mem);
+                rc = fill_rc;
+            } else {
+                *buf = s.mem;
+                *size = total;
+            }
         }
     }
     free(meta.data);
@@ -520,7 +572,7 @@ int gguf_write_file(const gguf_writer *w, const char *path)
     memcpy(tmp, path, plen);
     memcpy(tmp + plen, suffix, sizeof suffix);
 
-    int fd = mkstemp(tmp), have_tmp = fd >= 0;
+    int fd = mkstemp(tmp), have_tmp = fd >= 0, fill_rc = MG_OK;
     const char *step = "cannot create a temporary file";
     if (fd >= 0) {
         /* mkstemp makes the file 0600; keep the mode of the file being replaced, else 0644. */
@@ -528,7 +580,7 @@ int gguf_write_file(const gguf_writer *w, const char *path)
         mode_t mode = stat(path, &st) == 0 ? (st.st_mode & 0777) : 0644;
         struct sink s = {NULL, 0, fd};
         if (fchmod(fd, mode) != 0) step = "fchmod failed";
-        else if (emit(w, &meta, align, &s) != 0) step = "write failed";
+        else if (emit(w, &meta, align, &s, &fill_rc) != 0) step = "write failed";
         else if (fsync(fd) != 0) step = "fsync failed";
         else {
             int cr = close(fd);
@@ -539,7 +591,10 @@ int gguf_write_file(const gguf_writer *w, const char *path)
         }
     }
     if (step) {
-        rc = mg_seterr(MG_ERR_IO, "cannot write '%s': %s: %s", path, step, strerror(errno));
+        /* a lazy tensor that failed has set its own message */
+        rc = fill_rc ? fill_rc
+                     : mg_seterr(MG_ERR_IO, "cannot write '%s': %s: %s", path, step,
+                                 strerror(errno));
         if (fd >= 0) close(fd);
         if (have_tmp) unlink(tmp);
     } else {

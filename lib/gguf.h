@@ -48,6 +48,11 @@ enum gguf_type {
 enum ggml_type {
     GGML_TYPE_F32 = 0,
     GGML_TYPE_F16 = 1,
+    GGML_TYPE_Q4_0 = 2,
+    GGML_TYPE_Q8_0 = 8,
+    GGML_TYPE_Q4_K = 12,
+    GGML_TYPE_Q6_K = 14,
+    GGML_TYPE_Q8_K = 15,
     GGML_TYPE_I8 = 24,
     GGML_TYPE_I16 = 25,
     GGML_TYPE_I32 = 26,
@@ -58,7 +63,8 @@ enum ggml_type {
 
 #define GGUF_MAX_DIMS 4
 
-/* Size in bytes of one element of a supported ggml type, 0 if unsupported. */
+/* Size in bytes of one element of a supported plain ggml type, 0 if unsupported or a block
+ * type (lib/quant.h has the block sizes). */
 size_t gguf_type_size(uint32_t ggml_type);
 /* Name of a ggml type ("f32", "f16", ...) or "unknown". */
 const char *gguf_type_name(uint32_t ggml_type);
@@ -73,7 +79,7 @@ typedef struct {
     uint64_t ne[GGUF_MAX_DIMS]; /* unused dims are 1 */
     uint32_t type;        /* enum ggml_type */
     uint64_t n_elements;  /* product of ne */
-    uint64_t n_bytes;     /* n_elements * type size */
+    uint64_t n_bytes;     /* n_elements / values per block * bytes per block */
     uint64_t offset;      /* absolute offset in the file */
     const void *data;     /* points into the mapping */
 } gguf_tensor_info;
@@ -140,6 +146,14 @@ int gguf_copy_kv(gguf_writer *w, const gguf_file *f, int64_t i);
 /* Add a tensor; ne as in the file (ne[0] fastest). data is copied. */
 int gguf_add_tensor(gguf_writer *w, const char *name, uint32_t ggml_type, uint32_t n_dims,
                     const uint64_t *ne, const void *data);
+
+/* Add a tensor whose bytes are produced at write time: fill(user, name, buf, n_bytes) must
+ * write the tensor's n_bytes bytes into buf and return MG_OK, or an error (its message set),
+ * which aborts the write. The file writer holds one such buffer at a time, so that a file
+ * can be written with about one tensor in memory; `user` must stay valid until then. */
+typedef int (*gguf_fill_fn)(void *user, const char *name, void *buf, size_t n_bytes);
+int gguf_add_tensor_lazy(gguf_writer *w, const char *name, uint32_t ggml_type, uint32_t n_dims,
+                         const uint64_t *ne, gguf_fill_fn fill, void *user);
 
 /* Write to `path` atomically: a temporary file in the same directory, fsync, rename, fsync
  * of the directory. On failure the previous file (if any) is untouched. */

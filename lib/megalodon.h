@@ -340,6 +340,58 @@ MG_API void mg_sampler_accept(mg_sampler *s, int32_t token);
 /* Choose the next token from n_vocab logits (the array is not modified). */
 MG_API int32_t mg_sampler_sample(mg_sampler *s, const float *logits);
 
+/* ------------------------------------------------------------------ quantization */
+
+/* Write a copy of a model file with its large matrices (token embedding, the projections,
+ * the FFN matrices, the output head) stored in a smaller type; every other tensor (norms,
+ * CEMA parameters, biases, rope.freqs, norm priors, anything 1-D) is copied as it is, and
+ * every metadata key is copied (general.file_type set to the recipe, as llama.cpp does).
+ * docs/quantization.md describes the types and the recipes. The recipe values are
+ * llama.cpp's general.file_type numbers. */
+typedef enum {
+    MG_FTYPE_F16 = 1,     /* every large matrix f16 */
+    MG_FTYPE_Q4_0 = 2,    /* q4_0 */
+    MG_FTYPE_Q8_0 = 7,    /* q8_0 */
+    MG_FTYPE_Q4_K_M = 15, /* q4_K; q6_K for the output head, attn_v and ffn_down */
+    MG_FTYPE_BF16 = 32    /* bf16 */
+} mg_ftype;
+
+/* What happens to one tensor (passed to the progress callback once it is written). */
+typedef struct {
+    const char *name;
+    int n_dims;
+    int64_t ne[4];          /* ne[0] is the row length; unused dims are 1 */
+    const char *old_type;   /* type names: "f32", "f16", "bf16", "q8_0", "q4_0", "q4_K", ... */
+    const char *new_type;
+    const char *wanted_type;/* the recipe's type; differs from new_type when the row length
+                             * does not fit its block (the fallback of docs/quantization.md) */
+    uint64_t n_elements, old_bytes, new_bytes;
+} mg_quantize_tensor;
+
+/* Called for tensor `index` (0-based) of `count`, in file order. */
+typedef void (*mg_quantize_progress)(int64_t index, int64_t count, const char *name,
+                                     const mg_quantize_tensor *info, void *user);
+
+typedef struct {
+    mg_ftype ftype;             /* recipe (MG_FTYPE_Q4_K_M) */
+    int allow_requantize;       /* accept an input with quantized tensors (0: refuse it) */
+    int n_threads;              /* 0: all online CPUs */
+    mg_quantize_progress progress; /* may be NULL */
+    void *progress_user;
+} mg_quantize_params;
+
+MG_API mg_quantize_params mg_quantize_default_params(void);
+/* The recipe named "f16", "bf16", "q8_0", "q4_0" or "q4_k_m" (any case), or an error. */
+MG_API int mg_ftype_from_name(const char *name, mg_ftype *out);
+/* Its name ("q4_k_m"), or NULL for an unknown value. */
+MG_API const char *mg_ftype_name(mg_ftype ftype);
+/* Quantize the model in_path into out_path (written atomically; in_path is mapped, and
+ * about one tensor is held in memory). A quantized input is refused unless
+ * allow_requantize, which dequantizes and quantizes it again; a non-finite value in a matrix
+ * that gets a block type is an error. params may be NULL (defaults). */
+MG_API int mg_model_quantize(const char *in_path, const char *out_path,
+                             const mg_quantize_params *params);
+
 #ifdef __cplusplus
 }
 #endif

@@ -12,6 +12,7 @@
 #include "error.h"
 #include "kernels.h"
 #include "model.h"
+#include "quant.h"
 #include "../opencl/backend-opencl.h"
 
 #define MAX_DIM (1 << 24)   /* any single size above this is rejected as implausible */
@@ -177,9 +178,10 @@ static int n_dims_stripped(const uint64_t *ne, int nd)
     return nd;
 }
 
-/* Fetch tensor `name` as fp32 with GGUF dims ne[0..nd). Missing and !required: *out = NULL. */
-static int get_f32(mg_model *m, const mg_model_params *mp, int required, const float **out,
-                   int nd, const uint64_t *ne, const char *name)
+/* Find tensor `name` and check that its GGUF dims are ne[0..nd). Missing and !required:
+ * *out = NULL and MG_OK. */
+static int find_tensor(const mg_model *m, int required, int nd, const uint64_t *ne,
+                       const char *name, const gguf_tensor_info **out)
 {
     *out = NULL;
     int64_t i = gguf_find_tensor(m->file, name);
@@ -202,11 +204,28 @@ static int get_f32(mg_model *m, const mg_model_params *mp, int required, const f
         return mg_seterr(MG_ERR_MODEL, "tensor '%s' has shape [%s], expected [%s]", name, got,
                          want);
     }
+    *out = t;
+    return MG_OK;
+}
+
+/* Fetch a vector tensor (norm weights, biases, CEMA parameters, ...) as fp32 with GGUF dims
+ * ne[0..nd), converting f16/bf16. Missing and !required: *out = NULL. */
+static int get_f32(mg_model *m, const mg_model_params *mp, int required, const float **out,
+                   int nd, const uint64_t *ne, const char *name)
+{
+    const gguf_tensor_info *t;
+    *out = NULL;
+    TRY(find_tensor(m, required, nd, ne, name, &t));
+    if (!t) return MG_OK;
     size_t n = (size_t)t->n_elements;
     if (t->type == GGML_TYPE_F32 && mp->use_mmap && ((uintptr_t)t->data % sizeof(float)) == 0) {
         *out = t->data;
         return MG_OK;
     }
+    if (t->type != GGML_TYPE_F32 && t->type != GGML_TYPE_F16 && t->type != GGML_TYPE_BF16)
+        return mg_seterr(MG_ERR_MODEL, "tensor '%s' has type %s; expected f32, f16 or bf16 "
+                         "(only the weight matrices may be quantized)", name,
+                         gguf_type_name(t->type));
     float *buf = malloc(sizeof(float) * n);
     if (!buf)
         return mg_seterr(MG_ERR_NOMEM, "out of memory for the f32 copy of tensor '%s' (%zu "
@@ -214,15 +233,63 @@ static int get_f32(mg_model *m, const mg_model_params *mp, int required, const f
     switch (t->type) {
     case GGML_TYPE_F32: memcpy(buf, t->data, sizeof(float) * n); break;
     case GGML_TYPE_F16: mg_kernels_scalar.f16_to_f32(t->data, buf, n); break;
-    case GGML_TYPE_BF16: mg_kernels_scalar.bf16_to_f32(t->data, buf, n); break;
-    default:
-        free(buf);
-        return mg_seterr(MG_ERR_MODEL, "tensor '%s' has type %s; expected f32, f16 or bf16",
-                         name, gguf_type_name(t->type));
+    default: mg_kernels_scalar.bf16_to_f32(t->data, buf, n); break;
     }
     TRY(own(m, buf));
     *out = buf;
     return MG_OK;
+}
+
+/* Fetch a weight matrix of `rows` rows of `cols` (GGUF dims [cols, rows]) in its file type,
+ * without conversion: pointing into the mapping when the file is mapped and the data is
+ * aligned for its type, else a copy of its bytes. Missing and !required: w->data = NULL. */
+static int get_weight(mg_model *m, const mg_model_params *mp, int required, mg_weight *w,
+                      uint64_t cols, uint64_t rows, const char *name)
+{
+    const gguf_tensor_info *t;
+    const uint64_t ne[2] = {cols, rows};
+    memset(w, 0, sizeof *w);
+    TRY(find_tensor(m, required, 2, ne, name, &t));
+    if (!t) return MG_OK;
+    switch (t->type) {
+    case GGML_TYPE_F32: case GGML_TYPE_F16: case GGML_TYPE_BF16: case GGML_TYPE_Q8_0:
+    case GGML_TYPE_Q4_0: case GGML_TYPE_Q4_K: case GGML_TYPE_Q6_K: break;
+    default:
+        return mg_seterr(MG_ERR_MODEL, "tensor '%s' has type %s; weight matrices may be f32, "
+                         "f16, bf16, q8_0, q4_0, q4_k or q6_k", name, gguf_type_name(t->type));
+    }
+    const size_t row_bytes = mg_row_size(t->type, cols);
+    if (row_bytes == 0 || row_bytes * rows != t->n_bytes)
+        return mg_seterr(MG_ERR_MODEL, "tensor '%s': %llu rows of %llu values of type %s do not "
+                         "make its %llu bytes", name, (unsigned long long)rows,
+                         (unsigned long long)cols, gguf_type_name(t->type),
+                         (unsigned long long)t->n_bytes);
+    const size_t align = t->type == GGML_TYPE_F32 ? 4 : 2; /* blocks begin with a half */
+    const void *data = t->data;
+    if (!mp->use_mmap || (uintptr_t)data % align) {
+        void *buf = malloc((size_t)t->n_bytes);
+        if (!buf)
+            return mg_seterr(MG_ERR_NOMEM, "out of memory for the copy of tensor '%s' (%llu "
+                             "bytes)", name, (unsigned long long)t->n_bytes);
+        memcpy(buf, t->data, (size_t)t->n_bytes);
+        TRY(own(m, buf));
+        data = buf;
+    }
+    w->data = data;
+    w->type = t->type;
+    w->rows = (int)rows;
+    w->cols = (int)cols;
+    w->row_bytes = row_bytes;
+    return MG_OK;
+}
+
+void mg_weight_row(const mg_weight *w, int row, float *y)
+{
+    const char *src = (const char *)w->data + (size_t)row * w->row_bytes;
+    if (w->type == GGML_TYPE_F32)
+        memcpy(y, src, sizeof(float) * (size_t)w->cols);
+    else
+        mg_dequantize_row(w->type, src, y, (size_t)w->cols);
 }
 
 /* Shorthand: GGUF dims given as arguments, name as printf format. */
@@ -239,6 +306,20 @@ static int tensor(mg_model *m, const mg_model_params *mp, int required, const fl
     va_end(ap);
     const uint64_t ne[3] = {n0, n1, n2};
     return get_f32(m, mp, required, out, nd, ne, name);
+}
+
+/* Shorthand for a weight matrix of `rows` x `cols`, name as printf format. */
+static int weight(mg_model *m, const mg_model_params *mp, int required, mg_weight *w,
+                  uint64_t cols, uint64_t rows, const char *fmt, ...) MG_PRINTF(7, 8);
+static int weight(mg_model *m, const mg_model_params *mp, int required, mg_weight *w,
+                  uint64_t cols, uint64_t rows, const char *fmt, ...)
+{
+    char name[96];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(name, sizeof name, fmt, ap);
+    va_end(ap);
+    return get_weight(m, mp, required, w, cols, rows, name);
 }
 
 static int load_tnorm(mg_model *m, const mg_model_params *mp, const char *prefix,
@@ -287,26 +368,26 @@ static int load_layer(mg_model *m, const mg_model_params *mp, int il)
     TRY(tensor(m, mp, 1, &gamma, 3, 2, N, D, "blk.%d.cema.gamma", il));
     TRY(tensor(m, mp, 1, &omega, 2, 1, D, 1, "blk.%d.cema.omega", il));
     TRY(tensor(m, mp, aff, &w->attn_norm_w, 1, D, 1, 1, "blk.%d.attn_norm.weight", il));
-    TRY(tensor(m, mp, 1, &w->wz, 2, D, Z, 1, "blk.%d.attn_z.weight", il));
+    TRY(weight(m, mp, 1, &w->wz, D, Z, "blk.%d.attn_z.weight", il));
     TRY(tensor(m, mp, 1, &w->bz, 1, Z, 1, 1, "blk.%d.attn_z.bias", il));
-    TRY(tensor(m, mp, 1, &w->wv, 2, D, E, 1, "blk.%d.attn_v.weight", il));
+    TRY(weight(m, mp, 1, &w->wv, D, E, "blk.%d.attn_v.weight", il));
     TRY(tensor(m, mp, 1, &w->bv, 1, E, 1, 1, "blk.%d.attn_v.bias", il));
-    TRY(tensor(m, mp, 1, &w->wr, 2, D, E, 1, "blk.%d.attn_r.weight", il));
+    TRY(weight(m, mp, 1, &w->wr, D, E, "blk.%d.attn_r.weight", il));
     TRY(tensor(m, mp, 1, &w->br, 1, E, 1, 1, "blk.%d.attn_r.bias", il));
-    TRY(tensor(m, mp, 1, &w->wh1, 2, D, D, 1, "blk.%d.attn_h1.weight", il));
+    TRY(weight(m, mp, 1, &w->wh1, D, D, "blk.%d.attn_h1.weight", il));
     TRY(tensor(m, mp, 1, &w->bh1, 1, D, 1, 1, "blk.%d.attn_h1.bias", il));
-    TRY(tensor(m, mp, 1, &w->wh2, 2, E, D, 1, "blk.%d.attn_h2.weight", il));
+    TRY(weight(m, mp, 1, &w->wh2, E, D, "blk.%d.attn_h2.weight", il));
     TRY(tensor(m, mp, 1, &qk_gamma, 2, Z, 2, 1, "blk.%d.attn_qk.gamma", il));
     TRY(tensor(m, mp, 1, &w->qk_shift, 2, Z, 2, 1, "blk.%d.attn_qk.beta", il));
     TRY(tensor(m, mp, aff, &w->ffn_norm_w, 1, D, 1, 1, "blk.%d.ffn_norm.weight", il));
     TRY(tensor(m, mp, aff, &w->ffn_norm_b, 1, D, 1, 1, "blk.%d.ffn_norm.bias", il));
-    TRY(tensor(m, mp, 1, &w->ffn_up, 2, D, F, 1, "blk.%d.ffn_up.weight", il));
-    TRY(tensor(m, mp, hp->swiglu, &w->ffn_gate, 2, D, F, 1, "blk.%d.ffn_gate.weight", il));
-    TRY(tensor(m, mp, 1, &w->ffn_down, 2, F, D, 1, "blk.%d.ffn_down.weight", il));
+    TRY(weight(m, mp, 1, &w->ffn_up, D, F, "blk.%d.ffn_up.weight", il));
+    TRY(weight(m, mp, hp->swiglu, &w->ffn_gate, D, F, "blk.%d.ffn_gate.weight", il));
+    TRY(weight(m, mp, 1, &w->ffn_down, F, D, "blk.%d.ffn_down.weight", il));
     TRY(tensor(m, mp, hp->rescale_nffn, &w->ffn_alpha, 1, D, 1, 1, "blk.%d.ffn_alpha", il));
     /* options that are off: their tensors, if present, are ignored */
     if (!aff) w->attn_norm_w = w->ffn_norm_w = w->ffn_norm_b = NULL;
-    if (!hp->swiglu) w->ffn_gate = NULL;
+    if (!hp->swiglu) memset(&w->ffn_gate, 0, sizeof w->ffn_gate);
     if (!hp->rescale_nffn) w->ffn_alpha = NULL;
 
     TRY(mg_cema_coeffs_init(&w->cema, (int)D, (int)N, alpha, delta, theta, gamma, omega));
@@ -404,7 +485,7 @@ static int load(mg_model *m, const mg_model_params *mp)
     mg_hparams *hp = &m->hp;
     TRY(read_hparams(m->file, hp));
     const uint64_t D = hp->n_embd, V = hp->n_vocab;
-    TRY(tensor(m, mp, 1, &m->tok_embd, 2, D, V, 1, "token_embd.weight"));
+    TRY(weight(m, mp, 1, &m->tok_embd, D, V, "token_embd.weight"));
     TRY(tensor(m, mp, 1, &m->rope_freqs, 1, (uint64_t)hp->z_dim / hp->n_head / 2, 1, 1,
                "rope.freqs"));
     m->layers = calloc((size_t)hp->n_layer, sizeof *m->layers);
@@ -416,7 +497,7 @@ static int load(mg_model *m, const mg_model_params *mp)
     if (hp->share_emb)
         m->output = m->tok_embd;
     else
-        TRY(tensor(m, mp, 1, &m->output, 2, D, (uint64_t)hp->n_output, 1, "output.weight"));
+        TRY(weight(m, mp, 1, &m->output, D, (uint64_t)hp->n_output, "output.weight"));
     count_params(m);
     TRY(mg_tokenizer_load(m->file, hp->n_vocab, &m->tok));
     return new_backend(mp, &m->be);

@@ -17,22 +17,27 @@ typedef struct {
     int64_t prior_count;
 } mg_tnorm_params;
 
-/* Weights of one Megalodon block. Matrices are row-major (out, in), fp32. */
+/* Weights of one Megalodon block. The matrices (mg_weight, backend.h) are row-major (out,
+ * in) in their file type (f32, f16, bf16 or a quantized type); the vectors are fp32. */
 typedef struct {
     mg_tnorm_params tnorm;
     mg_cema_coeffs cema;            /* derived at load from alpha, delta, theta, gamma, omega */
     const float *attn_norm_w;       /* (D) or NULL when norm_affine is off */
-    const float *wz, *bz;           /* (Z, D), (Z) */
-    const float *wv, *bv;           /* (E, D), (E) */
-    const float *wr, *br;           /* (E, D), (E) */
-    const float *wh1, *bh1;         /* (D, D), (D) */
-    const float *wh2;               /* (D, E) */
+    mg_weight wz;                   /* (Z, D) */
+    const float *bz;                /* (Z) */
+    mg_weight wv;                   /* (E, D) */
+    const float *bv;                /* (E) */
+    mg_weight wr;                   /* (E, D) */
+    const float *br;                /* (E) */
+    mg_weight wh1;                  /* (D, D) */
+    const float *bh1;               /* (D) */
+    mg_weight wh2;                  /* (D, E) */
     float *qk_scale;                /* (2, Z): (1 + gamma) / sqrt(dz), row 0 q, row 1 k */
     const float *qk_shift;          /* (2, Z): beta */
     const float *ffn_norm_w, *ffn_norm_b; /* (D) or NULL */
-    const float *ffn_up;            /* fc1 (F, D) */
-    const float *ffn_gate;          /* fc3 (F, D) or NULL */
-    const float *ffn_down;          /* fc2 (D, F) */
+    mg_weight ffn_up;               /* fc1 (F, D) */
+    mg_weight ffn_gate;             /* fc3 (F, D); data NULL without SwiGLU */
+    mg_weight ffn_down;             /* fc2 (D, F) */
     const float *ffn_alpha;         /* (D) or NULL */
 } mg_layer;
 
@@ -40,13 +45,13 @@ struct mg_model {
     mg_hparams hp;
     gguf_file *file;
     mg_layer *layers;
-    const float *tok_embd;   /* (V, D) */
-    const float *output;     /* (V', D); tok_embd when share_emb */
+    mg_weight tok_embd;      /* (V, D) */
+    mg_weight output;        /* (V', D); tok_embd when share_emb */
     const float *rope_freqs; /* (dz/2) */
     mg_tnorm_params out_norm;
     mg_tokenizer *tok; /* NULL: the file has no tokenizer */
     mg_backend *be;
-    void **owned; /* buffers allocated at load (converted weights, coefficients) */
+    void **owned; /* buffers allocated at load (copied or converted tensors, coefficients) */
     size_t n_owned, cap_owned;
     uint64_t n_params;
 };
@@ -153,6 +158,9 @@ int mg_mega_forward(const mg_model *m, int il, mg_cema_algo algo, mg_layer_state
  * out may alias x when streaming, not when training. */
 int mg_ffn_forward(const mg_model *m, int il, mg_scratch *s, mg_layer_act *act, int T,
                    const float *x, const float *y, float *out);
+
+/* model.c: row `row` of a weight (an embedding) as fp32: y[0 .. cols). */
+void mg_weight_row(const mg_weight *w, int row, float *y);
 
 /* model.c: check hyper-parameters for consistency (sizes in range, Z and E divisible by H,
  * Z/H even, D divisible by G, eps > 0, share_emb needs output_size == vocab_size). */

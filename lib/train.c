@@ -174,7 +174,7 @@ int mg_train_pass(const mg_model *m, mg_cema_algo algo, mg_train_act *a, const i
     for (int b = 0; b < B; b++)
         for (int t = 0; t < L; t++)
             memcpy(x0 + ((size_t)b * L + t) * D,
-                   m->tok_embd + (size_t)ids[(size_t)b * (L + 1) + t] * D, sizeof(float) * D);
+                   mg_weight_f32(&m->tok_embd) + (size_t)ids[(size_t)b * (L + 1) + t] * D, sizeof(float) * D);
     if (hp->scale_emb) TRY(be->scale(be, x0, sqrtf((float)D), x0, TD));
     for (int il = 0; il < hp->n_layer; il++) {
         mg_layer_act *l = &a->layers[il];
@@ -204,11 +204,11 @@ int mg_train_pass(const mg_model *m, mg_cema_algo algo, mg_train_act *a, const i
             tg[i] = ids[(size_t)b * (L + 1) + t + 1];
         }
         const float *yr = a->yn + (size_t)r0 * D;
-        TRY_GOTO(be->matmul(be, yr, n, D, m->output, V, NULL, a->logits), head_done);
+        TRY_GOTO(be->matmul(be, yr, n, D, &m->output, V, NULL, a->logits), head_done);
         TRY_GOTO(be->cross_entropy(be, a->logits, tg, n, V, scale, &lsum,
                                    backward ? a->logits : NULL), head_done);
         if (backward)
-            TRY_GOTO(be->matmul_backward(be, yr, n, D, m->output, V, a->logits,
+            TRY_GOTO(be->matmul_backward(be, yr, n, D, mg_weight_f32(&m->output), V, a->logits,
                                          a->dy + (size_t)r0 * D, 0, hg->output, NULL),
                      head_done);
     }

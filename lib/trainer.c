@@ -21,6 +21,7 @@
 #include "error.h"
 #include "gguf.h"
 #include "kernels.h"
+#include "quant.h"
 #include "train.h"
 
 #define CKPT_VERSION 1
@@ -312,6 +313,10 @@ static int is_buffer(const char *name)
 /* Copy a tensor into the writer, floating types converted to f32. */
 static int copy_tensor_f32(gguf_writer *w, const gguf_tensor_info *t)
 {
+    if (mg_type_is_quantized(t->type))
+        return mg_seterr(MG_ERR_UNSUPPORTED, "tensor '%s' is quantized (%s): training needs "
+                         "f32, f16 or bf16 weights (train the f32 model and quantize it "
+                         "afterwards with megalodon-quantize)", t->name, gguf_type_name(t->type));
     if (t->type != GGML_TYPE_F16 && t->type != GGML_TYPE_BF16)
         return gguf_add_tensor(w, t->name, t->type, t->n_dims, t->ne, t->data);
     float *d = malloc(sizeof(float) * (size_t)(t->n_elements ? t->n_elements : 1));

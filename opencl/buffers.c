@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "gguf.h"
+#include "model.h"
 #include "ocl.h"
 
 /* ---------------------------------------------------------------- scratch buffers */
@@ -127,8 +129,49 @@ static int w_grow(ocl_ctx *c)
     return MG_OK;
 }
 
+/* The device copy of the weight known by `key`, if it has one of at least `bytes`. */
+static cl_mem w_lookup(ocl_ctx *c, const void *key, int half, size_t bytes)
+{
+    if (!c->w_cap) return NULL;
+    size_t j = w_hash(key, half) & (c->w_cap - 1);
+    while (c->w[j].host && !(c->w[j].host == key && c->w[j].half == half))
+        j = (j + 1) & (c->w_cap - 1);
+    return c->w[j].host && c->w[j].bytes >= bytes ? c->w[j].mem : NULL;
+}
+
+static int weight_as(ocl_ctx *c, const void *key, const float *host, size_t n, int half,
+                     cl_mem *out);
+
 /* The device copy of a weight (n floats at host), uploaded on first use; as fp16 when half. */
 int ocl_weight(ocl_ctx *c, const float *host, size_t n, int half, cl_mem *out)
+{
+    return weight_as(c, host, host, n, half, out);
+}
+
+/* The device copy of a weight matrix in its file type: f32 as ocl_weight; the other types
+ * expanded to fp32 on the host once, on first use, and then kept like the f32 ones (keyed by
+ * the address of their data). */
+int ocl_weight_typed(ocl_ctx *c, const mg_weight *W, size_t n, int half, cl_mem *out)
+{
+    if (W->type == GGML_TYPE_F32) return ocl_weight(c, W->data, n, half, out);
+    size_t bytes = n * (half ? 2 : 4);
+    if ((*out = w_lookup(c, W->data, half, bytes ? bytes : 4))) {
+        c->w_hits++;
+        return MG_OK;
+    }
+    float *tmp = malloc(sizeof(float) * (n ? n : 1));
+    if (!tmp)
+        return mg_seterr(MG_ERR_NOMEM, "OpenCL: out of memory expanding a %s weight (%zu "
+                         "floats)", gguf_type_name(W->type), n);
+    for (int r = 0; r < W->rows && (size_t)r * W->cols < n; r++)
+        mg_weight_row(W, r, tmp + (size_t)r * W->cols);
+    int rc = weight_as(c, W->data, tmp, n, half, out);
+    free(tmp);
+    return rc;
+}
+
+static int weight_as(ocl_ctx *c, const void *key, const float *host, size_t n, int half,
+                     cl_mem *out)
 {
     if (!host) {
         *out = c->dummy;
@@ -140,8 +183,8 @@ int ocl_weight(ocl_ctx *c, const float *host, size_t n, int half, cl_mem *out)
         int rc = w_grow(c);
         if (rc) return rc;
     }
-    size_t j = w_hash(host, half) & (c->w_cap - 1);
-    while (c->w[j].host && !(c->w[j].host == host && c->w[j].half == half))
+    size_t j = w_hash(key, half) & (c->w_cap - 1);
+    while (c->w[j].host && !(c->w[j].host == key && c->w[j].half == half))
         j = (j + 1) & (c->w_cap - 1);
     wentry *e = &c->w[j];
     if (e->host && e->bytes >= bytes) {
@@ -177,7 +220,7 @@ int ocl_weight(ocl_ctx *c, const float *host, size_t n, int half, cl_mem *out)
         clReleaseMemObject(m);
         return ocl_fail(err, "uploading a weight");
     }
-    e->host = host;
+    e->host = key;
     e->bytes = bytes;
     e->half = half;
     e->mem = m;

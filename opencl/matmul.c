@@ -77,7 +77,7 @@ static int run_gemm(ocl_ctx *c, int gemm, int gemv_mode, cl_mem bx, int M, int K
     return rc;
 }
 
-int ocl_matmul(mg_backend *be, const float *x, int M, int K, const float *W, int N,
+int ocl_matmul(mg_backend *be, const float *x, int M, int K, const mg_weight *W, int N,
                       const float *bias, float *y)
 {
     ocl_ctx *c = octx(be);
@@ -86,7 +86,7 @@ int ocl_matmul(mg_backend *be, const float *x, int M, int K, const float *W, int
     cl_mem bx, bw, bb, by;
     LOCK(c);
     TRY_GOTO(ocl_upload(c, S_A, x, (size_t)M * K * 4, &bx), out);
-    TRY_GOTO(ocl_weight(c, W, (size_t)N * K, c->f16w, &bw), out);
+    TRY_GOTO(ocl_weight_typed(c, W, (size_t)N * K, c->f16w, &bw), out);
     TRY_GOTO(ocl_weight(c, bias, (size_t)N, 0, &bb), out);
     TRY_GOTO(ocl_scratch(c, S_C, (size_t)M * N * 4, &by), out);
     TRY_GOTO(run_gemm(c, c->gemm, c->gemv_mode, bx, M, K, bw, N, bb, has_b, by), out);

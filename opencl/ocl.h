@@ -189,6 +189,7 @@ int ocl_download(ocl_ctx *c, cl_mem m, void *host, size_t bytes);
 /* The device copy of a weight (n floats at host), uploaded on first use; as fp16 when
  * half; c->dummy when host is NULL. */
 int ocl_weight(ocl_ctx *c, const float *host, size_t n, int half, cl_mem *out);
+int ocl_weight_typed(ocl_ctx *c, const mg_weight *W, size_t n, int half, cl_mem *out);
 /* Drop every cached weight (and the CEMA kernel transforms keyed like them). */
 void ocl_forget_weights(ocl_ctx *c);
 
@@ -253,7 +254,7 @@ int ocl_timestep_norm(mg_backend *be, const float *x, int L, int D, int G, const
 int ocl_attention(mg_backend *be, const float *q, const float *k, const float *v, int L, int Lk,
                   int H, int dk, int dv, float *out);
 
-int ocl_matmul(mg_backend *be, const float *x, int M, int K, const float *W, int N,
+int ocl_matmul(mg_backend *be, const float *x, int M, int K, const mg_weight *W, int N,
                const float *bias, float *y);
 /* The matrix product kernels by measurement (remembered beside the program binary). */
 int ocl_choose_gemm(ocl_ctx *c);

@@ -16,6 +16,7 @@
 #include "config.h"
 
 #include "kernels.h"
+#include "quant-kernels.h"
 #include "vecmath.h"
 
 #include <immintrin.h>
@@ -311,4 +312,5 @@ void mg_avx2_exp(const float *x, float *y, size_t n)
 
 #define MG_TABLE mg_kernels_avx2
 #define MG_TABLE_NAME "avx2"
+#define MG_QUANT(f) mg_avx2_##f
 #include "table-impl.h"

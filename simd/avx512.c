@@ -10,6 +10,7 @@
 #include "config.h"
 
 #include "kernels.h"
+#include "quant-kernels.h"
 #include "vecmath.h"
 
 #include <immintrin.h>
@@ -257,4 +258,5 @@ void mg_avx512_exp(const float *x, float *y, size_t n)
 
 #define MG_TABLE mg_kernels_avx512
 #define MG_TABLE_NAME "avx512"
+#define MG_QUANT(f) mg_avx512_##f
 #include "table-impl.h"

@@ -26,6 +26,7 @@
 #include "config.h"
 
 #include "kernels.h"
+#include "quant-kernels.h"
 
 #if !defined(__aarch64__)
 #error "simd/neon.c is the AArch64 NEON table: build it for AArch64 only"
@@ -422,4 +423,5 @@ static void bf16_to_f32(const uint16_t *x, float *y, size_t n)
 
 #define MG_TABLE mg_kernels_neon
 #define MG_TABLE_NAME "neon"
+#define MG_QUANT(f) mg_neon_##f
 #include "table-impl.h"

@@ -3,6 +3,7 @@
 #include "config.h"
 
 #include "kernels.h"
+#include "quant-kernels.h"
 #include "welford.h"
 
 #include <math.h>
@@ -287,4 +288,5 @@ static void layer_norm_backward_row(const float *x, const float *dy, const float
 
 #define MG_TABLE mg_kernels_scalar
 #define MG_TABLE_NAME "scalar"
+#define MG_QUANT(f) mg_scalar_##f
 #include "table-impl.h"

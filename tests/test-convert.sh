@@ -9,6 +9,7 @@
 #     with -b 1, 7 and the chunk size and both CEMA algorithms),
 #     when $MG_TOP_BUILDDIR/bin/megalodon-run exists;
 #   * --outtype f16/bf16 (rounded exactly as documented; nll within a looser tolerance);
+#   * --outtype q8_0: the bytes of gguf.quants and of megalodon-quantize, and its f16 fallback;
 #   * a single state-dict file with config.json beside it or given by --config;
 #   * bad inputs fail with exit status 1 and a message naming the problem;
 #   * --tokenizer embeds a SentencePiece BPE model trained here (read back with gguf.GGUFReader);
@@ -118,6 +119,57 @@ for ot in f16 bf16 f32; do
   runrel=$rel; [ "$ot" = f32 ] && runrel=$REL_RUN
   run_ppl "$src --outtype $ot" "$tmp/$src.$ot.gguf" "$d" $runrel
 done
+
+# ---------------------------------------------------------------- --outtype q8_0
+# The base variant made wider (rows of 32 and 64, which fit q8_0's blocks of 32), converted
+# to q8_0 and to f32: every projection is Q8_0, every other tensor as in the f32 file, and the
+# file equals megalodon-quantize's q8_0 of the f32 file tensor for tensor (when built). The
+# base variant itself (rows of 16, 12, 24) falls back to f16, with a warning.
+q8ok=1
+"$py" -c "import sys; sys.path.insert(0, sys.argv[1]); import write_official as W
+W.BASE.update(model_dim=32, z_dim=32, value_dim=64, ffn_hidden_dim=64)
+W.write_checkpoint('base', 1, sys.argv[2])" "$top/tests/reference" "$tmp/wide" > "$tmp/wide.out" 2>&1 ||
+  { bad "--outtype q8_0: writing the wide checkpoint: $(tail -3 "$tmp/wide.out")"; q8ok=0; }
+[ $q8ok -eq 1 ] && convert "wide --outtype q8_0" "$tmp/wide" -o "$tmp/wide.q8_0.gguf" --outtype q8_0 &&
+  convert "wide --outtype f32" "$tmp/wide" -o "$tmp/wide.f32.gguf" --outtype f32 || q8ok=0
+qz="$build/bin/megalodon-quantize"
+if [ $q8ok -eq 1 ] && [ -x "$qz" ]; then
+  "$qz" -q "$tmp/wide.f32.gguf" "$tmp/wide.mq.gguf" q8_0 > "$tmp/mq.out" 2>&1 ||
+    bad "megalodon-quantize of the wide f32 file: $(tail -3 "$tmp/mq.out")"
+fi
+if [ $q8ok -eq 1 ]; then
+  if res=$("$py" -c "
+import re, sys, numpy as np, gguf
+from gguf import quants, GGMLQuantizationType as T
+q, f = gguf.GGUFReader(sys.argv[1]), gguf.GGUFReader(sys.argv[2])
+proj = re.compile(r'(token_embd|output|blk\.\d+\.(attn_[zvr]|attn_h[12]|ffn_(up|gate|down)))\.weight$')
+ft = {t.name: t for t in f.tensors}
+n = 0
+for t in q.tensors:
+    s = ft[t.name]
+    if proj.match(t.name):
+        assert t.tensor_type == T.Q8_0, (t.name, t.tensor_type)
+        assert bytes(t.data) == bytes(quants.quantize(np.asarray(s.data), T.Q8_0)), t.name
+        n += 1
+    else:
+        assert t.tensor_type == s.tensor_type and bytes(t.data) == bytes(s.data), t.name
+if sys.argv[3] != '-':
+    m = {t.name: t for t in gguf.GGUFReader(sys.argv[3]).tensors}
+    for t in q.tensors:
+        assert t.tensor_type == m[t.name].tensor_type and bytes(t.data) == bytes(m[t.name].data), t.name
+print('%d projections in q8_0%s' % (n, ', the same bytes as megalodon-quantize' if sys.argv[3] != '-' else ''))
+" "$tmp/wide.q8_0.gguf" "$tmp/wide.f32.gguf" "$([ -f "$tmp/wide.mq.gguf" ] && echo "$tmp/wide.mq.gguf" || echo -)" 2>&1); then
+    ok "--outtype q8_0: $res"
+  else
+    bad "--outtype q8_0: $(echo "$res" | tail -3)"
+  fi
+fi
+if "$py" "$conv" "$tmp/base.mp1" -o "$tmp/base.q8_0.gguf" --outtype q8_0 > "$tmp/conv.out" 2>&1 &&
+   grep -q "row length 16 is not a multiple of 32: stored as f16 instead of q8_0" "$tmp/conv.out"; then
+  ok "--outtype q8_0 on rows of 16: f16, with a warning"
+else
+  bad "--outtype q8_0 on rows of 16: $(tail -3 "$tmp/conv.out")"
+fi
 
 # the files against the checkpoints, with the reference (one python process for all)
 # shellcheck disable=SC2086

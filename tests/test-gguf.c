@@ -437,8 +437,10 @@ static void test_writer_errors(void)
     CHECK_OK(gguf_add_tensor(w, "t", GGML_TYPE_F32, 1, ne, data));
     CHECK_ERR(gguf_add_tensor(w, "t", GGML_TYPE_F32, 1, ne, data), MG_ERR_INVALID_ARG,
               "duplicate tensor name 't'");
-    CHECK_ERR(gguf_add_tensor(w, "q", 2, 1, ne, data), MG_ERR_INVALID_ARG,
-              "unsupported ggml type 2");
+    CHECK_ERR(gguf_add_tensor(w, "q", 3, 1, ne, data), MG_ERR_INVALID_ARG,
+              "unsupported ggml type 3");
+    CHECK_ERR(gguf_add_tensor(w, "q", GGML_TYPE_Q8_0, 1, ne, data), MG_ERR_INVALID_ARG,
+              "'q': type q8_0 stores rows in blocks of 32 values, but the row length ne[0] = 4");
     CHECK_ERR(gguf_add_tensor(w, "q", GGML_TYPE_F32, 5, ne, data), MG_ERR_INVALID_ARG,
               "n_dims 5");
     CHECK_ERR(gguf_add_tensor(w, "q", GGML_TYPE_F32, 0, ne, data), MG_ERR_INVALID_ARG,
@@ -535,8 +537,18 @@ static void test_bad_tensors(void)
     free(b.d);
     EXPECT_FAIL(tensor_file(0, ne, GGML_TYPE_F32, 0, 32), MG_ERR_FORMAT, "n_dims 0");
     EXPECT_FAIL(tensor_file(5, ne, GGML_TYPE_F32, 0, 32), MG_ERR_FORMAT, "n_dims 5");
-    EXPECT_FAIL(tensor_file(1, ne, 2, 0, 32), MG_ERR_FORMAT,
-                "tensor 't': unsupported ggml type 2 (q4_0)");
+    EXPECT_FAIL(tensor_file(1, ne, 3, 0, 32), MG_ERR_FORMAT,
+                "tensor 't': unsupported ggml type 3 (q4_1)");
+    /* block types: whole blocks per row, n_elements / 32 * 34 bytes for q8_0 */
+    EXPECT_FAIL(tensor_file(1, ne, GGML_TYPE_Q4_K, 0, 144), MG_ERR_FORMAT,
+                "tensor 't': type q4_K stores rows in blocks of 256 values, but the row length"
+                " ne[0] = 8 is not a multiple of 256");
+    uint64_t ne_q[2] = {64, 3};
+    b = tensor_file(2, ne_q, GGML_TYPE_Q8_0, 0, 6 * 34);
+    CHECK_OK(open_bytes(b.d, b.n));
+    free(b.d);
+    EXPECT_FAIL(tensor_file(2, ne_q, GGML_TYPE_Q8_0, 0, 6 * 34 - 1), MG_ERR_FORMAT,
+                "extends past end");
     EXPECT_FAIL(tensor_file(1, ne, 99, 0, 32), MG_ERR_FORMAT, "unsupported ggml type 99");
     EXPECT_FAIL(tensor_file(1, ne, GGML_TYPE_F32, 4, 64), MG_ERR_FORMAT,
                 "offset 4 is not a multiple of the alignment 32");
@@ -859,7 +871,8 @@ int main(void)
     CHECK(gguf_type_size(GGML_TYPE_F32) == 4 && gguf_type_size(GGML_TYPE_BF16) == 2 &&
           gguf_type_size(GGML_TYPE_I64) == 8 && gguf_type_size(2) == 0, "type sizes");
     CHECK(strcmp(gguf_type_name(GGML_TYPE_F16), "f16") == 0 &&
-          strcmp(gguf_type_name(2), "unknown") == 0, "type names");
+          strcmp(gguf_type_name(GGML_TYPE_Q4_K), "q4_K") == 0 &&
+          strcmp(gguf_type_name(3), "unknown") == 0, "type names");
 
     test_round_trip(0);
     test_round_trip(64);

@@ -204,7 +204,8 @@ static void test_matmul(mg_backend *be, int M, int K, int N, int bias)
                   (size_t)M * N, r};
     double *yt = malloc(sizeof(double) * pb.ny), **g = galloc(&pb);
     fd(&pb, yt, g);
-    CHECK(be->matmul(be, x, M, K, W, N, bias ? b : NULL, y) == MG_OK, "matmul");
+    const mg_weight Wt = mg_weight_of_f32(W, N, K);
+    CHECK(be->matmul(be, x, M, K, &Wt, N, bias ? b : NULL, y) == MG_OK, "matmul");
     cmp("matmul", what, y, yt, pb.ny, TOL_FWD);
 
     for (int dx_add = 0; dx_add <= 1; dx_add++) {
