@@ -5,6 +5,7 @@
 #define MG_GGUF_INTERNAL_H
 
 #include "gguf.h"
+#include "quant.h"
 
 #include "error.h"
 
@@ -117,8 +118,7 @@ struct gguf_file {
 /* The type info of a tensor whose rows have ne0 values, or an error (status) naming the
  * tensor (ctx) when the type is unknown or a row is not a whole number of its blocks
  * (gguf-read.c; the writer checks what it is given the same way). */
-struct mg_type_info;
 int gguf_check_type(const char *ctx, uint32_t type, uint64_t ne0, int status,
-                    const struct mg_type_info **info);
+                    const mg_type_info **info);
 
 #endif
