@@ -86,8 +86,8 @@ static const opt_def options[] = {
      "compare with the base model's distributions stored in FILE: KL divergence, top-1 "
      "agreement, perplexity ratio (the same document and scoring options)"},
     {O_KL_SAVE, NULL, "--kl-save", NULL, M_PPL,
-     "write the --kl-base FILE instead, replacing it (20 + 2 x n_vocab bytes per scored "
-     "token)"},
+     "write the --kl-base FILE instead, replacing it atomically (20 + 2 x n_vocab bytes per "
+     "scored token: 64,020 for a vocabulary of 32000)"},
     {O_BATCH, "-b", "--batch-size", "N", M_GEN | M_PPL, NULL /* per mode, below */},
     {O_THREADS, "-t", "--threads", "N", M_GEN | M_PPL, "compute threads; 0: all CPUs"},
     {O_CEMA, NULL, "--cema", "ALGO", M_GEN | M_PPL,

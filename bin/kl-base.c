@@ -234,9 +234,9 @@ int kl_save_token(kl_file *f, const float *logits, int32_t token)
         hi = f->lp[v] > hi ? f->lp[v] : hi;
     }
     /* float lo <= min lp and lo + 65535 step >= max lp, so every code is in range */
-    float lo_f = (float)lo, step = (float)((hi - lo_f) / 65535.0);
+    float lo_f = (float)lo;
     if ((double)lo_f > lo) lo_f = nextafterf(lo_f, -INFINITY);
-    step = (float)((hi - lo_f) / 65535.0);
+    float step = (float)((hi - lo_f) / 65535.0);
     if ((double)lo_f + 65535.0 * step < hi) step = nextafterf(step, INFINITY);
     unsigned char *r = f->rec;
     put_u32(r, (uint32_t)token);
