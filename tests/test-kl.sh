@@ -177,6 +177,34 @@ expect 1 "long.kl' was written with --official-window; give the same scoring opt
 expect 1 "long-exact.kl' was written without --official-window" \
   "an exact base with the window" ppl -m "$tmp/t1.gguf" --tokens "$tmp/long.ids" --kl-base "$tmp/long-exact.kl" --official-window
 
+# constant memory: the peak RSS of writing and comparing 40000 ids is that of 2000
+if ! /usr/bin/time -f %M -o "$tmp/rss" true > /dev/null 2>&1; then
+  echo "skip: peak-RSS check: no GNU /usr/bin/time (with -f and -o) here"
+elif ASAN_OPTIONS=help=1 "$run" --version 2>&1 | grep -q AddressSanitizer; then
+  echo "skip: peak-RSS check: $run is built with AddressSanitizer"
+else
+  # peak_rss IDS MODEL [--kl-save]: kB
+  peak_rss() {
+    ids=$1 m=$2
+    shift 2
+    /usr/bin/time -f %M -o "$tmp/rss" "$run" perplexity -m "$m" -t 1 --tokens "$ids" \
+      --kl-base "$tmp/rss.kl" --json --per-token "$@" > /dev/null 2>&1 || echo "exit $?" >> "$tmp/rss"
+    tail -1 "$tmp/rss"
+  }
+  awk 'BEGIN { srand(7); for (i = 1; i <= 40000; i++) printf "%d\n", int(rand() * 64) }' > "$tmp/big.ids"
+  head -n 2000 "$tmp/big.ids" > "$tmp/small.ids"
+  s1=$(peak_rss "$tmp/small.ids" "$tmp/t1.gguf" --kl-save) c1=$(peak_rss "$tmp/small.ids" "$tmp/t2.gguf")
+  s2=$(peak_rss "$tmp/big.ids" "$tmp/t1.gguf" --kl-save) c2=$(peak_rss "$tmp/big.ids" "$tmp/t2.gguf")
+  # allowed: 5% of the short run, at least 512 kB (as in test-run.sh); holding the
+  # 40000 records (148 bytes each) would add 5.8 MB
+  if awk -v a="$s1" -v b="$s2" -v c="$c1" -v d="$c2" 'BEGIN { l1 = a / 20; l1 = l1 < 512 ? 512 : l1;
+       l2 = c / 20; l2 = l2 < 512 ? 512 : l2; exit !(a > 0 && c > 0 && b - a <= l1 && d - c <= l2) }'; then
+    ok "peak RSS: --kl-save $s1 / $s2 kB, compare $c1 / $c2 kB for 2000 / 40000 ids"
+  else
+    bad "peak RSS grows with the document: --kl-save $s1 / $s2 kB, compare $c1 / $c2 kB"
+  fi
+fi
+
 # parts of a document: the second part, from a saved state, against its own base
 tr -s ' \n' '\n\n' < "$tmp/long.ids" | grep . > "$tmp/long1.ids"
 head -n 1000 "$tmp/long1.ids" > "$tmp/a.ids"
