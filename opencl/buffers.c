@@ -106,10 +106,10 @@ static uint16_t f32_to_f16(float f)
     return (uint16_t)(sign | h);
 }
 
-static size_t w_hash(const void *p, int half)
+static size_t w_hash(const void *p, int form)
 {
     uint64_t h = (uint64_t)(uintptr_t)p * 0x9e3779b97f4a7c15ull;
-    return (size_t)(h >> 17) ^ (size_t)half;
+    return (size_t)(h >> 17) ^ (size_t)form;
 }
 
 static int w_grow(ocl_ctx *c)
@@ -119,7 +119,7 @@ static int w_grow(ocl_ctx *c)
     if (!nw) return mg_seterr(MG_ERR_NOMEM, "OpenCL: out of memory for the weight table");
     for (size_t i = 0; i < c->w_cap; i++) {
         if (!c->w[i].host) continue;
-        size_t j = w_hash(c->w[i].host, c->w[i].half) & (cap - 1);
+        size_t j = w_hash(c->w[i].host, c->w[i].form) & (cap - 1);
         while (nw[j].host) j = (j + 1) & (cap - 1);
         nw[j] = c->w[i];
     }
@@ -129,47 +129,63 @@ static int w_grow(ocl_ctx *c)
     return MG_OK;
 }
 
-/* The device copy of the weight known by `key`, if it has one of at least `bytes`. */
-static cl_mem w_lookup(ocl_ctx *c, const void *key, int half, size_t bytes)
+/* The entry of the weight known by (key, form), or the empty one where it would go
+ * (c->w_cap > 0). */
+static wentry *w_slot(ocl_ctx *c, const void *key, int form)
+{
+    size_t j = w_hash(key, form) & (c->w_cap - 1);
+    while (c->w[j].host && !(c->w[j].host == key && c->w[j].form == form))
+        j = (j + 1) & (c->w_cap - 1);
+    return &c->w[j];
+}
+
+/* The device copy of the weight known by (key, form), if it has one of at least `bytes`;
+ * counted as a hit. */
+static cl_mem w_lookup(ocl_ctx *c, const void *key, int form, size_t bytes)
 {
     if (!c->w_cap) return NULL;
-    size_t j = w_hash(key, half) & (c->w_cap - 1);
-    while (c->w[j].host && !(c->w[j].host == key && c->w[j].half == half))
-        j = (j + 1) & (c->w_cap - 1);
-    return c->w[j].host && c->w[j].bytes >= bytes ? c->w[j].mem : NULL;
+    wentry *e = w_slot(c, key, form);
+    if (!e->host || e->bytes < bytes) return NULL;
+    c->w_hits++;
+    return e->mem;
 }
 
-static int weight_as(ocl_ctx *c, const void *key, const float *host, size_t n, int half,
-                     cl_mem *out);
-
-/* The device copy of a weight (n floats at host), uploaded on first use; as fp16 when half. */
-int ocl_weight(ocl_ctx *c, const float *host, size_t n, int half, cl_mem *out)
+/* `bytes` at src, already in the device's form, uploaded as the weight (key, form) (replacing
+ * a smaller copy of the same key, seen with fewer rows). */
+static int w_store(ocl_ctx *c, const void *key, int form, const void *src, size_t bytes,
+                   cl_mem *out)
 {
-    return weight_as(c, host, host, n, half, out);
-}
-
-/* The device copy of a weight matrix in its file type: f32 as ocl_weight; the other types
- * expanded to fp32 on the host once, on first use, and then kept like the f32 ones (keyed by
- * the address of their data). */
-int ocl_weight_typed(ocl_ctx *c, const mg_weight *W, size_t n, int half, cl_mem *out)
-{
-    if (W->type == GGML_TYPE_F32) return ocl_weight(c, W->data, n, half, out);
-    size_t bytes = n * (half ? 2 : 4);
-    if ((*out = w_lookup(c, W->data, half, bytes ? bytes : 4))) {
-        c->w_hits++;
-        return MG_OK;
+    const size_t alloc = bytes ? bytes : 4;
+    if (2 * (c->w_n + 1) > c->w_cap) TRY(w_grow(c));
+    wentry *e = w_slot(c, key, form);
+    if (e->host) {
+        clReleaseMemObject(e->mem);
+        c->w_bytes -= e->bytes;
+        c->w_n--;
+        e->host = NULL;
     }
-    float *tmp = malloc(sizeof(float) * (n ? n : 1));
-    if (!tmp)
-        return mg_seterr(MG_ERR_NOMEM, "OpenCL: out of memory expanding a %s weight (%zu "
-                         "floats)", gguf_type_name(W->type), n);
-    for (int r = 0; r < W->rows && (size_t)r * W->cols < n; r++)
-        mg_weight_row(W, r, tmp + (size_t)r * W->cols);
-    int rc = weight_as(c, W->data, tmp, n, half, out);
-    free(tmp);
-    return rc;
+    TRY(ocl_check_size(c, alloc, "a weight"));
+    cl_int err;
+    cl_mem m = clCreateBuffer(c->ctx, CL_MEM_READ_ONLY, alloc, NULL, &err);
+    if (!m) return ocl_fail(err, "clCreateBuffer (weights)");
+    err = bytes ? clEnqueueWriteBuffer(c->queue, m, CL_TRUE, 0, bytes, src, 0, NULL, NULL)
+                : CL_SUCCESS;
+    if (err != CL_SUCCESS) {
+        clReleaseMemObject(m);
+        return ocl_fail(err, "uploading a weight");
+    }
+    e->host = key;
+    e->bytes = alloc;
+    e->form = form;
+    e->mem = m;
+    c->w_n++;
+    c->w_bytes += alloc;
+    c->w_uploads++;
+    *out = m;
+    return MG_OK;
 }
 
+/* The weight known by `key`: n floats at host, kept as fp32, or as fp16 when half. */
 static int weight_as(ocl_ctx *c, const void *key, const float *host, size_t n, int half,
                      cl_mem *out)
 {
@@ -177,58 +193,54 @@ static int weight_as(ocl_ctx *c, const void *key, const float *host, size_t n, i
         *out = c->dummy;
         return MG_OK;
     }
-    size_t bytes = n * (half ? 2 : 4);
-    if (bytes == 0) bytes = 4;
-    if (2 * (c->w_n + 1) > c->w_cap) {
-        int rc = w_grow(c);
-        if (rc) return rc;
-    }
-    size_t j = w_hash(key, half) & (c->w_cap - 1);
-    while (c->w[j].host && !(c->w[j].host == key && c->w[j].half == half))
-        j = (j + 1) & (c->w_cap - 1);
-    wentry *e = &c->w[j];
-    if (e->host && e->bytes >= bytes) {
-        c->w_hits++;
-        *out = e->mem;
-        return MG_OK;
-    }
-    if (e->host) { /* the same address seen with a smaller size: replace */
-        clReleaseMemObject(e->mem);
-        c->w_bytes -= e->bytes;
-        c->w_n--;
-        e->host = NULL;
-    }
-    int rc = ocl_check_size(c, bytes, "a weight");
-    if (rc) return rc;
-    cl_int err;
-    cl_mem m = clCreateBuffer(c->ctx, CL_MEM_READ_ONLY, bytes, NULL, &err);
-    if (!m) return ocl_fail(err, "clCreateBuffer (weights)");
-    if (half) {
-        uint16_t *tmp = malloc(n * 2 + 2);
-        if (!tmp) {
-            clReleaseMemObject(m);
-            return mg_seterr(MG_ERR_NOMEM, "OpenCL: out of memory converting a weight to fp16");
-        }
-        for (size_t i = 0; i < n; i++) tmp[i] = f32_to_f16(host[i]);
-        err = n ? clEnqueueWriteBuffer(c->queue, m, CL_TRUE, 0, n * 2, tmp, 0, NULL, NULL)
-                : CL_SUCCESS;
-        free(tmp);
-    } else if (n) {
-        err = clEnqueueWriteBuffer(c->queue, m, CL_TRUE, 0, n * 4, host, 0, NULL, NULL);
-    }
-    if (err != CL_SUCCESS) {
-        clReleaseMemObject(m);
-        return ocl_fail(err, "uploading a weight");
-    }
-    e->host = key;
-    e->bytes = bytes;
-    e->half = half;
-    e->mem = m;
-    c->w_n++;
-    c->w_bytes += bytes;
-    c->w_uploads++;
-    *out = m;
-    return MG_OK;
+    const int form = half ? W_HALF : W_F32;
+    const size_t bytes = n * (half ? 2 : 4);
+    if ((*out = w_lookup(c, key, form, bytes ? bytes : 4))) return MG_OK;
+    if (!half) return w_store(c, key, form, host, bytes, out);
+    uint16_t *tmp = malloc(n * 2 + 2);
+    if (!tmp) return mg_seterr(MG_ERR_NOMEM, "OpenCL: out of memory converting a weight to fp16");
+    for (size_t i = 0; i < n; i++) tmp[i] = f32_to_f16(host[i]);
+    int rc = w_store(c, key, form, tmp, bytes, out);
+    free(tmp);
+    return rc;
+}
+
+/* The device copy of a weight (n floats at host), uploaded on first use; as fp16 when half. */
+int ocl_weight(ocl_ctx *c, const float *host, size_t n, int half, cl_mem *out)
+{
+    return weight_as(c, host, host, n, half, out);
+}
+
+/* The first `rows` rows of a weight matrix in fp32 (fp16 when half): f32 as ocl_weight; the
+ * other types expanded to fp32 on the host once, on first use, and then kept like the f32
+ * ones (keyed by the address of their data). */
+int ocl_weight_typed(ocl_ctx *c, const mg_weight *W, int rows, int half, cl_mem *out)
+{
+    const size_t n = (size_t)rows * W->cols;
+    if (W->type == GGML_TYPE_F32) return ocl_weight(c, W->data, n, half, out);
+    const size_t bytes = n * (half ? 2 : 4);
+    if ((*out = w_lookup(c, W->data, half ? W_HALF : W_F32, bytes ? bytes : 4))) return MG_OK;
+    float *tmp = malloc(sizeof(float) * (n ? n : 1));
+    if (!tmp)
+        return mg_seterr(MG_ERR_NOMEM, "OpenCL: out of memory expanding a %s weight (%zu "
+                         "floats)", gguf_type_name(W->type), n);
+    for (int r = 0; r < rows; r++) mg_weight_row(W, r, tmp + (size_t)r * W->cols);
+    int rc = weight_as(c, W->data, tmp, n, half, out);
+    free(tmp);
+    return rc;
+}
+
+int ocl_type_native(uint32_t type)
+{
+    return type == GGML_TYPE_F16 || type == GGML_TYPE_Q8_0 || type == GGML_TYPE_Q4_0;
+}
+
+/* The first `rows` rows of a weight of a native type, in the bytes of the file. */
+int ocl_weight_raw(ocl_ctx *c, const mg_weight *W, int rows, cl_mem *out)
+{
+    const size_t bytes = (size_t)rows * W->row_bytes;
+    if ((*out = w_lookup(c, W->data, W_RAW, bytes ? bytes : 4))) return MG_OK;
+    return w_store(c, W->data, W_RAW, W->data, bytes, out);
 }
 
 /* ocl_cema_forget: the CEMA kernel transforms, keyed like the weights */

@@ -1,14 +1,18 @@
 /* matmul.c - the OpenCL backend's matrix product y = x W^T (+ bias): its kernels (matmul.cl:
- * tiled, direct, and the gemv pair for M = 1), CLBlast's sgemm/sgemv when the build has it,
+ * tiled, direct, and the gemv pair for M = 1; matmul-typed.cl: the same for f16, q8_0 and q4_0
+ * weights in their own bytes), CLBlast's sgemm/sgemv when the build has it,
  * and the choice among them by measurement on the device. */
 #include "config.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "ocl.h" /* first: it sets the OpenCL version that CLBlast's header includes */
+#include "gguf.h"
+#include "quant.h"
 #ifdef MG_HAVE_CLBLAST
 #include <clblast_c.h>
 #endif
@@ -77,19 +81,61 @@ static int run_gemm(ocl_ctx *c, int gemm, int gemv_mode, cl_mem bx, int M, int K
     return rc;
 }
 
+/* y = x W^T (+ bias) with W of a native type (f16, q8_0, q4_0) in its own bytes (matmul-typed.cl):
+ * mg_gemv_typed for M < 4 (the decode product; the 4-row blocks of the direct kernel would be
+ * mostly padding), else the tiled kernel when it is the chosen one, the direct kernel
+ * otherwise (also in place of CLBlast, which has no such types). */
+static int run_typed(ocl_ctx *c, cl_mem bx, int M, int K, cl_mem bw, int wt, int row_bytes,
+                     int N, cl_mem bb, int has_b, cl_mem by)
+{
+    karg args[] = {A_MEM(bx), A_INT(M), A_INT(K), A_MEM(bw), A_INT(wt), A_INT(row_bytes),
+                   A_INT(N), A_MEM(bb), A_INT(has_b), A_MEM(by)};
+    if (M < 4) {
+        size_t g[2] = {(size_t)(N + 3) / 4, (size_t)M};
+        return ocl_launch(c, K_GEMV_TYPED, 2, g, NULL, args, 10);
+    }
+    if (c->gemm == GEMM_TILED) {
+        size_t g[2] = {(size_t)(N + 31) / 32 * 8, (size_t)(M + 31) / 32 * 8}, l[2] = {8, 8};
+        return ocl_launch(c, K_MATMUL_TYPED, 2, g, l, args, 10);
+    }
+    size_t g[2] = {(size_t)(N + 3) / 4, (size_t)(M + 3) / 4};
+    return ocl_launch(c, K_MATMUL_TYPED_DIRECT, 2, g, NULL, args, 10);
+}
+
+/* The weight's shape against the product's: its rows hold K values and there are N of them,
+ * and a native type's rows are whole blocks. */
+static int check_weight(const mg_weight *W, int K, int N)
+{
+    if (W->type == GGML_TYPE_F32) return MG_OK;
+    const mg_type_info *ti = mg_type_info_of(W->type);
+    if (!ti || W->cols != K || W->rows < N || K % (int)ti->blck != 0 ||
+        W->row_bytes < mg_row_size(W->type, (uint64_t)K) || W->row_bytes > (size_t)INT32_MAX)
+        return mg_seterr(MG_ERR_INVALID_ARG, "OpenCL matmul: a %s weight of %d x %d (rows of "
+                         "%zu bytes) does not fit the product's N = %d, K = %d",
+                         ti ? ti->name : "unknown", W->rows, W->cols, W->row_bytes, N, K);
+    return MG_OK;
+}
+
 int ocl_matmul(mg_backend *be, const float *x, int M, int K, const mg_weight *W, int N,
-                      const float *bias, float *y)
+               const float *bias, float *y)
 {
     ocl_ctx *c = octx(be);
     if (M <= 0 || N <= 0) return MG_OK;
     int rc, has_b = bias != NULL;
+    const int native = ocl_type_native(W->type);
     cl_mem bx, bw, bb, by;
+    TRY(check_weight(W, K, N));
     LOCK(c);
     TRY_GOTO(ocl_upload(c, S_A, x, (size_t)M * K * 4, &bx), out);
-    TRY_GOTO(ocl_weight_typed(c, W, (size_t)N * K, c->f16w, &bw), out);
+    if (native) TRY_GOTO(ocl_weight_raw(c, W, N, &bw), out);
+    else TRY_GOTO(ocl_weight_typed(c, W, N, c->f16w, &bw), out);
     TRY_GOTO(ocl_weight(c, bias, (size_t)N, 0, &bb), out);
     TRY_GOTO(ocl_scratch(c, S_C, (size_t)M * N * 4, &by), out);
-    TRY_GOTO(run_gemm(c, c->gemm, c->gemv_mode, bx, M, K, bw, N, bb, has_b, by), out);
+    if (native)
+        TRY_GOTO(run_typed(c, bx, M, K, bw, (int)W->type, (int)W->row_bytes, N, bb, has_b, by),
+                 out);
+    else
+        TRY_GOTO(run_gemm(c, c->gemm, c->gemv_mode, bx, M, K, bw, N, bb, has_b, by), out);
     TRY_GOTO(ocl_download(c, by, y, (size_t)M * N * 4), out);
 out:
     UNLOCK_RET(c, rc);

@@ -57,6 +57,9 @@
     X(MATMUL_DIRECT, mg_matmul_direct)                                                     \
     X(GEMV, mg_gemv)                                                                       \
     X(GEMV_DIRECT, mg_gemv_direct)                                                         \
+    X(GEMV_TYPED, mg_gemv_typed)                                                           \
+    X(MATMUL_TYPED, mg_matmul_typed)                                                       \
+    X(MATMUL_TYPED_DIRECT, mg_matmul_typed_direct)                                         \
     X(CEMA_END, mg_cema_block_end)                                                         \
     X(CEMA_CARRY, mg_cema_carry)                                                           \
     X(CEMA_OUT, mg_cema_block_out)                                                         \
@@ -97,11 +100,15 @@ typedef struct {
     cl_device_id dev;
 } dev_ref;
 
+/* How a weight is kept on the device: fp32, fp32 stored as fp16 (c->f16w), or the bytes of
+ * its file type as they are (f16, q8_0, q4_0: matmul-typed.cl reads them). */
+enum { W_F32 = 0, W_HALF = 1, W_RAW = 2 };
+
 /* A weight kept on the device (buffers.c). */
 typedef struct {
     const void *host; /* NULL: empty */
     size_t bytes;
-    int half;
+    int form; /* W_* */
     cl_mem mem;
 } wentry;
 
@@ -189,7 +196,15 @@ int ocl_download(ocl_ctx *c, cl_mem m, void *host, size_t bytes);
 /* The device copy of a weight (n floats at host), uploaded on first use; as fp16 when
  * half; c->dummy when host is NULL. */
 int ocl_weight(ocl_ctx *c, const float *host, size_t n, int half, cl_mem *out);
-int ocl_weight_typed(ocl_ctx *c, const mg_weight *W, size_t n, int half, cl_mem *out);
+/* The first `rows` rows of a weight matrix as fp32 (fp16 when half), uploaded on first use;
+ * types other than f32 are expanded on the host then (ocl_weight_raw keeps the f16, q8_0 and
+ * q4_0 ones in their own bytes instead). */
+int ocl_weight_typed(ocl_ctx *c, const mg_weight *W, int rows, int half, cl_mem *out);
+/* The type runs on the device in its own bytes (f16, q8_0, q4_0: matmul-typed.cl). */
+int ocl_type_native(uint32_t type);
+/* The first `rows` rows of a weight matrix of a native type, its bytes uploaded as they are
+ * on first use (rows * W->row_bytes bytes on the device). */
+int ocl_weight_raw(ocl_ctx *c, const mg_weight *W, int rows, cl_mem *out);
 /* Drop every cached weight (and the CEMA kernel transforms keyed like them). */
 void ocl_forget_weights(ocl_ctx *c);
 

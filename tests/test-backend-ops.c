@@ -28,7 +28,9 @@
 #include "backend-opencl.h"
 #include "backend.h"
 #include "error.h"
+#include "gguf.h"
 #include "model.h"
+#include "quant.h"
 #include "test.h"
 
 /* Under --enable-sanitizers: PoCL (CI's CPU OpenCL platform), the ICD loader and CLBlast keep
@@ -58,6 +60,12 @@ static const struct {
     /* fp16 weight storage: each weight rounded to 11 bits (relative 2^-12 on average) */
     {"matmul.f16", 1e-6},
     {"matmul.clblast", 1e-11}, {"matmul.tiled", 1e-11}, {"matmul.direct", 1e-11},
+    /* weights in their file type against x times the dequantized W in double: the device
+     * dequantizes to the same floats as lib/quant.c, so only the fp32 accumulation differs
+     * (nmse ~ eps^2 = 1e-14; a wrong nibble, scale or block offset gives > 1e-4) */
+    {"matmul.type.f16", 1e-11}, {"matmul.type.q8_0", 1e-11}, {"matmul.type.q4_0", 1e-11},
+    /* the types expanded to fp32 on the host at upload */
+    {"matmul.type.bf16", 1e-11}, {"matmul.type.q4_K", 1e-11}, {"matmul.type.q6_K", 1e-11},
     /* online softmax in tiles vs the exact one */
     {"attention", 1e-11}, {"attention.query", 1e-11},
     /* chunked scan (blocks joined through q^B) vs the sequential recurrence */
@@ -306,6 +314,91 @@ static void run_matmuls(const char *op, double *worst_out)
             free(x); free(W); free(bb); free(r); free(g);
             mg_opencl_forget_weights(ocl);
         }
+}
+
+/* ---------------------------------------------------------------- weights in their type */
+
+/* y = x W^T (+ bias) in double, W the dequantized weight (the reference of the typed products). */
+static void matmul_ref(const float *x, int M, int K, const float *W, int N, const float *b,
+                       float *y)
+{
+    for (int m = 0; m < M; m++)
+        for (int n = 0; n < N; n++) {
+            double s = b ? b[n] : 0.0;
+            for (int k = 0; k < K; k++) s += (double)x[(size_t)m * K + k] * W[(size_t)n * K + k];
+            y[(size_t)m * N + n] = (float)s;
+        }
+}
+
+/* The product with a weight of `type` (random, quantized by lib/quant.c's reference
+ * quantizers) against the reference at odd shapes, with and without bias; the weight is
+ * uploaded once, and takes on the device the type's bytes (f16, q8_0, q4_0: they run in
+ * their own bytes) or fp32 (the types expanded on the host; fp16 with f16w). */
+static void run_typed_matmuls(uint32_t type)
+{
+    const int cases[][3] = {{1, 32, 1}, {1, 544, 257}, {1, 96, 33}, {2, 96, 33},
+                            {2, 544, 257}, {5, 32, 257}, {5, 544, 1}, {37, 544, 33},
+                            {37, 32, 257}, {130, 96, 1}, {130, 544, 257}, {1, 256, 33},
+                            {5, 512, 257}, {37, 256, 1}}; /* M K N */
+    const mg_type_info *ti = mg_type_info_of(type);
+    const int native = type == GGML_TYPE_F16 || type == GGML_TYPE_Q8_0 ||
+                       type == GGML_TYPE_Q4_0;
+    mg_opencl_stats st;
+    mg_opencl_get_stats(ocl, &st);
+    char op[48];
+    snprintf(op, sizeof op, "matmul.type.%s", ti->name);
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++)
+        for (int bias = 0; bias < 2; bias++) {
+            int M = cases[c][0], K = cases[c][1], N = cases[c][2];
+            if (K % (int)ti->blck) continue;
+            const size_t rb = mg_row_size(type, (uint64_t)K);
+            float *x = rnd((size_t)M * K, 1), *W = rnd((size_t)N * K, 0.2f);
+            float *bb = bias ? rnd(N, 1) : NULL;
+            float *r = rnd((size_t)M * N, 1), *g = rnd((size_t)M * N, 1), *g2 = rnd((size_t)M * N, 1);
+            unsigned char *q = malloc(rb * N);
+            for (int n = 0; n < N; n++) {
+                OK(mg_quantize_row(type, W + (size_t)n * K, q + rb * n, (size_t)K), "quantize");
+                OK(mg_dequantize_row(type, q + rb * n, W + (size_t)n * K, (size_t)K), "dequantize");
+            }
+            mg_weight Wt = {q, type, N, K, rb};
+            matmul_ref(x, M, K, W, N, bb, r);
+            mg_opencl_stats s0, s1, s2;
+            mg_opencl_get_stats(ocl, &s0);
+            poison();
+            OK(ocl->matmul(ocl, x, M, K, &Wt, N, bb, g), "ocl typed matmul");
+            mg_opencl_get_stats(ocl, &s1);
+            OK(ocl->matmul(ocl, x, M, K, &Wt, N, bb, g2), "ocl typed matmul again");
+            mg_opencl_get_stats(ocl, &s2);
+            char shape[64];
+            snprintf(shape, sizeof shape, "M=%d K=%d N=%d bias=%d", M, K, N, bias);
+            check_op(op, shape, r, g, (size_t)M * N);
+            CHECK(memcmp(g, g2, sizeof(float) * M * N) == 0, "%s %s: the second call differs",
+                  op, shape);
+            CHECK(s1.weight_uploads - s0.weight_uploads == 1 + bias &&
+                  s2.weight_uploads == s1.weight_uploads,
+                  "%s %s: %ld weights uploaded by the first call, %ld by the second", op, shape,
+                  s1.weight_uploads - s0.weight_uploads, s2.weight_uploads - s1.weight_uploads);
+            size_t want = native ? rb * N : (size_t)N * K * (st.fp16_weights ? 2 : 4);
+            want += bias ? (size_t)N * 4 : 0;
+            CHECK(s1.weight_bytes - s0.weight_bytes == want && s2.weight_bytes == s1.weight_bytes,
+                  "%s %s: the weights take %zu bytes on the device, not %zu", op, shape,
+                  s1.weight_bytes - s0.weight_bytes, want);
+            free(x); free(W); free(bb); free(r); free(g); free(g2); free(q);
+            mg_opencl_forget_weights(ocl);
+        }
+}
+
+/* The native types on the current backend: a shape the weight does not have is refused. */
+static void run_native_matmuls(void)
+{
+    const uint32_t types[] = {GGML_TYPE_F16, GGML_TYPE_Q8_0, GGML_TYPE_Q4_0};
+    for (int i = 0; i < 3; i++) run_typed_matmuls(types[i]);
+    float x[40] = {0}, y[2];
+    mg_block_q8_0 blk[2] = {{0}};
+    mg_weight Wt = {blk, GGML_TYPE_Q8_0, 2, 32, sizeof blk[0]};
+    int rc = ocl->matmul(ocl, x, 1, 40, &Wt, 2, NULL, y);
+    CHECK(rc == MG_ERR_INVALID_ARG && strstr(mg_last_error(), "q8_0"),
+          "a q8_0 weight of 32 columns in a product of K = 40: rc %d (%s)", rc, mg_last_error());
 }
 
 static void test_attention(void)
@@ -1083,6 +1176,10 @@ int main(int argc, char **argv)
     test_norms();
     test_timestep_norm();
     run_matmuls("matmul", NULL);
+    run_native_matmuls();
+    run_typed_matmuls(GGML_TYPE_BF16);
+    run_typed_matmuls(GGML_TYPE_Q4_K);
+    run_typed_matmuls(GGML_TYPE_Q6_K);
     test_attention();
     test_cema();
     test_weights_once();
@@ -1115,6 +1212,7 @@ int main(int argc, char **argv)
         mg_opencl_get_stats(ocl, &st);
         CHECK(st.fp16_weights, "MEGALODON_OPENCL_F16=1 did not store fp16 weights");
         run_matmuls("matmul.f16", NULL);
+        run_native_matmuls(); /* still in their own bytes */
         ocl->free(ocl);
     } else {
         CHECK(0, "backend with MEGALODON_OPENCL_F16=1: %s", mg_last_error());
@@ -1172,6 +1270,7 @@ int main(int argc, char **argv)
             CHECK(strcmp(st.gemm, gemms[i]) == 0, "MEGALODON_OPENCL_GEMM=%s gave %s", gemms[i],
                   st.gemm);
             run_matmuls(op, NULL);
+            run_native_matmuls(); /* tiled: mg_matmul_typed; else mg_matmul_typed_direct */
             ocl->free(ocl);
         } else {
             CHECK(0, "backend with MEGALODON_OPENCL_GEMM=%s: %s", gemms[i], mg_last_error());

@@ -4,9 +4,10 @@
 # logits, per-layer intermediates and the final streaming state of every golden case, both
 # CEMA algorithms, full forward, chunked prefill, one-token decode, irregular calls);
 # perplexity through megalodon-run --backend opencl (whole calls and one token per call)
-# against the reference; greedy generation equal to the CPU's; megalodon-bench --backend
-# opencl; and the bad cases (a device that does not exist, a bad MEGALODON_OPENCL_DEVICE, an
-# unknown backend) with their exit status and message.
+# against the reference; greedy generation equal to the CPU's; models quantized to f16, q8_0,
+# q4_0 and q4_k_m against the CPU's prefill; megalodon-bench --backend opencl; and the bad
+# cases (a device that does not exist, a bad MEGALODON_OPENCL_DEVICE, an unknown backend)
+# with their exit status and message.
 #
 # Skips (77) when the build has no OpenCL backend or no OpenCL platform is installed, unless
 # MG_REQUIRE_OPENCL=1 (CI installs PoCL), where that is a failure.
@@ -126,6 +127,39 @@ else
 fi
 grep -q "backend: opencl/0:" "$tmp/err" && ok "-v names the OpenCL device" \
   || bad "-v does not name the OpenCL device: $(head -3 "$tmp/err")"
+
+# ---------------------------------------------------------------- quantized models
+# A random model with rows of 256 and 512 values, quantized by megalodon-quantize: f16, q8_0
+# and q4_0 run on the device in their own bytes, q4_k_m (q4_K and q6_K) expanded to fp32 at
+# upload. Each takes the product of the fp32 activations with the dequantized weights, as the
+# CPU's prefill does (whole calls), so the NLLs agree to fp32 rounding (measured: 1e-8
+# relative); the CPU's one-token calls round the activations to 8 bits for q8_0 and q4_0 and
+# move the NLL by about 1e-4 relative, far outside the 1e-6 allowed here. The OpenCL backend's
+# one-token calls (-b 1, its matrix-vector kernels) must agree to the same 1e-6.
+mk=$build/tests/make-tiny-model
+q=$build/bin/megalodon-quantize
+need "$mk" "$q"
+"$mk" --layers 2 --dim 256 --z-dim 64 --value-dim 256 --heads 1 --ff 512 --ndim 4 --chunk 64 \
+  --groups 4 --vocab 256 "$tmp/m.gguf" > /dev/null 2>&1 || bad "make-tiny-model failed"
+for t in f16 q8_0 q4_0 q4_k_m; do
+  if ! "$q" -q "$tmp/m.gguf" "$tmp/m-$t.gguf" $t > /dev/null 2>&1; then
+    bad "megalodon-quantize $t failed"
+    continue
+  fi
+  run_cmd "$run" perplexity -m "$tmp/m-$t.gguf" --tokens "$golden/ppl-base.tokens" --json
+  cpu_nll=$(jget "$tmp/out" nll)
+  for b in "" "-b 1"; do
+    # shellcheck disable=SC2086
+    run_cmd "$run" perplexity -m "$tmp/m-$t.gguf" --tokens "$golden/ppl-base.tokens" --json \
+      --backend opencl $b
+    nll=$(jget "$tmp/out" nll)
+    if [ "$rc" -eq 0 ] && [ -n "$cpu_nll" ] && rel_close "$nll" "$cpu_nll" 1e-6; then
+      ok "$t model on OpenCL ${b:-(whole calls)}: nll $nll (CPU $cpu_nll)"
+    else
+      bad "$t model on OpenCL ${b:-(whole calls)}: exit $rc, nll '$nll' vs CPU '$cpu_nll': $(head -2 "$tmp/err")"
+    fi
+  done
+done
 
 # ---------------------------------------------------------------- megalodon-bench --backend opencl
 run_cmd $bench -m "$golden/base.gguf" --backend cpu,opencl -p 32 -n 4 -r 1 -t 1
