@@ -148,6 +148,11 @@ sys.exit(0 if t['blk.0.attn_z.weight'] == 'Q4_0' and t['blk.0.tnorm.weight'] == 
     ok "requantized types" || bad "requantized types"
 fi
 
+# 16-bit inputs are not quantized: f16 and bf16 from them need no --allow-requantize either
+expect 0 "attn_z.weight .* f16 -> bf16" "$q" "$tmp/m256-f16.gguf" "$tmp/x16.gguf" bf16
+expect 0 "attn_z.weight .* bf16 -> f16" "$q" "$tmp/m256-bf16.gguf" "$tmp/x16.gguf" f16
+rm -f "$tmp/x16.gguf"
+
 # dequantizing: f32 needs no --allow-requantize, and gives every tensor's values exactly
 for r in q4_k_m q4_0 bf16; do
   expect 0 "as f32" "$q" -t 2 "$tmp/m256t-$r.gguf" "$tmp/deq-$r.gguf" f32
