@@ -1,6 +1,7 @@
 /* megalodon-quantize - write a copy of a model with its large matrices in f16, bf16, q8_0,
- * q4_0 or q4_K/q6_K (docs/megalodon-quantize.md, docs/quantization.md). It uses only the
- * public API (mg_model_quantize). Exit status: 0 success, 1 failure, 2 usage. */
+ * q4_0 or q4_K/q6_K, or with every tensor in f32 (docs/megalodon-quantize.md,
+ * docs/quantization.md). It uses only the public API (mg_model_quantize). Exit status:
+ * 0 success, 1 failure, 2 usage. */
 #include "config.h"
 
 #include <errno.h>
@@ -21,6 +22,7 @@ static void usage(void)
            "FFN matrices, output head) in TYPE; norms, CEMA parameters, biases and other\n"
            "small tensors are copied unchanged. OUT.gguf is written atomically.\n"
            "TYPE is one of:\n"
+           "  f32      every tensor 32-bit float: dequantizes a quantized model\n"
            "  f16      16-bit IEEE half                      16 bits per weight\n"
            "  bf16     16-bit bfloat                         16 bits per weight\n"
            "  q8_0     8-bit, one fp16 scale per 32 values   8.5 bits per weight\n"
@@ -33,7 +35,8 @@ static void usage(void)
            "  -h, --help            show this help and exit\n"
            "      --version         show the version and exit\n"
            "      --allow-requantize  accept an input whose tensors are already quantized\n"
-           "                        (they are dequantized, then quantized again)\n"
+           "                        (they are dequantized, then quantized again; not\n"
+           "                        needed for f32, which only dequantizes)\n"
            "  -t, --threads N       threads (default 0: all online CPUs)\n"
            "  -q, --quiet           print only the summary\n"
            "Exit status: 0 success, 1 failure, 2 usage error.\n",

@@ -18,6 +18,33 @@ static void print_token(const mg_model *model, const char *what, int32_t id)
     printf("  %-22s %d '%s'\n", what, (int)id, text ? text : "?");
 }
 
+/* "weights: q4_K (12 tensors), q6_K (5), f32 (45), i32 (5)": the tensors of each type, in
+ * the order the types first appear in the file. */
+static void print_weight_types(const mg_model *model)
+{
+    enum { MAX_TYPES = 16 };
+    const char *names[MAX_TYPES];
+    int64_t counts[MAX_TYPES];
+    int n = 0;
+    for (int64_t i = 0; i < mg_model_n_tensors(model); i++) {
+        mg_tensor_info ti;
+        if (mg_model_tensor_info(model, i, &ti) != MG_OK) continue;
+        int k = 0;
+        while (k < n && strcmp(names[k], ti.type_name) != 0) k++;
+        if (k == n) {
+            if (n == MAX_TYPES) continue;
+            names[n] = ti.type_name;
+            counts[n++] = 0;
+        }
+        counts[k]++;
+    }
+    printf("weights:");
+    for (int k = 0; k < n; k++)
+        printf("%s %s (%lld%s)", k ? "," : "", names[k], (long long)counts[k],
+               k ? "" : counts[k] == 1 ? " tensor" : " tensors");
+    printf("\n");
+}
+
 int run_info(const run_opts *o)
 {
     mg_model *model = NULL;
@@ -57,6 +84,7 @@ int run_info(const run_opts *o)
     uint64_t np = mg_model_n_params(model);
     printf("\nparameters: %llu (%.3f M)\n", (unsigned long long)np, np / 1e6);
     printf("logits per token: %d\n", (int)mg_model_n_vocab(model));
+    print_weight_types(model);
 
     const char *name = mg_model_meta_str(model, "general.name");
     const char *kind = mg_model_meta_str(model, "tokenizer.ggml.model");

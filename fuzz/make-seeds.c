@@ -7,7 +7,8 @@
  *   OUTDIR/corpus/HARNESS/NAME     the seed corpora: the golden models and test files of
  *                                  tests/, states saved for tests/golden/base.gguf, generated
  *                                  GGUF files with every key and tensor type, models with a
- *                                  small "llama" tokenizer, broken variants and truncations,
+ *                                  small "llama" tokenizer, models with quantized matrices
+ *                                  (q8_0, q4_0, q4_K, q6_K), broken variants and truncations,
  *                                  texts and id lists, megalodon-run command lines, training
  *                                  checkpoints of a very small model.
  *
@@ -384,6 +385,28 @@ static void gguf_seeds(void)
     free(buf);
     gguf_writer_free(w);
 
+    /* the block types, rows of one or two blocks (the bytes are not valid scales: the reader
+     * only sizes them) */
+    w = gguf_writer_new();
+    static const struct { uint32_t type; uint64_t ne0, ne1; } blocks[] = {
+        {GGML_TYPE_Q8_0, 64, 2}, {GGML_TYPE_Q4_0, 32, 3}, {GGML_TYPE_Q4_K, 256, 1},
+        {GGML_TYPE_Q6_K, 256, 2}, {GGML_TYPE_Q8_K, 256, 1},
+    };
+    unsigned char bdata[2 * 292];
+    for (size_t i = 0; i < sizeof bdata; i++) bdata[i] = (unsigned char)(i * 53 + 7);
+    rc = gguf_set_str(w, "general.architecture", "megalodon");
+    for (size_t t = 0; !rc && t < sizeof blocks / sizeof blocks[0]; t++) {
+        char tname[32];
+        snprintf(tname, sizeof tname, "t.%s", gguf_type_name(blocks[t].type));
+        uint64_t ne[2] = {blocks[t].ne0, blocks[t].ne1};
+        rc = gguf_add_tensor(w, tname, blocks[t].type, 2, ne, bdata);
+    }
+    if (rc || gguf_write_memory(w, &buf, &size)) DIE("gguf seed: %s", mg_last_error());
+    put("gguf", "block-types.gguf", buf, size);
+    put("gguf", "block-types.trunc-last", buf, size - 100);
+    free(buf);
+    gguf_writer_free(w);
+
     /* keys only, no tensors (no data section) */
     w = gguf_writer_new();
     if (gguf_set_str(w, "general.architecture", "megalodon-state") ||
@@ -398,7 +421,7 @@ static void gguf_seeds(void)
 
     /* test files */
     static const char *const files[] = {"base.gguf", "f16.gguf", "bf16.gguf",
-                                        "short.expect.gguf"};
+                                        "short.expect.gguf", "q4_0.gguf"};
     for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
         char rel[256];
         snprintf(rel, sizeof rel, "tests/golden/%s", files[i]);
@@ -414,11 +437,42 @@ static void gguf_seeds(void)
 
 /* ------------------------------------------------------------------ model */
 
+/* A small model quantized by mg_model_quantize to q4_k_m and to q8_0: D = 32 and E = F = 256,
+ * so attn_h2 (rows of E) is q4_K, ffn_down (rows of F) q6_K, and the matrices with rows of D
+ * take the fallbacks q4_0 and q8_0; the q4_k_m one also truncated inside its last tensor. */
+static void quantized_model_seeds(const tiny_opts *small)
+{
+    tiny_opts o = *small;
+    o.n_embd = 32, o.z_dim = 8, o.value_dim = 256, o.n_ff = 256;
+    static const struct { mg_ftype ftype; const char *name; } recipes[] = {
+        {MG_FTYPE_Q4_K_M, "tiny-q4_k_m.gguf"}, {MG_FTYPE_Q8_0, "tiny-q8_0.gguf"},
+    };
+    char in[] = "/tmp/mg-make-seeds-XXXXXX", out[64];
+    int fd = mkstemp(in);
+    if (fd < 0) DIE("mkstemp: %s", strerror(errno));
+    close(fd);
+    snprintf(out, sizeof out, "%s.q", in);
+    if (tiny_model_write(in, &o)) DIE("tiny model: %s", mg_last_error());
+    for (size_t r = 0; r < sizeof recipes / sizeof recipes[0]; r++) {
+        mg_quantize_params p = mg_quantize_default_params();
+        p.ftype = recipes[r].ftype;
+        p.n_threads = 1;
+        if (mg_model_quantize(in, out, &p)) DIE("quantizing a seed: %s", mg_last_error());
+        size_t size;
+        unsigned char *b = read_file(out, &size);
+        put("model", recipes[r].name, b, size);
+        if (r == 0) put("model", "tiny-q4_k_m.trunc-data", b, size - 100);
+        free(b);
+        unlink(out);
+    }
+    unlink(in);
+}
+
 static void model_seeds(void)
 {
     static const char *const golden[] = {"base.gguf", "heads2_swiglu.gguf", "share_scale.gguf",
                                           "rescale_noaffine.gguf", "f16.gguf", "bf16.gguf",
-                                          "ppl-byte.gguf"};
+                                          "ppl-byte.gguf", "q8_0.gguf", "q4_0.gguf"};
     for (size_t i = 0; i < sizeof golden / sizeof golden[0]; i++) {
         char rel[256];
         size_t size;
@@ -449,12 +503,17 @@ static void model_seeds(void)
     cases[nc].name = "tiny-bad-heads.gguf", cases[nc++].o = b;
     b = o, b.chunk_size = 1;
     cases[nc].name = "tiny-chunk1.gguf", cases[nc++].o = b;
+    b = o, b.n_embd = 32, b.retype_tensor = "blk.0.tnorm.weight", b.retype = GGML_TYPE_Q8_0;
+    cases[nc].name = "tiny-quantized-norm.gguf", cases[nc++].o = b;
+    b = o, b.n_embd = 32, b.retype_tensor = "blk.0.ffn_up.weight", b.retype = GGML_TYPE_I32;
+    cases[nc].name = "tiny-i32-matrix.gguf", cases[nc++].o = b;
     for (int i = 0; i < nc; i++) {
         size_t size;
         unsigned char *img = tiny_image(&cases[i].o, &size);
         put("model", cases[i].name, img, size);
         free(img);
     }
+    quantized_model_seeds(&o);
 
     /* with a small "llama" tokenizer: 3 specials, 256 bytes, a few merges and a
      * user-defined and an unused piece; and a "byte" tokenizer without token list */

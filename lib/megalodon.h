@@ -349,6 +349,7 @@ MG_API int32_t mg_sampler_sample(mg_sampler *s, const float *logits);
  * docs/quantization.md describes the types and the recipes. The recipe values are
  * llama.cpp's general.file_type numbers. */
 typedef enum {
+    MG_FTYPE_F32 = 0,     /* every tensor f32: a quantized model dequantized */
     MG_FTYPE_F16 = 1,     /* every large matrix f16 */
     MG_FTYPE_Q4_0 = 2,    /* q4_0 */
     MG_FTYPE_Q8_0 = 7,    /* q8_0 */
@@ -381,14 +382,15 @@ typedef struct {
 } mg_quantize_params;
 
 MG_API mg_quantize_params mg_quantize_default_params(void);
-/* The recipe named "f16", "bf16", "q8_0", "q4_0" or "q4_k_m" (any case), or an error. */
+/* The recipe named "f32", "f16", "bf16", "q8_0", "q4_0" or "q4_k_m" (any case), or an error. */
 MG_API int mg_ftype_from_name(const char *name, mg_ftype *out);
 /* Its name ("q4_k_m"), or NULL for an unknown value. */
 MG_API const char *mg_ftype_name(mg_ftype ftype);
 /* Quantize the model in_path into out_path (written atomically; in_path is mapped, and
  * about one tensor is held in memory). A quantized input is refused unless
- * allow_requantize, which dequantizes and quantizes it again; a non-finite value in a matrix
- * that gets a block type is an error. params may be NULL (defaults). */
+ * allow_requantize, which dequantizes and quantizes it again, or the recipe is f32 (which
+ * only dequantizes, every float tensor to f32); a non-finite value in a matrix that gets a
+ * block type is an error. params may be NULL (defaults). */
 MG_API int mg_model_quantize(const char *in_path, const char *out_path,
                              const mg_quantize_params *params);
 

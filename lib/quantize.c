@@ -35,6 +35,7 @@ static const struct {
     const char *name;
     uint32_t type; /* the type of the large matrices (q4_k_m: most of them) */
 } recipes[] = {
+    {MG_FTYPE_F32, "f32", GGML_TYPE_F32},
     {MG_FTYPE_F16, "f16", GGML_TYPE_F16},
     {MG_FTYPE_BF16, "bf16", GGML_TYPE_BF16},
     {MG_FTYPE_Q8_0, "q8_0", GGML_TYPE_Q8_0},
@@ -58,8 +59,8 @@ int mg_ftype_from_name(const char *name, mg_ftype *out)
             if (out) *out = recipes[i].ftype;
             return MG_OK;
         }
-    return mg_seterr(MG_ERR_INVALID_ARG, "unknown quantization type '%s' (known: f16, bf16,"
-                     " q8_0, q4_0, q4_k_m)", name ? name : "(null)");
+    return mg_seterr(MG_ERR_INVALID_ARG, "unknown quantization type '%s' (known: f32, f16,"
+                     " bf16, q8_0, q4_0, q4_k_m)", name ? name : "(null)");
 }
 
 const char *mg_ftype_name(mg_ftype ftype)
@@ -178,20 +179,25 @@ static int fill_tensor(void *user, const char *name, void *buf, size_t n_bytes)
     return MG_OK;
 }
 
-/* Decide every tensor's type; refuse a quantized input unless allow_requantize. */
+/* Decide every tensor's type; refuse a quantized input unless allow_requantize or the
+ * recipe is f32, which dequantizes every float tensor (f16, bf16 and the block types are
+ * exact in f32, so nothing is lost). */
 static int plan_tensors(struct job *job, const char *in_path)
 {
+    const int to_f32 = job->p->ftype == MG_FTYPE_F32;
     for (int64_t i = 0; i < job->count; i++) {
         const gguf_tensor_info *t = gguf_tensor(job->in, i);
         struct plan *pl = &job->plans[i];
         const mg_type_info *ti = mg_type_info_of(t->type);
         *pl = (struct plan){job, i, t->type, t->type};
-        if (ti->blck > 1 && !job->p->allow_requantize)
+        if (ti->blck > 1 && !to_f32 && !job->p->allow_requantize)
             return mg_seterr(MG_ERR_INVALID_ARG, "'%s' is already quantized (tensor '%s' is"
                              " %s): quantizing it again adds the errors of both; allow"
                              " requantizing to do it anyway", in_path, t->name, ti->name);
         if (!ti->is_float) continue; /* integer tensors (norm prior counts) as they are */
-        if (is_matrix(t)) {
+        if (to_f32) {
+            pl->type = pl->wanted = GGML_TYPE_F32;
+        } else if (is_matrix(t)) {
             pl->wanted = wanted_type(job->in, t, job->p->ftype);
             pl->type = mg_type_fallback(pl->wanted, t->ne[0]);
         } else if (ti->blck > 1) {

@@ -1,13 +1,15 @@
 /* test-badinput - every kind of bad input gets a clear error naming the problem, a negative
- * status, and no crash: broken model files, inconsistent hyper-parameters, bad tokens and
- * bad options. */
+ * status, and no crash: broken model files, inconsistent hyper-parameters, tensors of types
+ * the model does not take, bad tokens and bad options. */
 #include "config.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "gguf.h"
 #include "megalodon.h"
 #include "test.h"
 #include "tiny_model.h"
@@ -92,6 +94,93 @@ static void test_models(void)
     o = tiny_default_opts();
     o.skip_key = "megalodon.cema_ndim";
     expect_load("missing key", &o, MG_ERR_MODEL, "megalodon.cema_ndim");
+}
+
+/* A tensor in a type the model does not take for it: refused, naming the tensor and type. */
+static void expect_type(const char *tensor, uint32_t type, const char *msg)
+{
+    tiny_opts o = tiny_default_opts();
+    o.retype_tensor = tensor;
+    o.retype = type;
+    char what[160];
+    snprintf(what, sizeof what, "%s as %s", tensor, gguf_type_name(type));
+    expect_load(what, &o, MG_ERR_MODEL, msg);
+}
+
+/* The first byte of the u32 type of tensor `name` in a GGUF image: after the name, n_dims
+ * and its ne[] (docs/model-format.md), or -1. */
+static long type_field(const unsigned char *b, long size, const char *name)
+{
+    const size_t len = strlen(name);
+    for (long i = 8; i + (long)len + 4 <= size; i++) {
+        uint64_t n;
+        memcpy(&n, b + i - 8, 8);
+        if (n != len || memcmp(b + i, name, len) != 0) continue;
+        uint32_t nd;
+        memcpy(&nd, b + i + len, 4);
+        long at = i + (long)len + 4 + 8 * (long)nd;
+        return nd >= 1 && nd <= 4 && at + 4 <= size ? at : -1;
+    }
+    return -1;
+}
+
+static void test_weight_types(void)
+{
+    /* block and 16-bit types are for the matrices; vectors are f32, f16 or bf16 */
+    tiny_opts o = tiny_default_opts();
+    o.retype_tensor = "blk.0.attn_z.weight";
+    o.retype = GGML_TYPE_Q8_0;
+    expect_load("a q8_0 matrix", &o, MG_OK, "");
+    o.retype_tensor = "blk.1.tnorm.weight";
+    o.retype = GGML_TYPE_F16;
+    expect_load("an f16 norm vector", &o, MG_OK, "");
+    expect_type("blk.1.tnorm.weight", GGML_TYPE_Q8_0,
+                "tensor 'blk.1.tnorm.weight' has type q8_0; expected f32, f16 or bf16");
+    expect_type("blk.0.attn_v.bias", GGML_TYPE_Q4_0,
+                "tensor 'blk.0.attn_v.bias' has type q4_0; expected f32, f16 or bf16");
+    expect_type("blk.0.cema.alpha", GGML_TYPE_I32,
+                "tensor 'blk.0.cema.alpha' has type i32; expected f32, f16 or bf16");
+    expect_type("blk.0.ffn_up.weight", GGML_TYPE_I32,
+                "tensor 'blk.0.ffn_up.weight' has type i32; weight matrices may be");
+    expect_type("token_embd.weight", GGML_TYPE_F64,
+                "tensor 'token_embd.weight' has type f64; weight matrices may be");
+    expect_type("blk.1.ffn_down.weight", GGML_TYPE_I8,
+                "tensor 'blk.1.ffn_down.weight' has type i8; weight matrices may be");
+
+    /* q8_K (the activation blocks) is a type the reader knows but no weight may have; its
+     * rows are 256 long */
+    o = tiny_default_opts();
+    o.n_embd = 256;
+    o.retype_tensor = "blk.0.attn_h1.weight";
+    o.retype = GGML_TYPE_Q8_K;
+    expect_load("blk.0.attn_h1.weight as q8_K", &o, MG_ERR_MODEL,
+                "tensor 'blk.0.attn_h1.weight' has type q8_K; weight matrices may be");
+
+    /* a ggml type this library does not know (q5_0, 6): refused by the reader, named */
+    o = tiny_default_opts();
+    o.retype_tensor = "blk.0.attn_v.weight";
+    o.retype = GGML_TYPE_Q8_0;
+    CHECK(tiny_model_write(path, &o) == MG_OK, "write: %s", mg_last_error());
+    long size = 0;
+    unsigned char *bytes = test_read_file(path, &size);
+    long at = bytes ? type_field(bytes, size, "blk.0.attn_v.weight") : -1;
+    uint32_t t8;
+    if (at >= 0) memcpy(&t8, bytes + at, 4);
+    CHECK(at >= 0 && t8 == GGML_TYPE_Q8_0, "the type field of blk.0.attn_v.weight not found");
+    if (at >= 0) {
+        const uint32_t q5_0 = 6;
+        memcpy(bytes + at, &q5_0, 4);
+        FILE *w = fopen(path, "wb");
+        CHECK(w && fwrite(bytes, 1, (size_t)size, w) == (size_t)size, "rewrite %s", path);
+        if (w) fclose(w);
+        mg_model *m = NULL;
+        int rc = mg_model_load(path, NULL, &m);
+        CHECK(rc == MG_ERR_FORMAT && m == NULL &&
+                  strstr(mg_last_error(), "tensor 'blk.0.attn_v.weight': unsupported ggml type 6 "
+                         "(q5_0)"),
+              "q5_0 tensor: %d %s", rc, mg_last_error());
+    }
+    free(bytes);
 }
 
 static void test_file_damage(void)
@@ -223,6 +312,7 @@ int main(void)
     }
     snprintf(path, sizeof path, "%s/model.gguf", dir);
     test_models();
+    test_weight_types();
     test_file_damage();
     test_eval_args();
     unlink(path);

@@ -9,6 +9,8 @@
 #     said on the progress line;
 #   * the same bytes with 1 and 2 threads;
 #   * a quantized input is refused without --allow-requantize and accepted with it;
+#   * the f32 recipe dequantizes a quantized input without --allow-requantize: every float
+#     tensor becomes f32, the values those of gguf.quants.dequantize bit for bit;
 #   * usage errors (exit 2) and failures (exit 1) name the problem.
 # Environment: MG_TOP_SRCDIR, MG_TOP_BUILDDIR, MG_PYTHON (a python3 with numpy and gguf; the
 # checks of the written files are skipped without one, the others still run).
@@ -146,10 +148,41 @@ sys.exit(0 if t['blk.0.attn_z.weight'] == 'Q4_0' and t['blk.0.tnorm.weight'] == 
     ok "requantized types" || bad "requantized types"
 fi
 
+# 16-bit inputs are not quantized: f16 and bf16 from them need no --allow-requantize either
+expect 0 "attn_z.weight .* f16 -> bf16" "$q" "$tmp/m256-f16.gguf" "$tmp/x16.gguf" bf16
+expect 0 "attn_z.weight .* bf16 -> f16" "$q" "$tmp/m256-bf16.gguf" "$tmp/x16.gguf" f16
+rm -f "$tmp/x16.gguf"
+
+# dequantizing: f32 needs no --allow-requantize, and gives every tensor's values exactly
+for r in q4_k_m q4_0 bf16; do
+  expect 0 "as f32" "$q" -t 2 "$tmp/m256t-$r.gguf" "$tmp/deq-$r.gguf" f32
+  if [ $have_py -eq 1 ] && [ -e "$tmp/deq-$r.gguf" ]; then
+    "$py" -c "
+import sys
+import numpy as np
+import gguf
+from gguf import GGMLQuantizationType as T
+from gguf import quants
+a, b = gguf.GGUFReader(sys.argv[1]), gguf.GGUFReader(sys.argv[2])
+bad = 0
+for s, t in zip(a.tensors, b.tensors):
+    if s.tensor_type in (T.I32, T.I64):
+        bad += t.tensor_type != s.tensor_type
+        continue
+    y = quants.dequantize(np.asarray(s.data), s.tensor_type).reshape(-1)
+    x = np.asarray(t.data).reshape(-1)
+    bad += t.tensor_type != T.F32 or list(t.shape) != list(s.shape) or x.tobytes() != y.astype(np.float32).tobytes()
+bad += int(b.fields['general.file_type'].parts[-1][0]) != 0
+sys.exit(1 if bad else 0)" "$tmp/m256t-$r.gguf" "$tmp/deq-$r.gguf" &&
+      ok "$r -> f32: every tensor f32, dequantized bit for bit, file_type 0" ||
+      bad "$r -> f32: types or values differ from gguf.quants.dequantize"
+  fi
+done
+
 # usage and failures
 expect 0 "usage: megalodon-quantize" "$q" --help
 expect 0 "libmegalodon" "$q" --version
-expect 2 "unknown quantization type 'q3_k'" "$q" "$tmp/m256.gguf" "$tmp/x.gguf" q3_k
+expect 2 "unknown quantization type 'q3_k' (known: f32, f16" "$q" "$tmp/m256.gguf" "$tmp/x.gguf" q3_k
 expect 2 "missing TYPE" "$q" "$tmp/m256.gguf" "$tmp/x.gguf"
 expect 2 "missing IN.gguf" "$q"
 expect 2 "unknown option '--bogus'" "$q" --bogus "$tmp/m256.gguf" "$tmp/x.gguf" q8_0

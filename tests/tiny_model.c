@@ -10,6 +10,7 @@
 
 #include "gguf.h"
 #include "megalodon.h"
+#include "quant.h"
 
 tiny_opts tiny_default_opts(void)
 {
@@ -42,6 +43,24 @@ static uint32_t rng_next(uint32_t *s)
 /* uniform in [-a, a] */
 static float rnd(uint32_t *s, float a) { return a * (2.0f * (rng_next(s) >> 8) / 16777216.0f - 1.0f); }
 
+/* The values d (rows of ne[0]) stored as `type`: converted when it is a float or block type,
+ * zero bytes otherwise (the integer types); a row that does not fit the type's blocks is left
+ * to the writer to refuse. */
+static int add_retyped(gguf_writer *w, uint32_t type, const char *name, int nd,
+                       const uint64_t *ne, const float *d)
+{
+    const mg_type_info *ti = mg_type_info_of(type);
+    size_t row = mg_row_size(type, ne[0]), rows = (size_t)(ne[1] * ne[2]);
+    if (!ti || !row) return gguf_add_tensor(w, name, type, (uint32_t)nd, ne, d);
+    char *buf = calloc(rows, row);
+    if (!buf) return MG_ERR_NOMEM;
+    for (size_t r = 0; ti->is_float && r < rows; r++)
+        mg_quantize_row(type, d + r * ne[0], buf + r * row, (size_t)ne[0]);
+    int rc = gguf_add_tensor(w, name, type, (uint32_t)nd, ne, buf);
+    free(buf);
+    return rc;
+}
+
 static int add(gguf_writer *w, const tiny_opts *o, uint32_t *s, const char *name, float scale,
                float offset, int nd, uint64_t n0, uint64_t n1, uint64_t n2)
 {
@@ -52,7 +71,9 @@ static int add(gguf_writer *w, const tiny_opts *o, uint32_t *s, const char *name
     float *d = malloc(sizeof(float) * n);
     if (!d) return MG_ERR_NOMEM;
     for (size_t i = 0; i < n; i++) d[i] = offset + rnd(s, scale);
-    int rc = gguf_add_tensor(w, name, GGML_TYPE_F32, (uint32_t)nd, ne, d);
+    int rc = o->retype_tensor && strcmp(o->retype_tensor, name) == 0
+                 ? add_retyped(w, o->retype, name, nd, ne, d)
+                 : gguf_add_tensor(w, name, GGML_TYPE_F32, (uint32_t)nd, ne, d);
     free(d);
     return rc;
 }

@@ -15,6 +15,9 @@ typedef struct {
     const char *skip_tensor;    /* omit this tensor */
     const char *misshape_tensor;/* give this tensor one extra element in ne[0] */
     const char *skip_key;       /* omit this key */
+    const char *retype_tensor;  /* store this tensor in type `retype` (a ggml type): float and
+                                 * block types converted row by row, others as zero bytes */
+    uint32_t retype;
 } tiny_opts;
 
 tiny_opts tiny_default_opts(void);
