@@ -18,6 +18,7 @@
 static int8_t round_i8(float v)
 {
     const float r = rintf(v);
+    if (r != r) return 0; /* NaN (an activation gone non-finite): converting it is undefined */
     return (int8_t)(r > 127.0f ? 127 : r < -128.0f ? -128 : (int)r);
 }
 
