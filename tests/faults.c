@@ -358,12 +358,7 @@ int faults_begin(void)
     setenv("MEGALODON_CEMA_PLANNER", "estimate", 1);
     setenv("MEGALODON_CEMA_WISDOM", "none", 1);
     unsetenv("MEGALODON_CEMA");
-    const char *t = getenv("TMPDIR");
-    snprintf(tmpdir, sizeof tmpdir, "%s/mg-faults-XXXXXX", t && *t ? t : "/tmp");
-    if (!mkdtemp(tmpdir)) {
-        perror("mkdtemp");
-        return -1;
-    }
+    if (test_make_tmpdir(tmpdir, sizeof tmpdir, "faults") != 0) return -1;
     return 0;
 }
 
