@@ -125,6 +125,17 @@ run_mode run_mode_from_word(const char *word)
     return MODE_COUNT;
 }
 
+run_mode run_take_mode(int *argc, char ***argv, int *mode_given)
+{
+    run_mode mode = *argc > 1 ? run_mode_from_word((*argv)[1]) : MODE_COUNT;
+    *mode_given = mode != MODE_COUNT;
+    if (!*mode_given) return MODE_GENERATE;
+    (*argv)[1] = (*argv)[0];
+    (*argv)++;
+    (*argc)--;
+    return mode;
+}
+
 static run_mode usage_mode = MODE_GENERATE; /* for the hint after a usage error */
 
 int run_error(int code, const char *fmt, ...)

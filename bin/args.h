@@ -54,6 +54,10 @@ typedef struct {
 int run_parse_args(run_mode mode, int mode_given, int argc, char **argv, run_opts *o);
 /* The mode word (argv[1]) -> mode; MODE_COUNT when argv[1] is not a mode word. */
 run_mode run_mode_from_word(const char *word);
+/* The mode of a command line: argv[1] when it is a mode word, which is then dropped (argv[0]
+ * moves up one: the parser sees argv[0] and the options), else MODE_GENERATE; *mode_given
+ * says which. */
+run_mode run_take_mode(int *argc, char ***argv, int *mode_given);
 const char *run_mode_name(run_mode mode);
 void run_usage(run_mode mode, int whole_program);
 

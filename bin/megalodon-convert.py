@@ -611,10 +611,8 @@ def parse_sentencepiece_model(data):
 TOKEN_NORMAL, TOKEN_UNKNOWN, TOKEN_CONTROL, TOKEN_USER_DEFINED, TOKEN_UNUSED, TOKEN_BYTE = 1, 2, 3, 4, 5, 6
 
 
-def read_tokenizer(path, n_vocab, additional_cfg):
-    """The tokenizer.ggml.* values for a SentencePiece model and a model vocabulary of
-    n_vocab rows (>= the tokenizer's pieces; the extra rows are the official
-    additional_vocab_size placeholders)."""
+def load_sentencepiece(path):
+    """The SentencePiece model at path: (its SentencePieceProcessor, the file's bytes)."""
     try:
         import sentencepiece
     except ImportError:
@@ -628,6 +626,17 @@ def read_tokenizer(path, n_vocab, additional_cfg):
     sp = sentencepiece.SentencePieceProcessor()
     try:
         sp.LoadFromSerializedProto(data)
+    except Exception as e:                  # noqa: BLE001
+        raise ConvertError("%s: not a SentencePiece model: %s" % (path, e))
+    return sp, data
+
+
+def read_tokenizer(path, n_vocab, additional_cfg):
+    """The tokenizer.ggml.* values for a SentencePiece model and a model vocabulary of
+    n_vocab rows (>= the tokenizer's pieces; the extra rows are the official
+    additional_vocab_size placeholders)."""
+    sp, data = load_sentencepiece(path)
+    try:
         pieces, model_type, add_prefix = parse_sentencepiece_model(data)
     except Exception as e:                  # noqa: BLE001
         raise ConvertError("%s: not a SentencePiece model: %s" % (path, e))
@@ -998,22 +1007,7 @@ def main_vocab_only(args):
 
 
 def read_tokenizer_size(path):
-    try:
-        import sentencepiece
-    except ImportError:
-        raise ConvertError("--tokenizer needs the sentencepiece module (Debian: apt-get install "
-                           "python3-sentencepiece)")
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as e:
-        raise ConvertError("%s: cannot read: %s" % (path, e.strerror or e))
-    sp = sentencepiece.SentencePieceProcessor()
-    try:
-        sp.LoadFromSerializedProto(data)
-    except Exception as e:                  # noqa: BLE001
-        raise ConvertError("%s: not a SentencePiece model: %s" % (path, e))
-    return sp.get_piece_size()
+    return load_sentencepiece(path)[0].get_piece_size()
 
 
 def main(argv=None):

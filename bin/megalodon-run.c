@@ -17,15 +17,8 @@
 
 int main(int argc, char **argv)
 {
-    run_mode mode = argc > 1 ? run_mode_from_word(argv[1]) : MODE_COUNT;
-    int mode_given = mode != MODE_COUNT;
-    if (!mode_given) mode = MODE_GENERATE;
-    /* drop the mode word: the parser sees argv[0] and the options */
-    if (mode_given) {
-        argv[1] = argv[0];
-        argv++;
-        argc--;
-    }
+    int mode_given;
+    run_mode mode = run_take_mode(&argc, &argv, &mode_given);
     run_opts o;
     int rc = run_parse_args(mode, mode_given, argc, argv, &o);
     if (rc >= 0) return rc;

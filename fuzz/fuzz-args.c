@@ -130,14 +130,7 @@ static void fuzz_command_line(int sel, const uint8_t *p, size_t len)
         mode = MODE_GENERATE;
         mode_given = 0;
     } else { /* as main() */
-        mode = ac > 1 ? run_mode_from_word(av[1]) : MODE_COUNT;
-        mode_given = mode != MODE_COUNT;
-        if (!mode_given) mode = MODE_GENERATE;
-        if (mode_given) {
-            av[1] = av[0];
-            av++;
-            ac--;
-        }
+        mode = run_take_mode(&ac, &av, &mode_given);
     }
     run_opts o;
     int rc = run_parse_args(mode, mode_given, ac, av, &o);

@@ -35,12 +35,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     (void)argc;
     (void)argv;
     fuzz_quiet_env();
-    const char *base = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp";
-    snprintf(tmpdir, sizeof tmpdir, "%s/mg-fuzz-checkpoint-XXXXXX", base);
-    if (!mkdtemp(tmpdir)) {
-        perror("fuzz-checkpoint: mkdtemp");
-        exit(1);
-    }
+    fuzz_make_tmpdir(tmpdir, sizeof tmpdir, "checkpoint");
     snprintf(save_path, sizeof save_path, "%s/a.ckpt", tmpdir);
     snprintf(save_path2, sizeof save_path2, "%s/b.ckpt", tmpdir);
     atexit(cleanup);

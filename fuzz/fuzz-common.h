@@ -4,6 +4,7 @@
 
 #include "config.h"
 
+#include <errno.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -11,6 +12,8 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
+
+#include "megalodon.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerInitialize(int *argc, char ***argv);
@@ -101,6 +104,30 @@ static inline void fuzz_quiet_env(void)
     setenv("MEGALODON_CEMA_PLANNER", "estimate", 1);
     unsetenv("MEGALODON_CEMA");
     unsetenv("MEGALODON_ISA");
+}
+
+/* A fresh directory mg-fuzz-NAME-XXXXXX in /dev/shm (else /tmp) in dir[size]; exits on failure. */
+static inline void fuzz_make_tmpdir(char *dir, size_t size, const char *name)
+{
+    const char *base = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp";
+    snprintf(dir, size, "%s/mg-fuzz-%s-XXXXXX", base, name);
+    if (!mkdtemp(dir)) {
+        fprintf(stderr, "fuzz-%s: mkdtemp: %s\n", name, strerror(errno));
+        exit(1);
+    }
+}
+
+/* The model at path, one compute thread; exits (naming the harness) if it does not load. */
+static inline mg_model *fuzz_load_model(const char *path, const char *harness)
+{
+    mg_model_params mp = mg_model_default_params();
+    mp.n_threads = 1;
+    mg_model *m = NULL;
+    if (mg_model_load(path, &mp, &m) != MG_OK) {
+        fprintf(stderr, "%s: cannot load %s: %s\n", harness, path, mg_last_error());
+        exit(1);
+    }
+    return m;
 }
 
 #endif

@@ -32,18 +32,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     fuzz_quiet_env();
     char path[4096];
     snprintf(path, sizeof path, "%s/tests/golden/base.gguf", fuzz_top_srcdir());
-    mg_model_params mp = mg_model_default_params();
-    mp.n_threads = 1;
-    if (mg_model_load(path, &mp, &model) != MG_OK) {
-        fprintf(stderr, "fuzz-state: cannot load %s: %s\n", path, mg_last_error());
-        exit(1);
-    }
-    const char *base = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp";
-    snprintf(tmpdir, sizeof tmpdir, "%s/mg-fuzz-state-XXXXXX", base);
-    if (!mkdtemp(tmpdir)) {
-        perror("fuzz-state: mkdtemp");
-        exit(1);
-    }
+    model = fuzz_load_model(path, "fuzz-state");
+    fuzz_make_tmpdir(tmpdir, sizeof tmpdir, "state");
     snprintf(save_path, sizeof save_path, "%s/state.gguf", tmpdir);
     atexit(cleanup);
     return 0;

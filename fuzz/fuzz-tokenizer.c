@@ -33,12 +33,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
         snprintf(path, sizeof path, "%s", e);
     else
         snprintf(path, sizeof path, "%s/fuzz/llama2-tokenizer.gguf", fuzz_top_srcdir());
-    mg_model_params mp = mg_model_default_params();
-    mp.n_threads = 1;
-    if (mg_model_load(path, &mp, &model) != MG_OK) {
-        fprintf(stderr, "fuzz-tokenizer: cannot load %s: %s\n", path, mg_last_error());
-        exit(1);
-    }
+    model = fuzz_load_model(path, "fuzz-tokenizer");
     if (!mg_model_has_tokenizer(model)) {
         fprintf(stderr, "fuzz-tokenizer: %s has no tokenizer\n", path);
         exit(1);

@@ -304,12 +304,7 @@ static void test_eval_args(void)
 
 int main(void)
 {
-    const char *t = getenv("TMPDIR");
-    snprintf(dir, sizeof dir, "%s/mg-test-bad-XXXXXX", t && *t ? t : "/tmp");
-    if (!mkdtemp(dir)) {
-        perror("mkdtemp");
-        return 1;
-    }
+    if (test_make_tmpdir(dir, sizeof dir, "test-bad") != 0) return 1;
     snprintf(path, sizeof path, "%s/model.gguf", dir);
     test_models();
     test_weight_types();

@@ -16,9 +16,7 @@
 #   * --vocab-only writes the same tokenizer keys alone (no tensors), and refuses bad options.
 # Environment: MG_TOP_SRCDIR, MG_TOP_BUILDDIR, MG_PYTHON (a python3 that can import torch and
 # gguf; the test is skipped, exit 77, without one).
-set -u
-top=${MG_TOP_SRCDIR:-.}
-build=${MG_TOP_BUILDDIR:-.}
+. "${MG_TOP_SRCDIR:-.}/tests/common.sh"
 py=${MG_PYTHON:-}
 
 if [ -z "$py" ]; then
@@ -33,12 +31,7 @@ fi
 conv="$top/bin/megalodon-convert.py"
 wo="$top/tests/reference/write_official.py"
 run="$build/bin/megalodon-run"
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/mg-test-convert.XXXXXX") || exit 1
-trap 'rm -rf "$tmp"' EXIT
-trap 'exit 1' INT TERM
-fail=0
-ok() { echo "ok: $*"; }
-bad() { echo "FAIL: $*"; fail=1; }
+make_tmp mg-test-convert
 
 # Tolerances. Exact conversions: the reference nll from the file's weights equals the expected
 # value up to float64 rounding (1e-9 relative); megalodon-run (float32) within 1e-5 relative.

@@ -16,30 +16,17 @@
 # Environment: MG_TOP_SRCDIR, MG_TOP_BUILDDIR, MG_PKGDATADIR (the package data directory),
 # MG_PYTHON_TORCH / MG_PYTHON (a python3, for the SentencePiece check); for --installed:
 # MG_BINDIR and MG_PREFIX_DESTDIR.
-set -u
-top=${MG_TOP_SRCDIR:-.}
-build=${MG_TOP_BUILDDIR:-.}
+. "${MG_TOP_SRCDIR:-.}/tests/common.sh"
 pkgdatadir=${MG_PKGDATADIR:-}
 src_model=$top/models/megalodon-default.gguf
 src_tok=$top/models/megalodon-default.tokenizer.model
-fail=0
-ok() { echo "ok: $*"; }
-bad() { echo "FAIL: $*"; fail=1; }
 unset MEGALODON_MODEL
 
 if [ ! -f "$src_model" ]; then
   echo "SKIP: $src_model does not exist (tools/default-model/train.sh --install makes it)"
   exit 77
 fi
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/test-default-model.XXXXXX") || exit 1
-trap 'rm -rf "$tmp"' EXIT
-trap 'exit 1' INT TERM
-
-# run_cmd CMD...: $rc, $tmp/out, $tmp/err
-run_cmd() {
-  "$@" > "$tmp/out" 2> "$tmp/err"
-  rc=$?
-}
+make_tmp test-default-model
 
 # ---------------------------------------------------------------- after make install
 if [ "${1:-}" = "--installed" ]; then

@@ -222,34 +222,35 @@ static void test_elementwise(const mg_kernels *K)
 }
 
 /* All 65536 half and bfloat16 values against formulas built on ldexp. */
+/* How many of y[i], the conversion of the bit pattern i = 0 .. 65535 of a 16-bit float (sign,
+ * ebits exponent bits with bias 2^(ebits-1) - 1, mbits mantissa bits), are wrong: subnormals
+ * man * 2^(1 - bias - mbits), normals (2^mbits + man) * 2^(ex - bias - mbits), inf and NaN. */
+static int half_wrong(const float *y, int ebits, int mbits)
+{
+    const int emax = (1 << ebits) - 1, bias = emax / 2;
+    int bad = 0;
+    for (int i = 0; i < 65536; i++) {
+        int sgn = i >> 15, ex = (i >> mbits) & emax, man = i & ((1 << mbits) - 1);
+        double v;
+        if (ex == 0) v = ldexp(man, 1 - bias - mbits);
+        else if (ex == emax) v = man ? NAN : INFINITY;
+        else v = ldexp((1 << mbits) + man, ex - bias - mbits);
+        if (sgn) v = -v;
+        if (isnan(v) ? !isnan(y[i]) : (y[i] != (float)v || !!signbit(y[i]) != sgn)) bad++;
+    }
+    return bad;
+}
+
 static void test_conversions(const mg_kernels *K)
 {
     uint16_t *h = malloc(sizeof(uint16_t) * 65536);
     float *y = malloc(sizeof(float) * 65536);
     for (int i = 0; i < 65536; i++) h[i] = (uint16_t)i;
     K->f16_to_f32(h, y, 65536);
-    int bad = 0;
-    for (int i = 0; i < 65536; i++) {
-        int sgn = i >> 15, ex = (i >> 10) & 31, man = i & 1023;
-        double v;
-        if (ex == 0) v = ldexp(man, -24);
-        else if (ex == 31) v = man ? NAN : INFINITY;
-        else v = ldexp(1024 + man, ex - 25);
-        if (sgn) v = -v;
-        if (isnan(v) ? !isnan(y[i]) : (y[i] != (float)v || !!signbit(y[i]) != sgn)) bad++;
-    }
+    int bad = half_wrong(y, 5, 10);
     CHECK(bad == 0, "%s f16_to_f32: %d of 65536 values wrong", K->name, bad);
     K->bf16_to_f32(h, y, 65536);
-    bad = 0;
-    for (int i = 0; i < 65536; i++) {
-        int sgn = i >> 15, ex = (i >> 7) & 255, man = i & 127;
-        double v;
-        if (ex == 0) v = ldexp(man, -133);
-        else if (ex == 255) v = man ? NAN : INFINITY;
-        else v = ldexp(128 + man, ex - 134);
-        if (sgn) v = -v;
-        if (isnan(v) ? !isnan(y[i]) : (y[i] != (float)v || !!signbit(y[i]) != sgn)) bad++;
-    }
+    bad = half_wrong(y, 8, 7);
     CHECK(bad == 0, "%s bf16_to_f32: %d of 65536 values wrong", K->name, bad);
     free(h);
     free(y);

@@ -264,12 +264,7 @@ int main(void)
     uint64_t seed = e && *e ? strtoull(e, NULL, 10) : (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 20);
     rng_state = seed;
     setenv("MEGALODON_CEMA_WISDOM", "none", 1);
-    const char *t = getenv("TMPDIR");
-    snprintf(tmpdir, sizeof tmpdir, "%s/mg-kill-save-XXXXXX", t && *t ? t : "/tmp");
-    if (!mkdtemp(tmpdir)) {
-        perror("mkdtemp");
-        return 1;
-    }
+    if (test_make_tmpdir(tmpdir, sizeof tmpdir, "kill-save") != 0) return 1;
 
     /* a model whose state is a few hundred KiB, so that a kill often lands inside a write */
     char model_path[600], target[600], pa[600], pb[600];

@@ -14,19 +14,12 @@
 #   * usage errors (exit 2) and failures (exit 1) name the problem.
 # Environment: MG_TOP_SRCDIR, MG_TOP_BUILDDIR, MG_PYTHON (a python3 with numpy and gguf; the
 # checks of the written files are skipped without one, the others still run).
-set -u
-top=${MG_TOP_SRCDIR:-.}
-build=${MG_TOP_BUILDDIR:-.}
+. "${MG_TOP_SRCDIR:-.}/tests/common.sh"
 py=${MG_PYTHON:-}
 [ -n "$py" ] || py="$top/.venv/bin/python3"
 q="$build/bin/megalodon-quantize"
 mk="$build/tests/make-tiny-model"
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/mg-test-quantize.XXXXXX") || exit 1
-trap 'rm -rf "$tmp"' EXIT
-trap 'exit 1' INT TERM
-fail=0
-ok() { echo "ok: $*"; }
-bad() { echo "FAIL: $*"; fail=1; }
+make_tmp mg-test-quantize
 have_py=1
 if ! why=$("$py" -c "import numpy, gguf.quants" 2>&1); then
   have_py=0

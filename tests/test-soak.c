@@ -507,18 +507,7 @@ int main(int argc, char **argv)
         CHECK(fd >= 0, "mkstemp: %s", strerror(errno));
         if (fd >= 0) {
             close(fd);
-            tiny_opts o = tiny_default_opts();
-            o.n_layer = 2;
-            o.n_embd = 64;
-            o.z_dim = 64; /* 4 heads of 16 */
-            o.value_dim = 128;
-            o.n_head = 4;
-            o.n_ff = 128;
-            o.cema_ndim = 8;
-            o.chunk_size = 64;
-            o.norm_groups = 8;
-            o.n_vocab = 160;
-            o.swiglu = 1;
+            tiny_opts o = tiny_heads4_opts();
             o.rescale_nffn = 1;
             o.seed = 777;
             mg_model *m = NULL;

@@ -166,12 +166,7 @@ static void test_size_and_reset(const mg_model *m, const golden_case *gc)
 
 int main(void)
 {
-    const char *t = getenv("TMPDIR");
-    snprintf(tmpdir, sizeof tmpdir, "%s/mg-test-state-XXXXXX", t && *t ? t : "/tmp");
-    if (!mkdtemp(tmpdir)) {
-        perror("mkdtemp");
-        return 1;
-    }
+    if (test_make_tmpdir(tmpdir, sizeof tmpdir, "test-state") != 0) return 1;
     golden_case gc;
     if (golden_open("base", &gc) != MG_OK) return 1;
     mg_model *m;

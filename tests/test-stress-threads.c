@@ -561,18 +561,8 @@ int main(void)
     static char path[1024];
     const int fd = make_temp(path, sizeof path, "model") == 0 ? 0 : -1;
     CHECK(fd == 0, "cannot create a temporary file %s: %s", path, strerror(errno));
-    tiny_opts o = tiny_default_opts();
-    o.n_layer = 2;
-    o.n_embd = 64;
-    o.z_dim = 64; /* 4 heads of 16 */
-    o.value_dim = 128;
-    o.n_head = 4;
-    o.n_ff = 128;
-    o.cema_ndim = 8;
+    tiny_opts o = tiny_heads4_opts();
     o.chunk_size = 32;
-    o.norm_groups = 8;
-    o.n_vocab = 160;
-    o.swiglu = 1;
     o.seed = 4242;
     rc = fd == 0 ? tiny_model_write(path, &o) : MG_ERR_IO;
     CHECK(rc == MG_OK, "write %s: %s", path, mg_last_error());

@@ -145,18 +145,11 @@ static void random_model(void)
     CHECK(fd >= 0, "mkstemp");
     if (fd < 0) return;
     close(fd);
-    tiny_opts o = tiny_default_opts();
-    o.n_layer = 2;
+    tiny_opts o = tiny_heads4_opts();
     o.n_embd = 128;
-    o.z_dim = 64; /* 4 heads of 16 */
     o.value_dim = 256;
-    o.n_head = 4;
     o.n_ff = 256;
-    o.cema_ndim = 8;
-    o.chunk_size = 64;
-    o.norm_groups = 8;
     o.n_vocab = 256;
-    o.swiglu = 1;
     o.seed = 99;
     int rc = tiny_model_write(path, &o);
     CHECK(rc == MG_OK, "write %s: %s", path, mg_last_error());

@@ -86,6 +86,17 @@ static inline unsigned char *test_read_file(const char *path, long *size)
     return b;
 }
 
+/* A fresh directory $TMPDIR/mg-NAME-XXXXXX (/tmp without TMPDIR) in dir[size]; 0, or -1 with
+ * a message on stderr. */
+static inline int test_make_tmpdir(char *dir, size_t size, const char *name)
+{
+    const char *t = getenv("TMPDIR");
+    snprintf(dir, size, "%s/mg-%s-XXXXXX", t && *t ? t : "/tmp", name);
+    if (mkdtemp(dir)) return 0;
+    perror("mkdtemp");
+    return -1;
+}
+
 static inline int test_finish(const char *name)
 {
     printf("%s: %d checks, %d failed\n", name, test_checks, test_failures);

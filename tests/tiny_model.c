@@ -32,6 +32,23 @@ tiny_opts tiny_default_opts(void)
     return o;
 }
 
+tiny_opts tiny_heads4_opts(void)
+{
+    tiny_opts o = tiny_default_opts();
+    o.n_layer = 2;
+    o.n_embd = 64;
+    o.z_dim = 64; /* 4 heads of 16 */
+    o.value_dim = 128;
+    o.n_head = 4;
+    o.n_ff = 128;
+    o.cema_ndim = 8;
+    o.chunk_size = 64;
+    o.norm_groups = 8;
+    o.n_vocab = 160;
+    o.swiglu = 1;
+    return o;
+}
+
 static uint32_t rng_next(uint32_t *s)
 {
     *s ^= *s << 13;

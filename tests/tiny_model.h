@@ -21,6 +21,9 @@ typedef struct {
 } tiny_opts;
 
 tiny_opts tiny_default_opts(void);
+/* A wider one (the soak and thread tests): 2 layers of width 64, 4 heads of 16, value_dim and
+ * n_ff 128, 8 CEMA dimensions and norm groups, chunks of 64, 160 ids, SwiGLU. */
+tiny_opts tiny_heads4_opts(void);
 /* Write the model to `path`; returns MG_OK or an error (message in mg_last_error()). */
 int tiny_model_write(const char *path, const tiny_opts *o);
 
