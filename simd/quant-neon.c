@@ -54,6 +54,7 @@ static inline vq vq_srl(vq a, int k) { return (vq){ushl(a.lo, -k), ushl(a.hi, -k
 static inline vq vq_sll(vq a, int k) { return (vq){ushl(a.lo, k), ushl(a.hi, k)}; }
 
 static inline vi vi_zero(void) { return vdupq_n_s32(0); }
+static inline vi vi_first(int32_t c) { return vsetq_lane_s32(c, vdupq_n_s32(0), 0); }
 /* acc + four lanes whose sum is sum_j a[j] b[j] over 16 values */
 static inline vi dot16(vi acc, int8x16_t a, int8x16_t b)
 {
@@ -65,7 +66,8 @@ static inline vi dot16(vi acc, int8x16_t a, int8x16_t b)
 #endif
 }
 static inline vi vi_dot(vi acc, vq a, vq b) { return dot16(dot16(acc, a.lo, b.lo), a.hi, b.hi); }
-static inline vi vi_dot_sc(vi acc, vq a, vq b, int s0, int s1)
+/* a (at most 63) is the same as a signed byte */
+static inline vi vi_dot_u_sc(vi acc, vq a, vq b, int s0, int s1)
 {
     acc = vmlaq_n_s32(acc, dot16(vi_zero(), a.lo, b.lo), s0);
     return vmlaq_n_s32(acc, dot16(vi_zero(), a.hi, b.hi), s1);
