@@ -9,7 +9,9 @@
  * reference only in the order of the float additions. Activation rounding and dequantization
  * do the reference's float operations (no fused multiply-add) and give its bits.
  *
- * An ISA file includes quant-half.h and this after defining, with its own intrinsics:
+ * An ISA file defines MG_QUANT(f), the names of its table's kernels (quant-kernels.h, e.g.
+ * mg_avx2_##f), which this file defines at its end, and includes quant-half.h and this after
+ * defining, with its own intrinsics:
  * 32 values at a time:
  *   typedef ... vq;                         32 bytes (signed or unsigned as the op says)
  *   vq vq_load(const uint8_t *p);           32 bytes from any address
@@ -86,7 +88,6 @@ static void quantize_q8_K(const float *x, void *vy, int n)
     for (int b = 0; b < n / MG_QK_K; b++, x += MG_QK_K, y += MG_Q8_K_SIZE) {
         const float amax = absmax(x, MG_QK_K);
         int8_t *qs = (int8_t *)(y + offsetof(mg_block_q8_K, qs));
-        int16_t bsums[MG_QK_K / 16];
         float d = 0.0f;
         if (amax == 0.0f) {
             memset(qs, 0, MG_QK_K);
@@ -98,13 +99,7 @@ static void quantize_q8_K(const float *x, void *vy, int n)
             for (int i = 0; i < MG_QK_K; i += VF) vf_store_i8(qs + i, vf_mul(vis, vf_load(x + i)));
             d = 1.0f / iscale;
         }
-        for (int i = 0; i < MG_QK_K / 16; i++) {
-            int s = 0;
-            for (int k = 0; k < 16; k++) s += qs[16 * i + k];
-            bsums[i] = (int16_t)s;
-        }
-        memcpy(y + offsetof(mg_block_q8_K, d), &d, 4);
-        memcpy(y + offsetof(mg_block_q8_K, bsums), bsums, sizeof bsums);
+        mg_q8_K_finish(y, d);
     }
 }
 
@@ -325,5 +320,21 @@ static void dequant_q6_K(const void *vw, float *y, int64_t n)
         }
     }
 }
+
+/* ------------------------------------------------------------------ the table's kernels
+ * (quant-kernels.h: MG_QUANT(f) is the including file's name for kernel f) */
+
+void MG_QUANT(quantize_q8_0)(const float *x, void *y, int n) { quantize_q8_0(x, y, n); }
+void MG_QUANT(quantize_q8_K)(const float *x, void *y, int n) { quantize_q8_K(x, y, n); }
+float MG_QUANT(dot_f16)(const uint16_t *w, const float *x, int n) { return dot_f16(w, x, n); }
+float MG_QUANT(dot_bf16)(const uint16_t *w, const float *x, int n) { return dot_bf16(w, x, n); }
+float MG_QUANT(dot_q8_0)(const void *w, const void *xq, int n) { return dot_q8_0(w, xq, n); }
+float MG_QUANT(dot_q4_0)(const void *w, const void *xq, int n) { return dot_q4_0(w, xq, n); }
+float MG_QUANT(dot_q4_K)(const void *w, const void *xq, int n) { return dot_q4_K(w, xq, n); }
+float MG_QUANT(dot_q6_K)(const void *w, const void *xq, int n) { return dot_q6_K(w, xq, n); }
+void MG_QUANT(dequant_q8_0)(const void *w, float *y, int64_t n) { dequant_q8_0(w, y, n); }
+void MG_QUANT(dequant_q4_0)(const void *w, float *y, int64_t n) { dequant_q4_0(w, y, n); }
+void MG_QUANT(dequant_q4_K)(const void *w, float *y, int64_t n) { dequant_q4_K(w, y, n); }
+void MG_QUANT(dequant_q6_K)(const void *w, float *y, int64_t n) { dequant_q6_K(w, y, n); }
 
 #endif
