@@ -80,8 +80,11 @@ static int matmul_f32(mg_backend *be, const float *x, int M, int K, const float 
  * of W, where each tile expands its rows of W to fp32 and multiplies with OpenBLAS. Expanding
  * costs one pass over QT_COLS x K weights per tile against 2 QT_ROWS QT_COLS K flops of the
  * product (1/2048 of the work), and keeps prefill at the fp32 sgemm speed for every type
- * (docs/performance.md has the measurements behind the choice). Both paths split the work
- * by the shape only, so the result does not depend on the thread count. */
+ * (docs/performance.md has the measurements behind the choice: on a 2-core Zen 1 at load
+ * 15, pp512 of the 139M model ran at 1.32, 1.33, 1.04 and 1.14 of the bench's sgemm
+ * yardstick in f32, f16, q8_0 and q4_k_m, so expanded tiles stay until an integer product
+ * beats OpenBLAS's sgemm). Both paths split the work by the shape only, so the result does
+ * not depend on the thread count. */
 #define QV_MAX_ROWS 8 /* rows of x up to which products run as dot products */
 #define QT_ROWS 1024  /* rows of x per tile of an expanded product */
 #define QT_COLS 128   /* rows of W expanded per tile */

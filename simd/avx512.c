@@ -10,7 +10,6 @@
 #include "config.h"
 
 #include "kernels.h"
-#include "quant-kernels.h"
 #include "vecmath.h"
 
 #include <immintrin.h>

@@ -26,7 +26,7 @@
 #include "config.h"
 
 #include "kernels.h"
-#include "quant-kernels.h"
+#include "quant-half.h"
 
 #if !defined(__aarch64__)
 #error "simd/neon.c is the AArch64 NEON table: build it for AArch64 only"
@@ -353,28 +353,6 @@ static void cema_scan(const float *x, int L, int D, int N, int d0, int d1, const
 
 /* ------------------------------------------------------------------ conversions */
 
-/* scalar.c's half_to_float */
-static float half_to_float(uint16_t h)
-{
-    uint32_t sign = (uint32_t)(h >> 15) << 31, e = (h >> 10) & 0x1f, m = h & 0x3ff, bits;
-    if (e == 0) {
-        if (m == 0) {
-            bits = sign;
-        } else {
-            e = 127 - 15 + 1;
-            while (!(m & 0x400)) { m <<= 1; e--; }
-            bits = sign | (e << 23) | ((m & 0x3ff) << 13);
-        }
-    } else if (e == 31) {
-        bits = sign | 0x7f800000u | (m << 13);
-    } else {
-        bits = sign | ((e - 15 + 127) << 23) | (m << 13);
-    }
-    float f;
-    memcpy(&f, &bits, 4);
-    return f;
-}
-
 /* The bit pattern scalar.c gives a half with exponent 31: sign, all-ones exponent, the
  * payload shifted up unchanged (FCVTL sets the quiet bit of a signalling NaN instead). */
 static inline float32x4_t half_special(uint16x4_t h)
@@ -404,7 +382,7 @@ static void f16_to_f32(const uint16_t *x, float *y, size_t n)
         vst1q_f32(y + i, lo);
         vst1q_f32(y + i + 4, hi);
     }
-    for (; i < n; i++) y[i] = half_to_float(x[i]);
+    for (; i < n; i++) y[i] = mg_half_to_f32(x[i]);
 }
 
 static void bf16_to_f32(const uint16_t *x, float *y, size_t n)

@@ -7,6 +7,7 @@
 
 #include "kernels.h"
 #include "quant-half.h"
+#define MG_QUANT(f) mg_avx512_##f
 #include "quant-kernels.h"
 #include "quant-x86.h"
 
@@ -45,16 +46,3 @@ static inline void vf_store_i8(int8_t *p, vf a)
 }
 
 #include "quant-impl.h"
-
-void mg_avx512_quantize_q8_0(const float *x, void *y, int n) { quantize_q8_0(x, y, n); }
-void mg_avx512_quantize_q8_K(const float *x, void *y, int n) { quantize_q8_K(x, y, n); }
-float mg_avx512_dot_f16(const uint16_t *w, const float *x, int n) { return dot_f16(w, x, n); }
-float mg_avx512_dot_bf16(const uint16_t *w, const float *x, int n) { return dot_bf16(w, x, n); }
-float mg_avx512_dot_q8_0(const void *w, const void *xq, int n) { return dot_q8_0(w, xq, n); }
-float mg_avx512_dot_q4_0(const void *w, const void *xq, int n) { return dot_q4_0(w, xq, n); }
-float mg_avx512_dot_q4_K(const void *w, const void *xq, int n) { return dot_q4_K(w, xq, n); }
-float mg_avx512_dot_q6_K(const void *w, const void *xq, int n) { return dot_q6_K(w, xq, n); }
-void mg_avx512_dequant_q8_0(const void *w, float *y, int64_t n) { dequant_q8_0(w, y, n); }
-void mg_avx512_dequant_q4_0(const void *w, float *y, int64_t n) { dequant_q4_0(w, y, n); }
-void mg_avx512_dequant_q4_K(const void *w, float *y, int64_t n) { dequant_q4_K(w, y, n); }
-void mg_avx512_dequant_q6_K(const void *w, float *y, int64_t n) { dequant_q6_K(w, y, n); }

@@ -71,6 +71,20 @@ static inline float mg_ld_half(const uint8_t *p)
 #define MG_Q6_K_SIZE sizeof(mg_block_q6_K)
 #define MG_Q8_K_SIZE sizeof(mg_block_q8_K)
 
+/* The rest of a q8_K block whose qs are written: d, and bsums[i] the sum of qs[16i .. 16i + 15] */
+static inline void mg_q8_K_finish(uint8_t *y, float d)
+{
+    const int8_t *qs = (const int8_t *)(y + offsetof(mg_block_q8_K, qs));
+    int16_t bsums[MG_QK_K / 16];
+    for (int i = 0; i < MG_QK_K / 16; i++) {
+        int s = 0;
+        for (int j = 0; j < 16; j++) s += qs[16 * i + j];
+        bsums[i] = (int16_t)s;
+    }
+    memcpy(y + offsetof(mg_block_q8_K, d), &d, 4);
+    memcpy(y + offsetof(mg_block_q8_K, bsums), bsums, sizeof bsums);
+}
+
 /* the 6-bit scale and min of sub-block j (0..7) of a q4_K block (ggml's get_scale_min_k4) */
 static inline void mg_q4_K_scale_min(const uint8_t *scales, int j, int *sc, int *m)
 {

@@ -9,20 +9,25 @@
  * reference only in the order of the float additions. Activation rounding and dequantization
  * do the reference's float operations (no fused multiply-add) and give its bits.
  *
- * An ISA file includes quant-half.h and this after defining, with its own intrinsics:
+ * An ISA file defines MG_QUANT(f), the names of its table's kernels (quant-kernels.h, e.g.
+ * mg_avx2_##f), which this file defines at its end, and includes quant-half.h and this after
+ * defining, with its own intrinsics:
  * 32 values at a time:
  *   typedef ... vq;                         32 bytes (signed or unsigned as the op says)
  *   vq vq_load(const uint8_t *p);           32 bytes from any address
  *   void vq_store(int8_t *p, vq a);
  *   vq vq_load_q4_0(const uint8_t *p);      16 bytes: low nibbles, then high nibbles (0..15)
  *   vq vq_and(vq a, int m); vq vq_or(vq a, vq b); vq vq_sub(vq a, int c)   per byte
- *   vq vq_srl(vq a, int k); vq vq_sll(vq a, int k)   per byte, logical shifts (0 < k < 8)
+ *   vq vq_srl(vq a, int k)                  per byte, logical shift right (0 < k < 8)
+ *   vq vq_sll(vq a, int k)                  per byte, shift left, for a[j] < 2^(8-k) only
  *   typedef ... vi;  vi vi_zero(void);      int32 lanes of partial sums
+ *   vi vi_first(int32_t c)                  c in the first lane, zeros in the others
  *   vi vi_dot(vi acc, vq a, vq b)           acc + lanes whose sum is sum_j a[j] b[j]
- *   vi vi_dot_sc(vi acc, vq a, vq b, int s0, int s1)
+ *     (a, b signed; b[j] != -128, which the activation quantizers guarantee)
+ *   vi vi_dot_u_sc(vi acc, vq a, vq b, int s0, int s1)
  *                                           acc + lanes whose sum is s0 sum_{j<16} a[j] b[j]
  *                                           + s1 sum_{j>=16} a[j] b[j]
- *     (a, b signed; b[j] != -128, which the activation quantizers guarantee)
+ *     (a unsigned, at most 63; b signed, |b[j]| <= 127; s0, s1 in [-128, 127])
  *   typedef ... vs;  vs vs_zero(void);      floats, one per lane of vi
  *   vs vs_fmadd_vi(vs acc, vi p, float d)   acc + float(p) d per lane
  *   float vs_hsum(vs a)
@@ -83,7 +88,6 @@ static void quantize_q8_K(const float *x, void *vy, int n)
     for (int b = 0; b < n / MG_QK_K; b++, x += MG_QK_K, y += MG_Q8_K_SIZE) {
         const float amax = absmax(x, MG_QK_K);
         int8_t *qs = (int8_t *)(y + offsetof(mg_block_q8_K, qs));
-        int16_t bsums[MG_QK_K / 16];
         float d = 0.0f;
         if (amax == 0.0f) {
             memset(qs, 0, MG_QK_K);
@@ -95,55 +99,38 @@ static void quantize_q8_K(const float *x, void *vy, int n)
             for (int i = 0; i < MG_QK_K; i += VF) vf_store_i8(qs + i, vf_mul(vis, vf_load(x + i)));
             d = 1.0f / iscale;
         }
-        for (int i = 0; i < MG_QK_K / 16; i++) {
-            int s = 0;
-            for (int k = 0; k < 16; k++) s += qs[16 * i + k];
-            bsums[i] = (int16_t)s;
-        }
-        memcpy(y + offsetof(mg_block_q8_K, d), &d, 4);
-        memcpy(y + offsetof(mg_block_q8_K, bsums), bsums, sizeof bsums);
+        mg_q8_K_finish(y, d);
     }
 }
 
 /* ------------------------------------------------------------------ dot products */
 
-/* sum_i w[i] x[i] with fp16 / bf16 weights: four accumulators of VF lanes, then the tail */
-static float dot_f16(const uint16_t *w, const float *x, int n)
-{
-    vf a0 = vf_zero(), a1 = vf_zero(), a2 = vf_zero(), a3 = vf_zero();
-    int i = 0;
-    for (; i + 4 * VF <= n; i += 4 * VF) {
-        a0 = vf_fmadd(vf_load_f16(w + i), vf_load(x + i), a0);
-        a1 = vf_fmadd(vf_load_f16(w + i + VF), vf_load(x + i + VF), a1);
-        a2 = vf_fmadd(vf_load_f16(w + i + 2 * VF), vf_load(x + i + 2 * VF), a2);
-        a3 = vf_fmadd(vf_load_f16(w + i + 3 * VF), vf_load(x + i + 3 * VF), a3);
-    }
-    for (; i + VF <= n; i += VF) a0 = vf_fmadd(vf_load_f16(w + i), vf_load(x + i), a0);
-    float s = vf_hsum(vf_add(vf_add(a0, a1), vf_add(a2, a3)));
-    for (; i < n; i++) s += half_to_f32(w[i]) * x[i];
-    return s;
-}
+/* VF weights, fp16 (bf == 0) or bf16 (bf == 1), as floats */
+static inline vf load_16(const uint16_t *w, int bf) { return bf ? vf_load_bf16(w) : vf_load_f16(w); }
 
-static float dot_bf16(const uint16_t *w, const float *x, int n)
+/* sum_i w[i] x[i] with fp16 / bf16 weights: eight accumulators of VF lanes (enough
+ * independent multiply-adds to hide their latency behind the conversions), then the tail */
+static inline float dot_16(const uint16_t *w, const float *x, int n, int bf)
 {
-    vf a0 = vf_zero(), a1 = vf_zero(), a2 = vf_zero(), a3 = vf_zero();
+    vf a[8];
+    for (int j = 0; j < 8; j++) a[j] = vf_zero();
     int i = 0;
-    for (; i + 4 * VF <= n; i += 4 * VF) {
-        a0 = vf_fmadd(vf_load_bf16(w + i), vf_load(x + i), a0);
-        a1 = vf_fmadd(vf_load_bf16(w + i + VF), vf_load(x + i + VF), a1);
-        a2 = vf_fmadd(vf_load_bf16(w + i + 2 * VF), vf_load(x + i + 2 * VF), a2);
-        a3 = vf_fmadd(vf_load_bf16(w + i + 3 * VF), vf_load(x + i + 3 * VF), a3);
-    }
-    for (; i + VF <= n; i += VF) a0 = vf_fmadd(vf_load_bf16(w + i), vf_load(x + i), a0);
-    float s = vf_hsum(vf_add(vf_add(a0, a1), vf_add(a2, a3)));
+    for (; i + 8 * VF <= n; i += 8 * VF)
+        for (int j = 0; j < 8; j++) a[j] = vf_fmadd(load_16(w + i + j * VF, bf), vf_load(x + i + j * VF), a[j]);
+    for (; i + VF <= n; i += VF) a[0] = vf_fmadd(load_16(w + i, bf), vf_load(x + i), a[0]);
+    for (int j = 0; j < 4; j++) a[j] = vf_add(a[j], a[j + 4]);
+    float s = vf_hsum(vf_add(vf_add(a[0], a[1]), vf_add(a[2], a[3])));
     for (; i < n; i++) {
         const uint32_t bits = (uint32_t)w[i] << 16;
         float wf;
         memcpy(&wf, &bits, 4);
-        s += wf * x[i];
+        s += (bf ? wf : half_to_f32(w[i])) * x[i];
     }
     return s;
 }
+
+static float dot_f16(const uint16_t *w, const float *x, int n) { return dot_16(w, x, n, 0); }
+static float dot_bf16(const uint16_t *w, const float *x, int n) { return dot_16(w, x, n, 1); }
 
 /* sum over blocks of (dw dx) sum_j qw[j] qx[j]; two blocks per step, two accumulators */
 static float dot_q8_0(const void *vw, const void *vx, int n)
@@ -186,7 +173,8 @@ static float dot_q4_0(const void *vw, const void *vx, int n)
 }
 
 /* Per super-block: (dx d) sum_s sc[s] sum_{j in s} q[j] qx[j] (int32 lanes, one float
- * multiply-add) - (dx dmin) sum_s m[s] (bsums[2s] + bsums[2s + 1]) (scalar int32) */
+ * multiply-add) - (dx dmin) sum_s m[s] (bsums[2s] + bsums[2s + 1]) (scalar int32). The
+ * nibbles are unsigned, so they multiply the activations as they are. */
 static float dot_q4_K(const void *vw, const void *vx, int n)
 {
     const uint8_t *w = vw, *x = vx;
@@ -197,20 +185,20 @@ static float dot_q4_K(const void *vw, const void *vx, int n)
         const uint8_t *qw = w + offsetof(mg_block_q4_K, qs);
         const uint8_t *qx = x + offsetof(mg_block_q8_K, qs);
         int16_t bsums[MG_QK_K / 16];
+        int sc[8], m[8];
         float dx;
         memcpy(&dx, x, 4);
         memcpy(bsums, x + offsetof(mg_block_q8_K, bsums), sizeof bsums);
-        vi isum = vi_zero();
         int32_t msum = 0;
+        for (int s = 0; s < 8; s++) {
+            mg_q4_K_scale_min(scales, s, &sc[s], &m[s]);
+            msum += m[s] * (bsums[2 * s] + bsums[2 * s + 1]);
+        }
+        vi isum = vi_zero();
         for (int s = 0; s < 8; s += 2, qw += 32, qx += 64) {
-            int sc0, m0, sc1, m1;
-            mg_q4_K_scale_min(scales, s, &sc0, &m0);
-            mg_q4_K_scale_min(scales, s + 1, &sc1, &m1);
             const vq q = vq_load(qw);
-            isum = vi_dot_sc(isum, vq_and(q, 15), vq_load(qx), sc0, sc0);
-            isum = vi_dot_sc(isum, vq_srl(q, 4), vq_load(qx + 32), sc1, sc1);
-            msum += m0 * (bsums[2 * s] + bsums[2 * s + 1]) +
-                    m1 * (bsums[2 * s + 2] + bsums[2 * s + 3]);
+            isum = vi_dot_u_sc(isum, vq_and(q, 15), vq_load(qx), sc[s], sc[s]);
+            isum = vi_dot_u_sc(isum, vq_srl(q, 4), vq_load(qx + 32), sc[s + 1], sc[s + 1]);
         }
         acc = vs_fmadd_vi(acc, isum, dx * ld_h(w));
         mins += (dx * ld_h(w + 2)) * (float)msum;
@@ -218,19 +206,22 @@ static float dot_q4_K(const void *vw, const void *vx, int n)
     return vs_hsum(acc) - mins;
 }
 
-/* The values of one half (128 values) of a q6_K block, minus 32, as four groups of 32: value
- * l of group g has its low 4 bits in ql[l + 32 (g & 1)] (low nibble for g < 2, high for
- * g >= 2) and its high 2 bits in bits 2g, 2g + 1 of qh[l]. */
+/* The values of one half (128 values) of a q6_K block, unsigned (0..63, the stored values
+ * before the offset 32 is taken off), as four groups of 32: value l of group g has its low 4
+ * bits in ql[l + 32 (g & 1)] (low nibble for g < 2, high for g >= 2) and its high 2 bits in
+ * bits 2g, 2g + 1 of qh[l], which move to bits 4 and 5. */
 static inline void q6_unpack(const uint8_t *ql, const uint8_t *qh, vq q[4])
 {
     const vq l0 = vq_load(ql), l1 = vq_load(ql + 32), h = vq_load(qh);
-    q[0] = vq_sub(vq_or(vq_and(l0, 15), vq_sll(vq_and(h, 3), 4)), 32);
-    q[1] = vq_sub(vq_or(vq_and(l1, 15), vq_sll(vq_and(vq_srl(h, 2), 3), 4)), 32);
-    q[2] = vq_sub(vq_or(vq_srl(l0, 4), vq_sll(vq_and(vq_srl(h, 4), 3), 4)), 32);
-    q[3] = vq_sub(vq_or(vq_srl(l1, 4), vq_sll(vq_srl(h, 6), 4)), 32);
+    q[0] = vq_or(vq_and(l0, 15), vq_sll(vq_and(h, 3), 4));
+    q[1] = vq_or(vq_and(l1, 15), vq_sll(vq_and(h, 12), 2));
+    q[2] = vq_or(vq_srl(l0, 4), vq_and(h, 48));
+    q[3] = vq_or(vq_srl(l1, 4), vq_and(vq_srl(h, 2), 48));
 }
 
-/* Per super-block: (dx d) sum_s scales[s] sum_{j in s} (q[j] - 32) qx[j], s of 16 values */
+/* Per super-block: (dx d) sum_s scales[s] sum_{j in s} (q[j] - 32) qx[j], s of 16 values,
+ * summed as sum_s scales[s] (sum_{j in s} q[j] qx[j] - 32 bsums[s]): the bsums of q8_K are
+ * the sums over the same 16 values, so the unsigned q multiply the activations directly. */
 static float dot_q6_K(const void *vw, const void *vx, int n)
 {
     const uint8_t *w = vw, *x = vx;
@@ -238,15 +229,19 @@ static float dot_q6_K(const void *vw, const void *vx, int n)
     for (int b = 0; b < n / MG_QK_K; b++, w += MG_Q6_K_SIZE, x += MG_Q8_K_SIZE) {
         const int8_t *sc = (const int8_t *)(w + offsetof(mg_block_q6_K, scales));
         const uint8_t *qx = x + offsetof(mg_block_q8_K, qs);
+        int16_t bsums[MG_QK_K / 16];
         float dx;
         memcpy(&dx, x, 4);
-        vi isum = vi_zero();
+        memcpy(bsums, x + offsetof(mg_block_q8_K, bsums), sizeof bsums);
+        int32_t off = 0;
+        for (int s = 0; s < MG_QK_K / 16; s++) off += sc[s] * bsums[s];
+        vi isum = vi_first(-32 * off);
         for (int h = 0; h < 2; h++) {
             vq q[4];
             q6_unpack(w + offsetof(mg_block_q6_K, ql) + 64 * h, w + offsetof(mg_block_q6_K, qh) + 32 * h, q);
             for (int g = 0; g < 4; g++)
-                isum = vi_dot_sc(isum, q[g], vq_load(qx + 128 * h + 32 * g), sc[8 * h + 2 * g],
-                                 sc[8 * h + 2 * g + 1]);
+                isum = vi_dot_u_sc(isum, q[g], vq_load(qx + 128 * h + 32 * g), sc[8 * h + 2 * g],
+                                   sc[8 * h + 2 * g + 1]);
         }
         acc = vs_fmadd_vi(acc, isum, dx * ld_h(w + offsetof(mg_block_q6_K, d)));
     }
@@ -318,12 +313,28 @@ static void dequant_q6_K(const void *vw, float *y, int64_t n)
             vq v[4];
             q6_unpack(w + offsetof(mg_block_q6_K, ql) + 64 * h, w + offsetof(mg_block_q6_K, qh) + 32 * h, v);
             for (int g = 0; g < 4; g++, y += 32) {
-                vq_store(q, v[g]);
+                vq_store(q, vq_sub(v[g], 32));
                 scale_i8(q, d * (float)sc[8 * h + 2 * g], y, 16);
                 scale_i8(q + 16, d * (float)sc[8 * h + 2 * g + 1], y + 16, 16);
             }
         }
     }
 }
+
+/* ------------------------------------------------------------------ the table's kernels
+ * (quant-kernels.h: MG_QUANT(f) is the including file's name for kernel f) */
+
+void MG_QUANT(quantize_q8_0)(const float *x, void *y, int n) { quantize_q8_0(x, y, n); }
+void MG_QUANT(quantize_q8_K)(const float *x, void *y, int n) { quantize_q8_K(x, y, n); }
+float MG_QUANT(dot_f16)(const uint16_t *w, const float *x, int n) { return dot_f16(w, x, n); }
+float MG_QUANT(dot_bf16)(const uint16_t *w, const float *x, int n) { return dot_bf16(w, x, n); }
+float MG_QUANT(dot_q8_0)(const void *w, const void *xq, int n) { return dot_q8_0(w, xq, n); }
+float MG_QUANT(dot_q4_0)(const void *w, const void *xq, int n) { return dot_q4_0(w, xq, n); }
+float MG_QUANT(dot_q4_K)(const void *w, const void *xq, int n) { return dot_q4_K(w, xq, n); }
+float MG_QUANT(dot_q6_K)(const void *w, const void *xq, int n) { return dot_q6_K(w, xq, n); }
+void MG_QUANT(dequant_q8_0)(const void *w, float *y, int64_t n) { dequant_q8_0(w, y, n); }
+void MG_QUANT(dequant_q4_0)(const void *w, float *y, int64_t n) { dequant_q4_0(w, y, n); }
+void MG_QUANT(dequant_q4_K)(const void *w, float *y, int64_t n) { dequant_q4_K(w, y, n); }
+void MG_QUANT(dequant_q6_K)(const void *w, float *y, int64_t n) { dequant_q6_K(w, y, n); }
 
 #endif

@@ -6,6 +6,7 @@
 
 #include "kernels.h"
 #include "quant-half.h"
+#define MG_QUANT(f) mg_neon_##f
 #include "quant-kernels.h"
 
 #if !defined(__aarch64__)
@@ -54,6 +55,7 @@ static inline vq vq_srl(vq a, int k) { return (vq){ushl(a.lo, -k), ushl(a.hi, -k
 static inline vq vq_sll(vq a, int k) { return (vq){ushl(a.lo, k), ushl(a.hi, k)}; }
 
 static inline vi vi_zero(void) { return vdupq_n_s32(0); }
+static inline vi vi_first(int32_t c) { return vsetq_lane_s32(c, vdupq_n_s32(0), 0); }
 /* acc + four lanes whose sum is sum_j a[j] b[j] over 16 values */
 static inline vi dot16(vi acc, int8x16_t a, int8x16_t b)
 {
@@ -65,7 +67,8 @@ static inline vi dot16(vi acc, int8x16_t a, int8x16_t b)
 #endif
 }
 static inline vi vi_dot(vi acc, vq a, vq b) { return dot16(dot16(acc, a.lo, b.lo), a.hi, b.hi); }
-static inline vi vi_dot_sc(vi acc, vq a, vq b, int s0, int s1)
+/* a (at most 63) is the same as a signed byte */
+static inline vi vi_dot_u_sc(vi acc, vq a, vq b, int s0, int s1)
 {
     acc = vmlaq_n_s32(acc, dot16(vi_zero(), a.lo, b.lo), s0);
     return vmlaq_n_s32(acc, dot16(vi_zero(), a.hi, b.hi), s1);
@@ -115,16 +118,3 @@ static inline void vf_store_i8(int8_t *p, vf a)
 }
 
 #include "quant-impl.h"
-
-void mg_neon_quantize_q8_0(const float *x, void *y, int n) { quantize_q8_0(x, y, n); }
-void mg_neon_quantize_q8_K(const float *x, void *y, int n) { quantize_q8_K(x, y, n); }
-float mg_neon_dot_f16(const uint16_t *w, const float *x, int n) { return dot_f16(w, x, n); }
-float mg_neon_dot_bf16(const uint16_t *w, const float *x, int n) { return dot_bf16(w, x, n); }
-float mg_neon_dot_q8_0(const void *w, const void *xq, int n) { return dot_q8_0(w, xq, n); }
-float mg_neon_dot_q4_0(const void *w, const void *xq, int n) { return dot_q4_0(w, xq, n); }
-float mg_neon_dot_q4_K(const void *w, const void *xq, int n) { return dot_q4_K(w, xq, n); }
-float mg_neon_dot_q6_K(const void *w, const void *xq, int n) { return dot_q6_K(w, xq, n); }
-void mg_neon_dequant_q8_0(const void *w, float *y, int64_t n) { dequant_q8_0(w, y, n); }
-void mg_neon_dequant_q4_0(const void *w, float *y, int64_t n) { dequant_q4_0(w, y, n); }
-void mg_neon_dequant_q4_K(const void *w, float *y, int64_t n) { dequant_q4_K(w, y, n); }
-void mg_neon_dequant_q6_K(const void *w, float *y, int64_t n) { dequant_q6_K(w, y, n); }

@@ -8,6 +8,7 @@
 
 #include "kernels.h"
 #include "quant-half.h"
+#define MG_QUANT(f) mg_scalar_##f
 #include "quant-kernels.h"
 
 #include <math.h>
@@ -50,7 +51,6 @@ void mg_scalar_quantize_q8_K(const float *x, void *vy, int n)
                 max = x[j];
             }
         int8_t *qs = (int8_t *)(y + offsetof(mg_block_q8_K, qs));
-        int16_t bsums[MG_QK_K / 16];
         float d = 0.0f;
         if (amax == 0.0f) {
             memset(qs, 0, MG_QK_K);
@@ -59,13 +59,7 @@ void mg_scalar_quantize_q8_K(const float *x, void *vy, int n)
             for (int j = 0; j < MG_QK_K; j++) qs[j] = round_i8(iscale * x[j]);
             d = 1.0f / iscale;
         }
-        for (int i = 0; i < MG_QK_K / 16; i++) {
-            int s = 0;
-            for (int j = 0; j < 16; j++) s += qs[16 * i + j];
-            bsums[i] = (int16_t)s;
-        }
-        memcpy(y + offsetof(mg_block_q8_K, d), &d, 4);
-        memcpy(y + offsetof(mg_block_q8_K, bsums), bsums, sizeof bsums);
+        mg_q8_K_finish(y, d);
     }
 }
 

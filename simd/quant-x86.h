@@ -4,8 +4,9 @@
  * vi_dot: _mm256_maddubs_epi16 multiplies unsigned by signed bytes, so a's sign moves onto b
  * (|a| unsigned, b sign(a)); pairs of products (|.| <= 2 * 128 * 127, no saturation) are
  * then summed into int32 by _mm256_madd_epi16 with ones, or with the sub-block scales for
- * vi_dot_sc. With AVX512-VNNI (compiled with -mavx512vnni, e.g. CFLAGS=-march=native on
- * such a CPU) vpdpbusd does the products and the sums in one instruction. */
+ * vi_dot_u_sc (whose a is unsigned already). With AVX512-VNNI (compiled with -mavx512vnni,
+ * e.g. CFLAGS=-march=native on such a CPU) vpdpbusd does the products and the sums in one
+ * instruction. */
 #ifndef MG_QUANT_X86_H
 #define MG_QUANT_X86_H
 
@@ -26,17 +27,16 @@ static inline vq vq_load_q4_0(const uint8_t *p)
 static inline vq vq_and(vq a, int m) { return _mm256_and_si256(a, _mm256_set1_epi8((char)m)); }
 static inline vq vq_or(vq a, vq b) { return _mm256_or_si256(a, b); }
 static inline vq vq_sub(vq a, int c) { return _mm256_sub_epi8(a, _mm256_set1_epi8((char)c)); }
-/* 16-bit shifts, then the bits that crossed from the neighbouring byte cleared */
+/* a 16-bit shift, then the bits that crossed from the neighbouring byte cleared */
 static inline vq vq_srl(vq a, int k)
 {
     return vq_and(_mm256_srl_epi16(a, _mm_cvtsi32_si128(k)), 0xff >> k);
 }
-static inline vq vq_sll(vq a, int k)
-{
-    return vq_and(_mm256_sll_epi16(a, _mm_cvtsi32_si128(k)), (0xff << k) & 0xff);
-}
+/* a[j] < 2^(8-k): no bit crosses into the next byte */
+static inline vq vq_sll(vq a, int k) { return _mm256_sll_epi16(a, _mm_cvtsi32_si128(k)); }
 
 static inline vi vi_zero(void) { return _mm256_setzero_si256(); }
+static inline vi vi_first(int32_t c) { return _mm256_setr_epi32(c, 0, 0, 0, 0, 0, 0, 0); }
 
 #if defined(__AVX512VNNI__) && defined(__AVX512VL__)
 static inline vi vi_dot(vi acc, vq a, vq b)
@@ -44,9 +44,9 @@ static inline vi vi_dot(vi acc, vq a, vq b)
     return _mm256_dpbusd_epi32(acc, _mm256_sign_epi8(a, a), _mm256_sign_epi8(b, a));
 }
 /* lanes 0-3 hold values 0-15, lanes 4-7 values 16-31 */
-static inline vi vi_dot_sc(vi acc, vq a, vq b, int s0, int s1)
+static inline vi vi_dot_u_sc(vi acc, vq a, vq b, int s0, int s1)
 {
-    const vi p = vi_dot(vi_zero(), a, b);
+    const vi p = _mm256_dpbusd_epi32(vi_zero(), a, b);
     return _mm256_add_epi32(acc, _mm256_mullo_epi32(p, _mm256_setr_epi32(s0, s0, s0, s0, s1, s1, s1, s1)));
 }
 #else
@@ -55,10 +55,11 @@ static inline vi vi_dot(vi acc, vq a, vq b)
     const __m256i p = _mm256_maddubs_epi16(_mm256_sign_epi8(a, a), _mm256_sign_epi8(b, a));
     return _mm256_add_epi32(acc, _mm256_madd_epi16(p, _mm256_set1_epi16(1)));
 }
-/* int16 lanes 0-7 hold the pairs of values 0-15, lanes 8-15 those of values 16-31 */
-static inline vi vi_dot_sc(vi acc, vq a, vq b, int s0, int s1)
+/* a is unsigned for vpmaddubsw as it is (pairs at most 2 * 63 * 127, no saturation);
+ * int16 lanes 0-7 hold the pairs of values 0-15, lanes 8-15 those of values 16-31 */
+static inline vi vi_dot_u_sc(vi acc, vq a, vq b, int s0, int s1)
 {
-    const __m256i p = _mm256_maddubs_epi16(_mm256_sign_epi8(a, a), _mm256_sign_epi8(b, a));
+    const __m256i p = _mm256_maddubs_epi16(a, b);
     const __m256i sc = _mm256_set_m128i(_mm_set1_epi16((short)s1), _mm_set1_epi16((short)s0));
     return _mm256_add_epi32(acc, _mm256_madd_epi16(p, sc));
 }

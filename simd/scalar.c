@@ -3,7 +3,7 @@
 #include "config.h"
 
 #include "kernels.h"
-#include "quant-kernels.h"
+#include "quant-half.h"
 #include "welford.h"
 
 #include <math.h>
@@ -147,31 +147,9 @@ static void scale(const float *x, float a, float *y, size_t n)
     for (size_t i = 0; i < n; i++) y[i] = a * x[i];
 }
 
-/* IEEE half to float, including subnormals, infinities and NaN. */
-static float half_to_float(uint16_t h)
-{
-    uint32_t sign = (uint32_t)(h >> 15) << 31, e = (h >> 10) & 0x1f, m = h & 0x3ff, bits;
-    if (e == 0) {
-        if (m == 0) {
-            bits = sign;
-        } else { /* subnormal: normalize */
-            e = 127 - 15 + 1;
-            while (!(m & 0x400)) { m <<= 1; e--; }
-            bits = sign | (e << 23) | ((m & 0x3ff) << 13);
-        }
-    } else if (e == 31) {
-        bits = sign | 0x7f800000u | (m << 13);
-    } else {
-        bits = sign | ((e - 15 + 127) << 23) | (m << 13);
-    }
-    float f;
-    memcpy(&f, &bits, 4);
-    return f;
-}
-
 static void f16_to_f32(const uint16_t *x, float *y, size_t n)
 {
-    for (size_t i = 0; i < n; i++) y[i] = half_to_float(x[i]);
+    for (size_t i = 0; i < n; i++) y[i] = mg_half_to_f32(x[i]);
 }
 
 static void bf16_to_f32(const uint16_t *x, float *y, size_t n)

@@ -9,6 +9,8 @@
 #ifndef MG_TABLE_IMPL_H
 #define MG_TABLE_IMPL_H
 
+#include "quant-kernels.h"
+
 const mg_kernels MG_TABLE = {
     .name = MG_TABLE_NAME,
     .rms_norm = rms_norm,

@@ -1,10 +1,13 @@
 /* quant-timing - the decode speed of each table's dot products (kernels.h) over a weight
  * matrix bigger than the caches, against cblas_sgemv on the same matrix in fp32, on one
- * thread: make tests/quant-timing && OPENBLAS_NUM_THREADS=1 tests/quant-timing [cols]
+ * thread: make tests/quant-timing && OPENBLAS_NUM_THREADS=1 tests/quant-timing [cols [MiB]]
  *
- * For each type: the rows needed for at least 64 MiB of weights at `cols` (default 4096)
- * columns, timed over repeated passes (the activation rounding included, once per pass).
- * Prints GB/s of weight bytes read and the speed in weights per second relative to sgemv. */
+ * For each type: the rows needed for at least MiB (default 64) of weights at `cols` (default
+ * 4096) columns, timed over repeated passes (the activation rounding included, once per pass).
+ * Prints GB/s of weight bytes read and the speed in weights per second relative to sgemv.
+ * Times are the CPU time of the thread, so that a machine shared with other work still gives
+ * comparable numbers; a size that fits the caches (e.g. 0.5 MiB) measures the kernels' own
+ * speed, a size far above them the memory bandwidth they reach. */
 #include "config.h"
 
 #include <cblas.h>
@@ -21,11 +24,12 @@
 static double now(void)
 {
     struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
     return t.tv_sec + 1e-9 * t.tv_nsec;
 }
 
-#define MIN_BYTES (64.0 * 1024 * 1024)
+#define PASSES 20
+static double MIN_BYTES = 64.0 * 1024 * 1024;
 
 /* weights per second of sgemv over rows x cols in fp32 */
 static double time_sgemv(int cols)
@@ -35,7 +39,7 @@ static double time_sgemv(int cols)
     for (size_t i = 0; i < (size_t)rows * cols; i++) w[i] = (float)(i % 7) - 3.0f;
     for (int i = 0; i < cols; i++) x[i] = 0.01f * (i % 13);
     double best = 1e30;
-    for (int r = 0; r < 5; r++) {
+    for (int r = 0; r < PASSES; r++) {
         const double t0 = now();
         cblas_sgemv(CblasRowMajor, CblasNoTrans, rows, cols, 1.0f, w, cols, x, 1, 0.0f, y, 1);
         const double t = now() - t0;
@@ -63,7 +67,7 @@ static void time_type(const mg_kernels *K, int type, int cols, double ref)
         for (size_t i = 0; i < row_bytes * rows; i += 2) w[i + 1] = 0x3c;
     for (int i = 0; i < cols; i++) x[i] = 0.01f * (i % 13) - 0.05f;
     double best = 1e30;
-    for (int r = 0; r < 5; r++) {
+    for (int r = 0; r < PASSES; r++) {
         const double t0 = now();
         if (type == 2 || type == 3) K->quantize_q8_0(x, xq, cols);
         if (type >= 4) K->quantize_q8_K(x, xq, cols);
@@ -90,13 +94,15 @@ static void time_type(const mg_kernels *K, int type, int cols, double ref)
 int main(int argc, char **argv)
 {
     const int cols = argc > 1 ? atoi(argv[1]) : 4096;
-    if (cols <= 0 || cols % 256) {
-        fprintf(stderr, "quant-timing: cols must be a positive multiple of 256\n");
+    if (argc > 2) MIN_BYTES = atof(argv[2]) * 1024 * 1024;
+    if (cols <= 0 || cols % 256 || MIN_BYTES <= 0) {
+        fprintf(stderr, "quant-timing: cols must be a positive multiple of 256, MiB positive\n");
         return 2;
     }
     const char *env = getenv("OPENBLAS_NUM_THREADS");
     if (!env || strcmp(env, "1") != 0) printf("  (set OPENBLAS_NUM_THREADS=1 for a one-thread sgemv)\n");
-    printf("  %d columns, >= 64 MiB of weights per type, best of 5 passes, one thread\n", cols);
+    printf("  %d columns, >= %g MiB of weights per type, best of %d passes, one thread\n", cols,
+           MIN_BYTES / (1024 * 1024), PASSES);
     const double ref = time_sgemv(cols);
     const char *names[] = {"avx512", "avx2", "neon", "scalar"};
     for (int i = 0; i < 4; i++) {
