@@ -27,7 +27,8 @@ enum {
     O_N_PREDICT, O_TEMP, O_TOP_K, O_TOP_P, O_MIN_P, O_REPEAT_PENALTY, O_REPEAT_LAST_N, O_SEED,
     O_INTERACTIVE, O_IGNORE_EOS, O_NO_DISPLAY_PROMPT,
     O_JSON, O_PER_TOKEN, O_OFFICIAL_WINDOW, O_PIECES, O_ISA, O_VERBOSE,
-    O_BACKEND, O_DEVICE, O_LIST_DEVICES
+    O_BACKEND, O_DEVICE, O_LIST_DEVICES,
+    O_KL_BASE, O_KL_SAVE
 };
 
 /* opt.h: opt_def; sel is the set of modes (a bit each) that take the option, help the
@@ -80,7 +81,13 @@ static const opt_def options[] = {
      "\"per_token_nll\", the first key)"},
     {O_OFFICIAL_WINDOW, NULL, "--official-window", NULL, M_PPL,
      "reproduce the official evaluation: 2 chunks per call and, from 8 chunks on, norm "
-     "statistics of the last 6 chunks only (spec 9.4; not with -b or --state-in)"},
+     "statistics of the last 6 chunks only (docs/model.md §15; not with -b or --state-in)"},
+    {O_KL_BASE, NULL, "--kl-base", "FILE", M_PPL,
+     "compare with the base model's distributions stored in FILE: KL divergence, top-1 "
+     "agreement, perplexity ratio (the same document and scoring options)"},
+    {O_KL_SAVE, NULL, "--kl-save", NULL, M_PPL,
+     "write the --kl-base FILE instead, replacing it atomically (20 + 2 x n_vocab bytes per "
+     "scored token: 64,020 for a vocabulary of 32000)"},
     {O_BATCH, "-b", "--batch-size", "N", M_GEN | M_PPL, NULL /* per mode, below */},
     {O_THREADS, "-t", "--threads", "N", M_GEN | M_PPL, "compute threads; 0: all CPUs"},
     {O_CEMA, NULL, "--cema", "ALGO", M_GEN | M_PPL,
@@ -315,6 +322,8 @@ static int apply(const opt_def *d, const char *name, const char *v, run_opts *o)
     case O_JSON: o->json = 1; return -1;
     case O_PER_TOKEN: o->per_token = 1; return -1;
     case O_OFFICIAL_WINDOW: o->official_window = 1; return -1;
+    case O_KL_BASE: o->kl_base = v; return -1;
+    case O_KL_SAVE: o->kl_save = 1; return -1;
     case O_VERBOSE: o->verbose = 1; return -1;
     case O_BACKEND:
         if (strcmp(v, "cpu") != 0 && strcmp(v, "opencl") != 0)

@@ -41,6 +41,8 @@ typedef struct {
     int no_display_prompt;
     /* perplexity */
     int json, per_token, official_window;
+    const char *kl_base; /* --kl-base: compare with this base file, or write it (--kl-save) */
+    int kl_save;
     /* tokenize */
     int pieces;
 } run_opts;

@@ -5,7 +5,6 @@
  * still be compared. */
 #include "config.h"
 
-#include <cblas.h>
 #include <math.h>
 #include <megalodon.h>
 #include <stdint.h>
@@ -15,6 +14,8 @@
 #include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "bench-blas.h"
 
 #define MAX_LIST 16
 
@@ -128,7 +129,7 @@ static double triad_bandwidth(void)
 static double sgemm_rate_measure(const mg_hparams *hp, int M, int threads)
 {
     if (M > 4096) M = 4096;
-    openblas_set_num_threads(threads);
+    bench_blas_set_threads(threads);
     const int shapes[][2] = {{hp->z_dim, hp->n_embd}, {hp->value_dim, hp->n_embd},
                              {hp->n_embd, hp->n_embd}, {hp->n_embd, hp->value_dim},
                              {hp->n_ff, hp->n_embd},   {hp->n_embd, hp->n_ff}};
@@ -146,8 +147,7 @@ static double sgemm_rate_measure(const mg_hparams *hp, int M, int threads)
         double best = 1e30;
         for (int r = 0; r < 3; r++) {
             double t0 = now();
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, x, K, w, K, 0.0f,
-                        y, N);
+            bench_sgemm(M, N, K, x, w, y);
             double t = now() - t0;
             if (t < best) best = t;
         }
@@ -155,7 +155,7 @@ static double sgemm_rate_measure(const mg_hparams *hp, int M, int threads)
         secs += best;
         free(x); free(w); free(y);
     }
-    openblas_set_num_threads(1);
+    bench_blas_set_threads(1);
     return secs > 0 ? flops / secs : 0.0;
 }
 
@@ -256,21 +256,22 @@ static int run_test(mg_model *m, const char *cema, int n_prompt, int n_gen, int 
     return 0;
 }
 
-int main(int argc, char **argv)
+/* The command line into o; -1 to go on, else the exit status (0 after --help, --version or
+ * --list-devices). */
+static int parse_args(int argc, char **argv, options *o)
 {
-    options o;
-    memset(&o, 0, sizeof o);
-    o.reps = 3;
+    memset(o, 0, sizeof *o);
+    o->reps = 3;
     char nproc[16];
     snprintf(nproc, sizeof nproc, "%ld", sysconf(_SC_NPROCESSORS_ONLN));
-    split("512", &o.prompts);
-    split("128", &o.gens);
-    split("0", &o.depths);
-    split(nproc, &o.threads);
-    split("auto", &o.isas);
-    split("auto", &o.cemas);
-    split("cpu", &o.backends);
-    o.device = -1;
+    split("512", &o->prompts);
+    split("128", &o->gens);
+    split("0", &o->depths);
+    split(nproc, &o->threads);
+    split("auto", &o->isas);
+    split("auto", &o->cemas);
+    split("cpu", &o->backends);
+    o->device = -1;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -285,26 +286,26 @@ int main(int argc, char **argv)
         int bad = 0;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(stdout, argv[0]); return 0; }
         else if (!strcmp(a, "--version")) { printf("megalodon-bench %s\n", mg_version()); return 0; }
-        else if (!strcmp(a, "-m") || !strcmp(a, "--model")) { WANT(); o.model = v; }
-        else if (!strcmp(a, "-p") || !strcmp(a, "--n-prompt")) { WANT(); bad = split(v, &o.prompts); }
-        else if (!strcmp(a, "-n") || !strcmp(a, "--n-gen")) { WANT(); bad = split(v, &o.gens); }
-        else if (!strcmp(a, "-d") || !strcmp(a, "--n-depth")) { WANT(); bad = split(v, &o.depths); }
-        else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) { WANT(); bad = split(v, &o.threads); }
-        else if (!strcmp(a, "--isa")) { WANT(); bad = split(v, &o.isas); }
-        else if (!strcmp(a, "--cema")) { WANT(); bad = split(v, &o.cemas); }
+        else if (!strcmp(a, "-m") || !strcmp(a, "--model")) { WANT(); o->model = v; }
+        else if (!strcmp(a, "-p") || !strcmp(a, "--n-prompt")) { WANT(); bad = split(v, &o->prompts); }
+        else if (!strcmp(a, "-n") || !strcmp(a, "--n-gen")) { WANT(); bad = split(v, &o->gens); }
+        else if (!strcmp(a, "-d") || !strcmp(a, "--n-depth")) { WANT(); bad = split(v, &o->depths); }
+        else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) { WANT(); bad = split(v, &o->threads); }
+        else if (!strcmp(a, "--isa")) { WANT(); bad = split(v, &o->isas); }
+        else if (!strcmp(a, "--cema")) { WANT(); bad = split(v, &o->cemas); }
         else if (!strcmp(a, "--backend")) {
             WANT();
-            bad = split(v, &o.backends);
-            for (int b = 0; !bad && b < o.backends.n; b++)
-                if (strcmp(o.backends.v[b], "cpu") && strcmp(o.backends.v[b], "opencl")) {
+            bad = split(v, &o->backends);
+            for (int b = 0; !bad && b < o->backends.n; b++)
+                if (strcmp(o->backends.v[b], "cpu") && strcmp(o->backends.v[b], "opencl")) {
                     fprintf(stderr, "%s: unknown backend '%s' (expected cpu or opencl)\n", argv[0],
-                            o.backends.v[b]);
+                            o->backends.v[b]);
                     return 2;
                 }
         } else if (!strcmp(a, "--device")) {
             long d;
             WANT();
-            if (parse_int(v, -1, 4095, &d)) bad = 1; else o.device = (int)d;
+            if (parse_int(v, -1, 4095, &d)) bad = 1; else o->device = (int)d;
         } else if (!strcmp(a, "--list-devices")) {
             char buf[8192];
             int n = mg_backend_devices(buf, sizeof buf);
@@ -317,10 +318,10 @@ int main(int argc, char **argv)
         } else if (!strcmp(a, "-r") || !strcmp(a, "--repetitions")) {
             long r;
             WANT();
-            if (parse_int(v, 1, 1000, &r)) bad = 1; else o.reps = (int)r;
+            if (parse_int(v, 1, 1000, &r)) bad = 1; else o->reps = (int)r;
         } else if (!strcmp(a, "-o") || !strcmp(a, "--output")) {
             WANT();
-            if (!strcmp(v, "json")) o.json = 1; else if (!strcmp(v, "md")) o.json = 0; else bad = 1;
+            if (!strcmp(v, "json")) o->json = 1; else if (!strcmp(v, "md")) o->json = 0; else bad = 1;
         } else {
             fprintf(stderr, "%s: unknown option '%s' (see --help)\n", argv[0], a);
             return 2;
@@ -331,138 +332,186 @@ int main(int argc, char **argv)
         }
 #undef WANT
     }
-    if (!o.model) {
-        fprintf(stderr, "%s: no model given (-m MODEL.gguf); see --help\n", argv[0]);
+    return -1;
+}
+
+/* A model, and the values of the lists: -1 when usable, else the exit status. */
+static int check_args(const char *prog, const options *o)
+{
+    if (!o->model) {
+        fprintf(stderr, "%s: no model given (-m MODEL.gguf); see --help\n", prog);
         return 2;
     }
     long tmp;
-    strlist *numeric[] = {&o.prompts, &o.gens, &o.depths, &o.threads};
+    const strlist *numeric[] = {&o->prompts, &o->gens, &o->depths, &o->threads};
     const char *nname[] = {"-p", "-n", "-d", "-t"};
     for (int l = 0; l < 4; l++)
         for (int i = 0; i < numeric[l]->n; i++)
             if (parse_int(numeric[l]->v[i], l == 3 ? 1 : 0, 1 << 30, &tmp)) {
-                fprintf(stderr, "%s: bad value '%s' in %s\n", argv[0], numeric[l]->v[i], nname[l]);
+                fprintf(stderr, "%s: bad value '%s' in %s\n", prog, numeric[l]->v[i], nname[l]);
                 return 2;
             }
-    for (int i = 0; i < o.cemas.n; i++)
-        if (strcmp(o.cemas.v[i], "auto") && strcmp(o.cemas.v[i], "fft") && strcmp(o.cemas.v[i], "scan")) {
-            fprintf(stderr, "%s: --cema must be auto, fft or scan, not '%s'\n", argv[0], o.cemas.v[i]);
+    for (int i = 0; i < o->cemas.n; i++)
+        if (strcmp(o->cemas.v[i], "auto") && strcmp(o->cemas.v[i], "fft") && strcmp(o->cemas.v[i], "scan")) {
+            fprintf(stderr, "%s: --cema must be auto, fft or scan, not '%s'\n", prog, o->cemas.v[i]);
             return 2;
         }
+    return -1;
+}
 
+/* The measurements of the run, and the yardsticks they are compared with. */
+typedef struct {
     record recs[1024];
-    int n_rec = 0;
-    double bw = triad_bandwidth();
-    mg_hparams hpv; /* a copy: the model is freed between ISAs */
-    const mg_hparams *hp = &hpv;
-    memset(&hpv, 0, sizeof hpv);
-    uint64_t n_params = 0;
-    for (int bi = 0; bi < o.backends.n; bi++)
-    for (int ii = 0; ii < o.isas.n; ii++) {
-        /* the kernel table is a CPU setting: the OpenCL backend runs once */
-        if (strcmp(o.backends.v[bi], "cpu") != 0 && ii > 0) continue;
-        mg_model_params mp = mg_model_default_params();
-        mp.isa = o.isas.v[ii];
-        mp.backend = o.backends.v[bi];
-        mp.device = o.device;
-        mg_model *m;
-        if (mg_model_load(o.model, &mp, &m) != MG_OK) {
-            fprintf(stderr, "%s: %s\n", argv[0], mg_last_error());
-            return 1;
-        }
-        hpv = *mg_model_hparams(m);
-        n_params = mg_model_n_params(m);
-        const char *backend = mg_model_backend_name(m);
-        const char *isa = strchr(backend, '/') ? strchr(backend, '/') + 1 : backend;
-        for (int ti = 0; ti < o.threads.n; ti++) {
-            int threads = atoi(o.threads.v[ti]);
-            mg_model_set_n_threads(m, threads);
-            for (int ci = 0; ci < o.cemas.n; ci++)
-                for (int di = 0; di < o.depths.n; di++)
-                    for (int kind = 0; kind < 2; kind++) {
-                        strlist *l = kind == 0 ? &o.prompts : &o.gens;
-                        for (int li = 0; li < l->n; li++) {
-                            int len = atoi(l->v[li]);
-                            if (len == 0 || n_rec == 1024) continue;
-                            record *r = &recs[n_rec];
-                            memset(r, 0, sizeof *r);
-                            r->test = kind == 0 ? "pp" : "tg";
-                            r->n_prompt = kind == 0 ? len : 0;
-                            r->n_gen = kind == 1 ? len : 0;
-                            r->n_depth = atoi(o.depths.v[di]);
-                            r->threads = threads;
-                            snprintf(r->isa, sizeof r->isa, "%s", isa);
-                            snprintf(r->cema, sizeof r->cema, "%s", o.cemas.v[ci]);
-                            snprintf(r->backend, sizeof r->backend, "%s", o.backends.v[bi]);
-                            fprintf(stderr, "running %s%d depth %d, %d threads, isa %s, cema %s ...\n",
-                                    r->test, len, r->n_depth, threads, isa, r->cema);
-                            if (run_test(m, r->cema, r->n_prompt, r->n_gen, r->n_depth, o.reps,
-                                         &r->avg_ts, &r->stddev_ts)) {
-                                fprintf(stderr, "%s: %s\n", argv[0], mg_last_error());
-                                return 1;
-                            }
-                            r->rss = peak_rss();
-                            if (kind == 0) {
-                                double gemm = sgemm_rate(hp, len, threads);
-                                r->frac = gemm > 0 ? r->avg_ts * flops_per_token(hp) / gemm : 0;
-                            } else {
-                                r->frac = bw > 0 ? r->avg_ts * 4.0 * (double)n_params / bw : 0;
-                            }
-                            n_rec++;
-                        }
-                    }
-        }
-        mg_model_free(m);
-    }
+    int n_rec;
+    double bw;       /* triad bytes/s */
+    mg_hparams hp;   /* a copy: the model is freed between ISAs */
+    uint64_t n_params;
+} results;
 
-    if (!o.json && o.cemas.n > 0) { /* where the planner's crossover lies on this machine */
-        mg_model_params mp = mg_model_default_params();
-        mp.isa = o.isas.v[0];
-        mp.backend = o.backends.v[0];
-        mp.device = o.device;
-        mg_model *m;
-        if (mg_model_load(o.model, &mp, &m) == MG_OK) {
-            mg_model_set_n_threads(m, atoi(o.threads.v[o.threads.n - 1]));
-            printf("CEMA planner choice for a call of L tokens (threads %s):", o.threads.v[o.threads.n - 1]);
-            const int Ls[] = {1, 64, 256, 1024, 4096, 16384, 65536};
-            for (size_t i = 0; i < sizeof Ls / sizeof Ls[0]; i++) {
-                const char *c = mg_cema_choice(m, MG_CEMA_AUTO, Ls[i]);
-                printf(" L=%d: %s;", Ls[i], c ? c : "?");
-            }
-            printf("\n\n");
-            mg_model_free(m);
-        }
+/* Run the test of r (its fields set but the speeds) on m: 0, or 1 after printing the error. */
+static int measure(const char *prog, const options *o, mg_model *m, results *res, record *r)
+{
+    const int len = r->n_prompt ? r->n_prompt : r->n_gen;
+    fprintf(stderr, "running %s%d depth %d, %d threads, isa %s, cema %s ...\n",
+            r->test, len, r->n_depth, r->threads, r->isa, r->cema);
+    if (run_test(m, r->cema, r->n_prompt, r->n_gen, r->n_depth, o->reps,
+                 &r->avg_ts, &r->stddev_ts)) {
+        fprintf(stderr, "%s: %s\n", prog, mg_last_error());
+        return 1;
     }
-    if (o.json) {
-        printf("[\n");
-        for (int i = 0; i < n_rec; i++) {
-            record *r = &recs[i];
-            printf("  {\"test\": \"%s\", \"n_prompt\": %d, \"n_gen\": %d, \"n_depth\": %d, "
-                   "\"threads\": %d, \"isa\": \"%s\", \"cema\": \"%s\", \"backend\": \"%s\", "
-                   "\"avg_ts\": %.6g, \"stddev_ts\": %.6g, \"peak_rss_bytes\": %llu, "
-                   "\"%s\": %.6g}%s\n",
-                   r->test, r->n_prompt, r->n_gen, r->n_depth, r->threads, r->isa, r->cema,
-                   r->backend, r->avg_ts, r->stddev_ts, (unsigned long long)r->rss,
-                   r->test[0] == 'p' ? "fraction_of_sgemm" : "fraction_of_bandwidth", r->frac,
-                   i + 1 < n_rec ? "," : "");
-        }
-        printf("]\n");
+    r->rss = peak_rss();
+    if (r->test[0] == 'p') {
+        double gemm = sgemm_rate(&res->hp, len, r->threads);
+        r->frac = gemm > 0 ? r->avg_ts * flops_per_token(&res->hp) / gemm : 0;
     } else {
-        printf("model: %s, %llu parameters, D=%d, layers=%d, chunk=%d; memory bandwidth "
-               "(triad) %.1f GB/s\n",
-               o.model, (unsigned long long)n_params, hp->n_embd, hp->n_layer, hp->chunk_size,
-               bw / 1e9);
-        blas_note(stdout);
-        printf("| backend | isa | threads | cema | test | depth | t/s | vs yardstick | peak RSS |\n");
-        printf("|---|---|---:|---|---|---:|---:|---:|---:|\n");
-        for (int i = 0; i < n_rec; i++) {
-            record *r = &recs[i];
-            printf("| %s | %s | %d | %s | %s%d | %d | %.2f ± %.2f | %.3f of %s | %.1f MiB |\n",
-                   r->backend, r->isa, r->threads, r->cema, r->test,
-                   r->test[0] == 'p' ? r->n_prompt : r->n_gen, r->n_depth, r->avg_ts,
-                   r->stddev_ts, r->frac, r->test[0] == 'p' ? "sgemm" : "bandwidth",
-                   r->rss / 1048576.0);
-        }
+        r->frac = res->bw > 0 ? r->avg_ts * 4.0 * (double)res->n_params / res->bw : 0;
     }
+    return 0;
+}
+
+/* Every test of the lists with one backend and kernel table: 0, or 1 after printing the
+ * error. */
+static int bench_backend(const char *prog, const options *o, int bi, int ii, results *res)
+{
+    mg_model_params mp = mg_model_default_params();
+    mp.isa = o->isas.v[ii];
+    mp.backend = o->backends.v[bi];
+    mp.device = o->device;
+    mg_model *m;
+    if (mg_model_load(o->model, &mp, &m) != MG_OK) {
+        fprintf(stderr, "%s: %s\n", prog, mg_last_error());
+        return 1;
+    }
+    res->hp = *mg_model_hparams(m);
+    res->n_params = mg_model_n_params(m);
+    const char *backend = mg_model_backend_name(m);
+    const char *isa = strchr(backend, '/') ? strchr(backend, '/') + 1 : backend;
+    for (int ti = 0; ti < o->threads.n; ti++) {
+        int threads = atoi(o->threads.v[ti]);
+        mg_model_set_n_threads(m, threads);
+        for (int ci = 0; ci < o->cemas.n; ci++)
+            for (int di = 0; di < o->depths.n; di++)
+                for (int kind = 0; kind < 2; kind++) {
+                    const strlist *l = kind == 0 ? &o->prompts : &o->gens;
+                    for (int li = 0; li < l->n; li++) {
+                        int len = atoi(l->v[li]);
+                        if (len == 0 || res->n_rec == 1024) continue;
+                        record *r = &res->recs[res->n_rec];
+                        memset(r, 0, sizeof *r);
+                        r->test = kind == 0 ? "pp" : "tg";
+                        r->n_prompt = kind == 0 ? len : 0;
+                        r->n_gen = kind == 1 ? len : 0;
+                        r->n_depth = atoi(o->depths.v[di]);
+                        r->threads = threads;
+                        snprintf(r->isa, sizeof r->isa, "%s", isa);
+                        snprintf(r->cema, sizeof r->cema, "%s", o->cemas.v[ci]);
+                        snprintf(r->backend, sizeof r->backend, "%s", o->backends.v[bi]);
+                        if (measure(prog, o, m, res, r)) return 1;
+                        res->n_rec++;
+                    }
+                }
+    }
+    mg_model_free(m);
+    return 0;
+}
+
+/* Where the planner's crossover lies on this machine. */
+static void print_planner(const options *o)
+{
+    mg_model_params mp = mg_model_default_params();
+    mp.isa = o->isas.v[0];
+    mp.backend = o->backends.v[0];
+    mp.device = o->device;
+    mg_model *m;
+    if (mg_model_load(o->model, &mp, &m) != MG_OK) return;
+    mg_model_set_n_threads(m, atoi(o->threads.v[o->threads.n - 1]));
+    printf("CEMA planner choice for a call of L tokens (threads %s):", o->threads.v[o->threads.n - 1]);
+    const int Ls[] = {1, 64, 256, 1024, 4096, 16384, 65536};
+    for (size_t i = 0; i < sizeof Ls / sizeof Ls[0]; i++) {
+        const char *c = mg_cema_choice(m, MG_CEMA_AUTO, Ls[i]);
+        printf(" L=%d: %s;", Ls[i], c ? c : "?");
+    }
+    printf("\n\n");
+    mg_model_free(m);
+}
+
+static void print_json(const results *res)
+{
+    printf("[\n");
+    for (int i = 0; i < res->n_rec; i++) {
+        const record *r = &res->recs[i];
+        printf("  {\"test\": \"%s\", \"n_prompt\": %d, \"n_gen\": %d, \"n_depth\": %d, "
+               "\"threads\": %d, \"isa\": \"%s\", \"cema\": \"%s\", \"backend\": \"%s\", "
+               "\"avg_ts\": %.6g, \"stddev_ts\": %.6g, \"peak_rss_bytes\": %llu, "
+               "\"%s\": %.6g}%s\n",
+               r->test, r->n_prompt, r->n_gen, r->n_depth, r->threads, r->isa, r->cema,
+               r->backend, r->avg_ts, r->stddev_ts, (unsigned long long)r->rss,
+               r->test[0] == 'p' ? "fraction_of_sgemm" : "fraction_of_bandwidth", r->frac,
+               i + 1 < res->n_rec ? "," : "");
+    }
+    printf("]\n");
+}
+
+static void print_table(const options *o, const results *res)
+{
+    const mg_hparams *hp = &res->hp;
+    printf("model: %s, %llu parameters, D=%d, layers=%d, chunk=%d; memory bandwidth "
+           "(triad) %.1f GB/s\n",
+           o->model, (unsigned long long)res->n_params, hp->n_embd, hp->n_layer, hp->chunk_size,
+           res->bw / 1e9);
+    blas_note(stdout);
+    printf("| backend | isa | threads | cema | test | depth | t/s | vs yardstick | peak RSS |\n");
+    printf("|---|---|---:|---|---|---:|---:|---:|---:|\n");
+    for (int i = 0; i < res->n_rec; i++) {
+        const record *r = &res->recs[i];
+        printf("| %s | %s | %d | %s | %s%d | %d | %.2f ± %.2f | %.3f of %s | %.1f MiB |\n",
+               r->backend, r->isa, r->threads, r->cema, r->test,
+               r->test[0] == 'p' ? r->n_prompt : r->n_gen, r->n_depth, r->avg_ts,
+               r->stddev_ts, r->frac, r->test[0] == 'p' ? "sgemm" : "bandwidth",
+               r->rss / 1048576.0);
+    }
+}
+
+int main(int argc, char **argv)
+{
+    options o;
+    int rc = parse_args(argc, argv, &o);
+    if (rc >= 0) return rc;
+    if ((rc = check_args(argv[0], &o)) >= 0) return rc;
+
+    static results res; /* 1024 records: not on the stack */
+    res.bw = triad_bandwidth();
+    for (int bi = 0; bi < o.backends.n; bi++)
+        for (int ii = 0; ii < o.isas.n; ii++) {
+            /* the kernel table is a CPU setting: the OpenCL backend runs once */
+            if (strcmp(o.backends.v[bi], "cpu") != 0 && ii > 0) continue;
+            if (bench_backend(argv[0], &o, bi, ii, &res)) return 1;
+        }
+
+    if (!o.json && o.cemas.n > 0) print_planner(&o);
+    if (o.json)
+        print_json(&res);
+    else
+        print_table(&o, &res);
     return 0;
 }

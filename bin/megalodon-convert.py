@@ -177,7 +177,7 @@ class Entry:
 def tensor_table(c):
     """Every tensor of the model in the order of docs/model-format.md: official name, GGUF
     name, full PyTorch shape (and the same in config symbols), the model-parallel split
-    dimension (0, 1 or None = replicated; spec section 7) and the storage kind."""
+    dimension (0, 1 or None = replicated; docs/model.md §17) and the storage kind."""
     D, Z, E, F, N, G = c.model_dim, c.z_dim, c.value_dim, c.ffn_hidden_dim, c.cema_ndim, c.norm_num_groups
     V, Vo = c.V, c.Vout
     T = []
@@ -402,7 +402,7 @@ def check_mp(conf, mp, path):
 
 def merge(ck):
     """Validate the per-rank state dicts against the configuration and merge them
-    (spec section 7). Returns {official name: full tensor}; pops consumed tensors."""
+    (docs/model.md §17). Returns {official name: full tensor}; pops consumed tensors."""
     torch = import_torch()
     conf, mp, shards, files = ck.conf, ck.mp, ck.shards, ck.files
     check_mp(conf, mp, ck.cfg_path if mp == 1 else os.path.join(os.path.dirname(files[0]), "consolidate_config.json"))
@@ -937,7 +937,7 @@ def parse_args(argv):
                         "beside the state-dict file)")
     p.add_argument("--rope-freqs-bf16", action="store_true",
                    help="round rope.freqs to bfloat16 values (stored as F32), as the official bf16 "
-                        "inference path does (spec section 8)")
+                        "inference path does (docs/model.md §16)")
     p.add_argument("--trust-pickle", action="store_true",
                    help="unpickle checkpoint files without torch.load(weights_only=True) (only for "
                         "files you trust)")

@@ -1,7 +1,7 @@
 /* megalodon-run - the inference program of libmegalodon.
  *
  *     megalodon-run [generate] -m MODEL [-p TEXT | -f FILE | --tokens FILE] [options]
- *     megalodon-run perplexity -m MODEL (-f FILE | --tokens FILE) [options]
+ *     megalodon-run perplexity -m MODEL (-f FILE | --tokens FILE) [--kl-base FILE [--kl-save]] [options]
  *     megalodon-run tokenize -m MODEL (-p TEXT | -f FILE) [--bos] [--pieces]
  *     megalodon-run info -m MODEL
  *

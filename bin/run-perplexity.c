@@ -12,13 +12,19 @@
  * --official-window reproduces megalodon/inference.py: the N - 1 inputs go in calls of two
  * chunks (the last full chunk alone if their number is odd), then the remainder; after a
  * call ending at e with 8C <= e while inputs remain, the norm statistics are replaced by
- * those of a fresh forward over t[e-6C, e) (mg_state_window_norm_stats, spec 9.4).
+ * those of a fresh forward over t[e-6C, e) (mg_state_window_norm_stats, docs/model.md §15).
  *
  * A --tokens file is read a block at a time, and only the ids of the next call (plus the
  * last 6C fed, for the window) are kept; --per-token values are printed as they are made. So
  * memory does not depend on the document's length. A regular file is read once beforehand
  * to count and check its ids; standard input or a pipe is read once, as it comes. A text
- * (-f) is tokenized whole (the tokenizer needs the context): its ids are held. */
+ * (-f) is tokenized whole (the tokenizer needs the context): its ids are held.
+ *
+ * --kl-base FILE --kl-save stores every scored token's distribution in FILE as it is made;
+ * --kl-base FILE compares this model's with it (kl-base.c): per token
+ *     KL_i = sum_v p_v (log p_v - log q_v)     p: the base's, q: this model's softmax,
+ * their mean (with its standard error), maximum and 99th percentile, the fraction of tokens
+ * whose most likely token is the same, and ppl / ppl_base. */
 #include "config.h"
 
 #include <math.h>
@@ -28,6 +34,7 @@
 #include <unistd.h>
 
 #include "args.h"
+#include "kl-base.h"
 
 #define TRUNCATE_CHUNKS 8 /* inference.py */
 #define WINDOW_CHUNKS 6   /* TRUNCATE_CHUNKS - MAX_CHUNKS_PER_BATCH */
@@ -119,15 +126,19 @@ typedef struct {
     const run_opts *o;
     double nll;
     size_t scored;
+    kl_file *kl; /* --kl-base: written (--kl-save) or compared with */
 } result;
+
+/* the base file is compared with: --per-token then also gives each token's KL */
+static int comparing(const result *r) { return r->kl && !r->o->kl_save; }
 
 static void print_start(const result *r)
 {
     if (!r->o->per_token) return;
     if (r->o->json)
-        printf("{\"per_token_nll\": [");
+        printf(comparing(r) ? "{\"per_token_nll_kl\": [" : "{\"per_token_nll\": [");
     else
-        printf("# position token nll\n");
+        printf(comparing(r) ? "# position token nll kl\n" : "# position token nll\n");
 }
 
 /* Score the rows of one call: row j (t[j] fed) predicts t[j + 1]. */
@@ -145,7 +156,17 @@ static int score(const float *logits, size_t rows, int32_t V, const int32_t *t, 
             return run_error(EXIT_RUNTIME, "non-finite logits when scoring token %zu", i);
         r->nll += x;
         r->scored++;
-        if (r->o->per_token) {
+        double kl = 0.0;
+        int rc = !r->kl        ? EXIT_OK
+                 : r->o->kl_save ? kl_save_token(r->kl, l, t[j + 1])
+                                 : kl_read_token(r->kl, l, t[j + 1], &kl);
+        if (rc) return rc;
+        if (r->o->per_token && comparing(r)) {
+            if (r->o->json)
+                printf("%s[%.10g, %.10g]", i > 1 ? ", " : "", x, kl);
+            else
+                printf("%zu %d %.10g %.10g\n", i, (int)t[j + 1], x, kl);
+        } else if (r->o->per_token) {
             if (r->o->json)
                 printf("%s%.10g", i > 1 ? ", " : "", x);
             else
@@ -153,6 +174,43 @@ static int score(const float *logits, size_t rows, int32_t V, const int32_t *t, 
         }
     }
     return EXIT_OK;
+}
+
+/* a JSON number, or null when it is not finite */
+static void json_num(const char *key, double x)
+{
+    if (isfinite(x))
+        printf(", \"%s\": %.10g", key, x);
+    else
+        printf(", \"%s\": null", key);
+}
+
+/* The comparison with the base: ppl_base = exp(nll_base / n), the ratio ppl / ppl_base; KL
+ * mean with its standard error sqrt(var / n), 99th percentile, maximum; top-1 agreement. */
+static void print_kl(const result *r)
+{
+    const kl_stats *s = kl_file_stats(r->kl);
+    const double n = (double)s->n, ppl = exp(r->nll / n), base_ppl = exp(s->base_nll / n);
+    const double se = s->n > 1 ? sqrt(s->m2 / (n - 1) / n) : 0.0;
+    const double p99 = kl_stats_quantile(s, 0.99), agree = (double)s->agree / n;
+    if (r->o->json) {
+        json_num("base_nll", s->base_nll);
+        json_num("base_ppl", base_ppl);
+        json_num("ppl_ratio", ppl / base_ppl);
+        json_num("kl_mean", s->mean);
+        json_num("kl_stderr", se);
+        json_num("kl_p99", p99);
+        json_num("kl_max", s->max);
+        json_num("kl_error_bound", s->bound / n);
+        json_num("top1_agreement", agree);
+        return;
+    }
+    printf("base perplexity: %.10g (--kl-base %s); ratio model / base: %.10g\n", base_ppl,
+           r->o->kl_base, ppl / base_ppl);
+    printf("KL(base || model): mean %.6g +/- %.2g nats per token, 99th percentile %.6g, "
+           "max %.6g (representation error of the mean <= %.2g)\n",
+           s->mean, se, p99, s->max, s->bound / n);
+    printf("top-1 agreement: %.6f (%zu of %zu tokens)\n", agree, s->agree, s->n);
 }
 
 static void print_end(const result *r)
@@ -169,11 +227,42 @@ static void print_end(const result *r)
             printf("%.10g", ppl);
         else
             printf("null");
+        if (comparing(r)) print_kl(r);
         printf("}\n");
         return;
     }
     printf("perplexity: %.10g over %zu scored tokens (nll %.10g nats, %.6f nats per token)\n", ppl,
            scored, nll, nll / (double)scored);
+    if (comparing(r)) print_kl(r);
+}
+
+/* --kl-base with the other options: usage errors */
+static int kl_check_opts(const run_opts *o)
+{
+    if (o->kl_save && !o->kl_base)
+        return run_error(EXIT_USAGE, "--kl-save writes the --kl-base FILE: give --kl-base FILE");
+    if (!o->kl_base) return EXIT_OK;
+    if (strcmp(o->kl_base, "-") == 0)
+        return run_error(EXIT_USAGE, "--kl-base needs a file (not standard input or output)");
+    const char *other[] = {o->tokens_file, o->file, o->state_in, o->state_out, o->model};
+    const char *names[] = {"--tokens", "-f", "--state-in", "--state-out", "-m"};
+    for (size_t i = 0; i < sizeof other / sizeof other[0]; i++)
+        if (other[i] && strcmp(other[i], o->kl_base) == 0)
+            return run_error(EXIT_USAGE, "--kl-base '%s' is also the %s file", o->kl_base,
+                             names[i]);
+    return EXIT_OK;
+}
+
+/* Open the --kl-base file, to write or to compare with; first: t_0 of the document. */
+static int kl_open(const run_opts *o, const document *d, const mg_model *model,
+                   const mg_state *state, int32_t first, kl_file **kl)
+{
+    if (!o->kl_base) return EXIT_OK;
+    const int32_t V = mg_model_n_vocab(model);
+    const uint32_t flags = o->official_window ? KL_OFFICIAL_WINDOW : 0;
+    const uint64_t start = mg_state_n_past(state);
+    if (o->kl_save) return kl_save_open(o->kl_base, V, flags, start, first, kl);
+    return kl_read_open(o->kl_base, V, flags, start, first, d->known ? d->n : 0, kl);
 }
 
 static int too_short(size_t n)
@@ -191,7 +280,10 @@ int run_perplexity(const run_opts *o)
     int32_t *buf = NULL;
     float *logits = NULL;
     double load_ms;
-    int rc = run_load_model(o, &model, &load_ms);
+    result res = {o, 0.0, 0, NULL};
+    int rc = kl_check_opts(o);
+    if (rc) return rc;
+    rc = run_load_model(o, &model, &load_ms);
     if (rc) return rc;
 
     const int32_t V = mg_model_n_vocab(model);
@@ -220,6 +312,7 @@ int run_perplexity(const run_opts *o)
         rc = too_short(avail);
         goto done;
     }
+    if ((rc = kl_open(o, &doc, model, state, buf[0], &res.kl))) goto done;
     if (doc.known)
         fprintf(stderr, "perplexity: %zu tokens, %zu scored; ", doc.n, doc.n - 1);
     else
@@ -230,7 +323,6 @@ int run_perplexity(const run_opts *o)
 
     progress pg = {run_now_ms(), run_now_ms(), isatty(2)};
     const size_t n_in = doc.known ? doc.n - 1 : 0; /* fed tokens = scored tokens, if known */
-    result res = {o, 0.0, 0};
     size_t pos = 0;
     print_start(&res);
     while (avail >= 2) {
@@ -266,11 +358,16 @@ int run_perplexity(const run_opts *o)
         }
         report(&pg, pos, n_in, res.nll, avail < 2);
     }
+    if (res.kl && (rc = o->kl_save ? kl_save_close(res.kl) : kl_read_close(res.kl))) goto done;
+    if (o->kl_save)
+        fprintf(stderr, "perplexity: wrote --kl-base %s: %zu scored tokens, %zu bytes each\n",
+                o->kl_base, res.scored, KL_RECORD_BYTES(V));
     print_end(&res);
     fflush(stdout);
     rc = run_save_state(o, state);
 
 done:
+    kl_free(res.kl);
     free(buf);
     free(logits);
     free(doc.ids);

@@ -13,7 +13,7 @@
 #include <string.h>
 
 #include "args.h"
-#include "train.h"
+#include "train-cli.h"
 
 typedef struct {
     const char *name;
@@ -22,14 +22,14 @@ typedef struct {
     int swiglu, scale_emb, share_emb;
 } preset;
 
-/* spec section 5 (mega.py:273-288) and small ones for CPU training */
+/* docs/model.md §13 (mega.py:273-288) and small ones for CPU training */
 static const preset presets[] = {
     {"tiny", "0.12M + embeddings; for tests", 2, 64, 32, 128, 1, 192, 8, 64, 8, 0, 0, 0},
     {"small", "3.6M + embeddings", 4, 256, 64, 512, 1, 768, 16, 256, 16,
      0, 0, 0},
     {"base", "28M + embeddings", 8, 512, 128, 1024, 1, 1536, 16, 512,
      32, 0, 0, 0},
-    {"mega200M", "official (spec 5)", 12, 1024, 256, 2048, 1, 2560, 16, 2048, 32, 0, 0, 0},
+    {"mega200M", "official (model.md §13)", 12, 1024, 256, 2048, 1, 2560, 16, 2048, 32, 0, 0, 0},
     {"mega1.3B", "official", 24, 2048, 512, 4096, 2, 4864, 16, 2048, 64, 0, 0, 0},
     {"mega1.3B_pg19", "official; swiglu, scale+share emb", 24, 2048, 512, 4096, 2, 3584,
      16, 2048, 64, 1, 1, 1},

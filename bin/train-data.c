@@ -8,7 +8,7 @@
 #include <string.h>
 
 #include "args.h"
-#include "train.h"
+#include "train-cli.h"
 
 uint64_t tr_fnv1a(uint64_t h, const void *data, size_t n)
 {

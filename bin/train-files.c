@@ -15,7 +15,7 @@
 #include <unistd.h>
 
 #include "args.h"
-#include "train.h"
+#include "train-cli.h"
 
 /* ---------------------------------------------------------------- checkpoints */
 
@@ -390,4 +390,25 @@ int tr_plot(const char *log_path, const char *png_path, const char *title)
     }
     free(gp);
     return 0;
+}
+
+/* ---------------------------------------------------------------- paths */
+
+/* path with a trailing ".gguf" replaced by (or, without one, followed by) ext */
+char *tr_derive(const char *path, const char *ext)
+{
+    size_t n = strlen(path);
+    if (n > 5 && strcmp(path + n - 5, ".gguf") == 0) n -= 5;
+    size_t sz = n + strlen(ext) + 1;
+    char *s = malloc(sz);
+    if (s) snprintf(s, sz, "%.*s%s", (int)n, path, ext);
+    return s;
+}
+
+char *tr_dir_of(const char *path)
+{
+    const char *sl = strrchr(path, '/');
+    if (!sl) return strdup(".");
+    if (sl == path) return strdup("/");
+    return strndup(path, (size_t)(sl - path));
 }

@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "train.h"
+#include "train-cli.h"
 
 /* ---------------------------------------------------------------- strbuf */
 

@@ -1,4 +1,4 @@
-/* fuzz-gguf.c - libFuzzer harness for the GGUF reader (lib/gguf.c: gguf_open_memory).
+/* fuzz-gguf.c - libFuzzer harness for the GGUF reader (lib/gguf-read.c: gguf_open_memory).
  *
  * Each input is a GGUF image. When it parses, the harness walks everything the reader
  * exposes: every key (through every typed getter, whatever its type), every array (every

@@ -1,4 +1,4 @@
-/* fuzz-model.c - libFuzzer harness for the model loader (lib/model.c on lib/gguf.c, with the
+/* fuzz-model.c - libFuzzer harness for the model loader (lib/model.c on lib/gguf-read.c, with the
  * tokenizer keys of lib/tokenizer.c): hyper-parameter, shape and type validation.
  *
  * Each input is a GGUF image, loaded with mg_model_load_memory. The size of the input

@@ -1,6 +1,7 @@
-/* backend-cpu-attention.c - RoPE and chunk attention of the CPU backend (OpenBLAS).
+/* backend-cpu-attention.c - chunk attention of the CPU backend (OpenBLAS): the streaming
+ * forward, and for training the forward that keeps the probabilities and its backward.
  *
- * Attention of L queries over Lk keys, causal and bottom-right aligned (query i sees keys
+ * Streaming attention of L queries over Lk keys, causal and bottom-right aligned (query i sees keys
  * 0 .. off+i, off = Lk - L), per head out = softmax(q k^T) v, computed in blocks:
  *
  *   prefill (L > 1): the queries are cut into row blocks of QB rows. Block [i0, i1) sees
@@ -14,7 +15,7 @@
  *     blocks of a head are merged in a fixed order (as flash decoding does), so that one
  *     head's keys can be read by several threads.
  *
- * Threads (design.md, "Threads"): the (head, block) tasks are spread over the backend's
+ * Threads (docs/architecture.md §5): the (head, block) tasks are spread over the backend's
  * OpenMP threads and every matrix product inside is a single-threaded OpenBLAS call
  * (the backend keeps OpenBLAS at one thread, see cpu_matmul), even when the op runs on one
  * thread. The blocks are fixed by L, Lk and H only and each task's
@@ -40,15 +41,6 @@
 #define QB 64  /* query rows per block (prefill) */
 #define SB 16  /* rows per sub-block of the causal triangle */
 #define KB 256 /* keys per block (decode) */
-
-int cpu_rope(mg_backend *be, float *x, int L, int H, int dh, int pos0,
-                    const float *freqs)
-{
-    const mg_kernels *k = ctx_of(be)->k;
-    for (int t = 0; t < L; t++)
-        for (int hh = 0; hh < H; hh++) k->rope(x + ((size_t)t * H + hh) * dh, dh, pos0 + t, freqs);
-    return MG_OK;
-}
 
 /* One head hh, query rows [i0, i1): S has room for (i1-i0) x (off+i1) scores. */
 static void attn_block(const mg_kernels *K, const float *q, const float *k, const float *v,
@@ -100,7 +92,8 @@ static int attn_prefill(mg_backend *be, const float *q, const float *k, const fl
     const size_t per = (size_t)(L < QB ? L : QB) * Lk; /* scores of one block, at most */
     float *S = malloc(sizeof(float) * per * nt);
     if (!S)
-        return mg_seterr(MG_ERR_NOMEM, "attention: out of memory (%d threads x %zu scores)", nt,
+        return mg_seterr(MG_ERR_NOMEM,
+                         "out of memory for the attention scores (%d threads x %zu floats)", nt,
                          per);
     /* Largest blocks (the last rows see the most keys) first. */
 #pragma omp parallel for num_threads(nt) schedule(dynamic, 1) if (nt > 1)
@@ -128,7 +121,9 @@ static int attn_decode(mg_backend *be, const float *q, const float *k, const flo
     if (!sc || !ml) {
         free(sc);
         free(ml);
-        return mg_seterr(MG_ERR_NOMEM, "attention: out of memory (decode over %d keys)", Lk);
+        return mg_seterr(MG_ERR_NOMEM,
+                         "out of memory for the attention decode's scores (%d keys, %d heads)",
+                         Lk, H);
     }
     float *part = sc + (size_t)H * Lk;
     int nt = be->n_threads < tasks ? be->n_threads : tasks;
@@ -173,8 +168,8 @@ static int attn_decode(mg_backend *be, const float *q, const float *k, const flo
     return MG_OK;
 }
 
-int cpu_attention(mg_backend *be, const float *q, const float *k, const float *v, int L,
-                         int Lk, int H, int dk, int dv, float *out)
+int cpu_attention(mg_backend *be, const float *q, const float *k, const float *v, int L, int Lk,
+                  int H, int dk, int dv, float *out)
 {
     if (L <= 0 || H <= 0) return MG_OK;
     if (Lk < L)
@@ -182,4 +177,104 @@ int cpu_attention(mg_backend *be, const float *q, const float *k, const float *v
     /* OpenBLAS is single-threaded throughout the backend (backend-cpu.c, cpu_matmul). */
     return L == 1 ? attn_decode(be, q, k, v, Lk, H, dk, dv, out)
                   : attn_prefill(be, q, k, v, L, Lk, H, dk, dv, out);
+}
+
+/* ---------------------------------------------------------------- training */
+
+/* Per chunk and head: S = q k^T (causal), P = softmax(S), out = P v, in blocks of AB query
+ * rows: block [i0, i1) multiplies only the keys 0 .. i1-1 it can see, so the products skip
+ * everything above the diagonal but for the block's own triangle (about half the flops of
+ * the full L x L block). P is kept whole (L x L, zero above the diagonal) for the backward.
+ * The blocks depend on L only: the same result for any thread count. */
+#define AB 64
+
+int cpu_attention_train(mg_backend *be, const float *q, const float *k, const float *v,
+                        int S, int L, int H, int dk, int dv, float *out, float *P)
+{
+    const int work = S * H, qs = H * dk, vs = H * dv;
+    const mg_kernels *K = ctx_of(be)->k;
+#pragma omp parallel for num_threads(be->n_threads) schedule(static) if (work > 1)
+    for (int sh = 0; sh < work; sh++) {
+        const int s = sh / H, h = sh % H;
+        const size_t r0 = (size_t)s * L;
+        const float *qh = q + r0 * qs + (size_t)h * dk, *kh = k + r0 * qs + (size_t)h * dk;
+        float *Ph = P + (size_t)sh * L * L;
+        for (int i0 = 0; i0 < L; i0 += AB) {
+            const int i1 = i0 + AB < L ? i0 + AB : L, m = i1 - i0;
+            float *Pb = Ph + (size_t)i0 * L;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, i1, dk, 1.0f,
+                        qh + (size_t)i0 * qs, qs, kh, qs, 0.0f, Pb, L);
+            for (int i = i0; i < i1; i++) { /* causal: keys 0 .. i */
+                float *row = Ph + (size_t)i * L;
+                K->softmax(row, i + 1);
+                memset(row + i + 1, 0, sizeof(float) * (size_t)(L - i - 1));
+            }
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, dv, i1, 1.0f, Pb, L,
+                        v + r0 * vs + (size_t)h * dv, vs, 0.0f,
+                        out + (r0 + i0) * vs + (size_t)h * dv, vs);
+        }
+    }
+    return MG_OK;
+}
+
+/* dV = P^T dO ;  dP = dO V^T ;  dS = P (dP - rowsum(P dP)) ;  dQ = dS K ;  dK = dS^T Q,
+ * in the blocks of the forward: query block [i0, i1) reads keys 0 .. i1-1 (dP, dS, dQ),
+ * key block [j0, j1) is read by queries j0 .. L-1 (dV, dK). */
+int cpu_attention_backward(mg_backend *be, const float *q, const float *k,
+                           const float *v, const float *P, const float *dout, int S,
+                           int L, int H, int dk, int dv, float *dq, float *dk_,
+                           float *dv_)
+{
+    const int work = S * H, qs = H * dk, vs = H * dv;
+    int fail = 0;
+#pragma omp parallel num_threads(be->n_threads) if (work > 1)
+    {
+        float *dS = malloc(sizeof(float) * (size_t)L * L);
+        if (!dS) {
+#pragma omp atomic write
+            fail = 1;
+        }
+#pragma omp for schedule(static)
+        for (int sh = 0; sh < work; sh++) {
+            if (!dS) continue;
+            const int s = sh / H, h = sh % H;
+            const size_t r0 = (size_t)s * L;
+            const float *Ph = P + (size_t)sh * L * L;
+            const float *qh = q + r0 * qs + (size_t)h * dk, *kh = k + r0 * qs + (size_t)h * dk;
+            const float *vh = v + r0 * vs + (size_t)h * dv, *doh = dout + r0 * vs + (size_t)h * dv;
+            float *dqh = dq + r0 * qs + (size_t)h * dk, *dkh = dk_ + r0 * qs + (size_t)h * dk;
+            float *dvh = dv_ + r0 * vs + (size_t)h * dv;
+            for (int i0 = 0; i0 < L; i0 += AB) {
+                const int i1 = i0 + AB < L ? i0 + AB : L, m = i1 - i0;
+                float *dSb = dS + (size_t)i0 * L;
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, i1, dv, 1.0f,
+                            doh + (size_t)i0 * vs, vs, vh, vs, 0.0f, dSb, L);
+                for (int i = i0; i < i1; i++) {
+                    const float *pr = Ph + (size_t)i * L;
+                    float *dr = dS + (size_t)i * L;
+                    double rs = 0;
+                    for (int j = 0; j <= i; j++) rs += (double)pr[j] * dr[j];
+                    for (int j = 0; j <= i; j++) dr[j] = pr[j] * (float)(dr[j] - rs);
+                    memset(dr + i + 1, 0, sizeof(float) * (size_t)(L - i - 1));
+                }
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, dk, i1, 1.0f, dSb, L,
+                            kh, qs, 0.0f, dqh + (size_t)i0 * qs, qs);
+            }
+            for (int j0 = 0; j0 < L; j0 += AB) {
+                const int j1 = j0 + AB < L ? j0 + AB : L, n = j1 - j0, rows = L - j0;
+                const size_t off = (size_t)j0 * L + j0; /* rows j0 .. L-1, columns j0 .. j1-1 */
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, n, dv, rows, 1.0f,
+                            Ph + off, L, doh + (size_t)j0 * vs, vs, 0.0f,
+                            dvh + (size_t)j0 * vs, vs);
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, n, dk, rows, 1.0f,
+                            dS + off, L, qh + (size_t)j0 * qs, qs, 0.0f,
+                            dkh + (size_t)j0 * qs, qs);
+            }
+        }
+        free(dS);
+    }
+    if (fail)
+        return mg_seterr(MG_ERR_NOMEM,
+                         "out of memory for the attention backward's score gradients (L=%d)", L);
+    return MG_OK;
 }

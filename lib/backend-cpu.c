@@ -1,6 +1,14 @@
-/* backend-cpu.c - the CPU backend: OpenBLAS for matrix products, FFTW (single precision)
- * for the CEMA convolution (backend-cpu-cema.c), chunk attention (backend-cpu-attention.c),
- * OpenMP across rows/channels/heads, and the simd/ kernel table for everything else. */
+/* backend-cpu.c - the CPU backend: its context, the op table filled in, the thread count,
+ * and the BLAS in use. The ops are in files by op, each with its backward:
+ *   backend-cpu-matmul.c       matrix products (OpenBLAS)
+ *   backend-cpu-norms.c        RMSNorm, LayerNorm, timestep norm
+ *   backend-cpu-cema.c         CEMA: scan, chunked scan, adjoint scan, the planner glue
+ *   backend-cpu-cema-fft.c     CEMA by FFT (FFTW, single precision), forward and backward
+ *   backend-cpu-attention.c    chunk attention (OpenBLAS)
+ *   backend-cpu-elementwise.c  SiLU, product, sum, scale, per-row affine map, RoPE
+ *   backend-cpu-loss.c         cross-entropy, AdamW
+ * OpenMP splits rows/channels/heads; the simd/ kernel table does the row and elementwise
+ * work. */
 #include "config.h"
 
 #include <cblas.h>
@@ -12,70 +20,8 @@
 #include <unistd.h>
 
 #include "backend-cpu.h"
+#include "cema-plan.h"
 #include "error.h"
-
-/* ---------------------------------------------------------------- matmul */
-
-/* y = x W^T + bias.
- *
- * Threads (design.md): OpenBLAS always runs single-threaded (its thread count is global to
- * the process and its threaded sgemm splits rows at places that depend on that count, which
- * changes the last bits of results); the library splits the product itself over its OpenMP
- * threads into blocks whose bounds depend only on the shapes, so the result is the same for
- * any thread count and any number of concurrent states. */
-#define MM_ROWS 256 /* rows of x per sgemm tile (prefill) */
-#define MM_TILES 8  /* at least this many tiles when M allows it: N is cut too when M is small */
-#define MV_ROWS 64  /* rows of W per sgemv block (decode, M == 1) */
-
-/* Columns per tile for an M x N product: all N when the row blocks alone give MM_TILES
- * tiles, else N cut into pieces of a multiple of 64 columns (at least 128), so that narrow
- * and short products still spread over the threads. Depends on the shape only. */
-static int mm_cols(int M, int N)
-{
-    const int nrb = (M + MM_ROWS - 1) / MM_ROWS;
-    if (nrb >= MM_TILES || N <= 256) return N;
-    const int want = (MM_TILES + nrb - 1) / nrb; /* column pieces wanted */
-    int nc = (N + want - 1) / want;
-    nc = (nc + 63) / 64 * 64;
-    return nc < 128 ? 128 : nc;
-}
-
-static int cpu_matmul(mg_backend *be, const float *x, int M, int K, const float *W, int N,
-                      const float *bias, float *y)
-{
-    if (M <= 0 || N <= 0) return MG_OK;
-    if (M == 1) { /* decode: sgemv is an order of magnitude faster than sgemm here. Blocks of
-                   * 64 rows of W balance 2-16 threads on the model's 192-2048-row weights
-                   * (256-row blocks gave a 768-row weight 3 blocks: 12.7-13.3 GFLOP/s on 2
-                   * threads against 15-17.5 for 64-row blocks, docs/performance.md). */
-        const int nb = (N + MV_ROWS - 1) / MV_ROWS;
-#pragma omp parallel for num_threads(be->n_threads) schedule(static) if (nb > 1 && (size_t)N * K >= 65536)
-        for (int b = 0; b < nb; b++) {
-            const int n0 = b * MV_ROWS, n = N - n0 < MV_ROWS ? N - n0 : MV_ROWS;
-            if (bias) memcpy(y + n0, bias + n0, sizeof(float) * n);
-            cblas_sgemv(CblasRowMajor, CblasNoTrans, n, K, 1.0f, W + (size_t)n0 * K, K, x, 1,
-                        bias ? 1.0f : 0.0f, y + n0, 1);
-        }
-        return MG_OK;
-    }
-    /* prefill: tiles of MM_ROWS rows of x by mm_cols() rows of W, handed out dynamically
-     * (each tile is one single-threaded sgemm whose result does not depend on which thread
-     * runs it). 256-row tiles repack W a quarter as often as 64-row ones: on the 100M model's
-     * shapes 190-232 GFLOP/s against 143-177 on 2 threads (docs/performance.md). */
-    const int nc = mm_cols(M, N);
-    const int nrb = (M + MM_ROWS - 1) / MM_ROWS, ncb = (N + nc - 1) / nc, nt = nrb * ncb;
-#pragma omp parallel for num_threads(be->n_threads) schedule(dynamic, 1) if (nt > 1)
-    for (int t = 0; t < nt; t++) {
-        const int m0 = (t / ncb) * MM_ROWS, n0 = (t % ncb) * nc;
-        const int m = M - m0 < MM_ROWS ? M - m0 : MM_ROWS, n = N - n0 < nc ? N - n0 : nc;
-        float *yb = y + (size_t)m0 * N + n0;
-        if (bias)
-            for (int i = 0; i < m; i++) memcpy(yb + (size_t)i * N, bias + n0, sizeof(float) * n);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, K, 1.0f, x + (size_t)m0 * K,
-                    K, W + (size_t)n0 * K, K, bias ? 1.0f : 0.0f, yb, N);
-    }
-    return MG_OK;
-}
 
 /* ---------------------------------------------------------------- the BLAS in use
  * (megalodon.h: mg_blas_info, mg_blas_warning). An OpenBLAS older than the CPU does not know
@@ -114,76 +60,19 @@ const char *mg_blas_warning(void)
     return blas_warning[0] ? blas_warning : NULL;
 }
 
-/* ---------------------------------------------------------------- norms */
+/* ---------------------------------------------------------------- the backend */
 
-static int cpu_rms_norm(mg_backend *be, const float *x, size_t rows, int n, const float *w,
-                        float eps, float *y)
+static int cpu_supports_op(mg_backend *be, mg_op op)
 {
-    const mg_kernels *k = ctx_of(be)->k;
-#pragma omp parallel for num_threads(be->n_threads) schedule(static) if (rows > 16)
-    for (size_t r = 0; r < rows; r++) k->rms_norm(x + r * n, w, eps, n, y + r * n);
-    return MG_OK;
+    (void)be;
+    return op == MG_OP_TRAIN; /* cpu_fill_train_ops fills them all */
 }
-
-static int cpu_layer_norm(mg_backend *be, const float *x, size_t rows, int n, const float *w,
-                          const float *b, float eps, float *y)
-{
-    const mg_kernels *k = ctx_of(be)->k;
-#pragma omp parallel for num_threads(be->n_threads) schedule(static) if (rows > 16)
-    for (size_t r = 0; r < rows; r++) k->layer_norm(x + r * n, w, b, eps, n, y + r * n);
-    return MG_OK;
-}
-
-static int cpu_timestep_norm(mg_backend *be, const float *x, int L, int D, int G,
-                             const float *w, const float *b, float eps, int64_t *count,
-                             float *mean, float *var, float *y)
-{
-    /* Sequential in time by definition; the prefix-sum formulation comes with the SIMD work. */
-    ctx_of(be)->k->timestep_norm(x, L, D, G, w, b, eps, count, mean, var, y);
-    return MG_OK;
-}
-
-/* ---------------------------------------------------------------- elementwise */
-
-static int cpu_silu(mg_backend *be, const float *x, float *y, size_t n)
-{
-    ctx_of(be)->k->silu(x, y, n);
-    return MG_OK;
-}
-
-static int cpu_mul(mg_backend *be, const float *a, const float *b, float *y, size_t n)
-{
-    ctx_of(be)->k->mul(a, b, y, n);
-    return MG_OK;
-}
-
-static int cpu_add(mg_backend *be, const float *a, const float *b, float *y, size_t n)
-{
-    ctx_of(be)->k->add(a, b, y, n);
-    return MG_OK;
-}
-
-static int cpu_scale(mg_backend *be, const float *x, float a, float *y, size_t n)
-{
-    ctx_of(be)->k->scale(x, a, y, n);
-    return MG_OK;
-}
-
-static int cpu_affine_rows(mg_backend *be, const float *x, size_t rows, int m, const float *s,
-                           const float *t, float *y)
-{
-    ctx_of(be)->k->affine_rows(x, rows, m, s, t, y);
-    return MG_OK;
-}
-
-/* ---------------------------------------------------------------- setup */
 
 static void cpu_free(mg_backend *be)
 {
     if (!be) return;
     cpu_ctx *c = ctx_of(be);
     if (c) {
-        cpu_train_free(c);
         cpu_cema_free(c);
         pthread_mutex_destroy(&c->lock);
         free(c);
@@ -221,7 +110,7 @@ int mg_backend_cpu_new(int n_threads, const char *isa, mg_backend **out)
     if (!be || !c) {
         free(be);
         free(c);
-        return mg_seterr(MG_ERR_NOMEM, "out of memory creating the CPU backend");
+        return mg_seterr(MG_ERR_NOMEM, "out of memory for the CPU backend's context");
     }
     pthread_mutex_init(&c->lock, NULL);
     c->k = k;
@@ -237,11 +126,13 @@ int mg_backend_cpu_new(int n_threads, const char *isa, mg_backend **out)
     be->ctx = c;
     be->n_threads = n_threads;
     be->free = cpu_free;
+    be->supports_op = cpu_supports_op;
     be->matmul = cpu_matmul;
     be->rms_norm = cpu_rms_norm;
     be->layer_norm = cpu_layer_norm;
     be->timestep_norm = cpu_timestep_norm;
     be->cema = cpu_cema;
+    be->cema_choice = cpu_cema_choice; /* the planner of backend-cpu-cema.c */
     be->rope = cpu_rope;
     be->attention = cpu_attention;
     be->silu = cpu_silu;
@@ -249,10 +140,18 @@ int mg_backend_cpu_new(int n_threads, const char *isa, mg_backend **out)
     be->add = cpu_add;
     be->scale = cpu_scale;
     be->affine_rows = cpu_affine_rows;
-    if ((rc = cpu_fill_train_ops(be))) {
-        cpu_free(be);
-        return rc;
-    }
+    /* training */
+    be->matmul_backward = cpu_matmul_backward;
+    be->timestep_norm_train = cpu_timestep_norm_train;
+    be->timestep_norm_backward = cpu_timestep_norm_backward;
+    be->rms_norm_backward = cpu_rms_norm_backward;
+    be->layer_norm_backward = cpu_layer_norm_backward;
+    be->cema_backward = cpu_cema_backward;
+    be->attention_train = cpu_attention_train;
+    be->attention_backward = cpu_attention_backward;
+    be->silu_backward = cpu_silu_backward;
+    be->cross_entropy = cpu_cross_entropy;
+    be->adamw = cpu_adamw;
     mg_backend_set_threads(be, n_threads);
     *out = be;
     return MG_OK;

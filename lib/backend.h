@@ -1,9 +1,9 @@
 /* backend.h - the op table through which the model computes (internal).
  *
  * The Megalodon math lives once in lib/ (attention.c, ffn.c, forward.c, ...) as calls of
- * these ops; a backend (backend-cpu.c today, OpenCL later) fills the table. Activations are
- * fp32, row-major: a tensor of L tokens and n features is L rows of n floats. Every op
- * returns MG_OK or a negative mg_status with the error message set. */
+ * these ops; a backend (lib/backend-cpu.c, opencl/backend-opencl.c) fills the table.
+ * Activations are fp32, row-major: a tensor of L tokens and n features is L rows of n
+ * floats. Every op returns MG_OK or a negative mg_status with the error message set. */
 #ifndef MG_BACKEND_H
 #define MG_BACKEND_H
 
@@ -21,6 +21,36 @@ typedef struct {
     float *p, *q, *eta, *omega;
 } mg_cema_coeffs;
 
+/* A weight matrix as the model file stores it: `rows` rows (the outputs) of `cols` values
+ * (the inputs), row-major, rows `row_bytes` apart, in one of the weight types of lib/quant.h
+ * (f32, f16, bf16, q8_0, q4_0, q4_K, q6_K; docs/quantization.md). The model keeps every
+ * large matrix in its type, mapped from the file (no fp32 copy); matmul reads it as it is.
+ * Training works on f32 weights only (mg_weight_f32). */
+typedef struct {
+    const void *data;
+    uint32_t type; /* GGML_TYPE_* (gguf.h) */
+    int rows, cols;
+    size_t row_bytes;
+} mg_weight;
+
+/* An f32 weight over an fp32 array (row-major rows x cols). */
+static inline mg_weight mg_weight_of_f32(const float *w, int rows, int cols)
+{
+    mg_weight r = {w, 0 /* GGML_TYPE_F32 */, rows, cols, sizeof(float) * (size_t)cols};
+    return r;
+}
+
+/* The fp32 array of an f32 weight; NULL for any other type (and for NULL). */
+static inline const float *mg_weight_f32(const mg_weight *w)
+{
+    return w && w->data && w->type == 0 /* GGML_TYPE_F32 */ ? (const float *)w->data : NULL;
+}
+
+/* What a caller may ask a backend before relying on it (supports_op). */
+typedef enum {
+    MG_OP_TRAIN, /* the training ops (matmul_backward ... adamw), all of them */
+} mg_op;
+
 struct mg_backend {
     const char *name; /* e.g. "cpu/scalar" */
     void *ctx;        /* backend private data */
@@ -28,8 +58,15 @@ struct mg_backend {
 
     void (*free)(mg_backend *be);
 
-    /* y[M,N] = x[M,K] W[N,K]^T (+ bias[N] if bias != NULL). W is row-major (out, in). */
-    int (*matmul)(mg_backend *be, const float *x, int M, int K, const float *W, int N,
+    /* 1 if the backend does op, else 0. */
+    int (*supports_op)(mg_backend *be, mg_op op);
+
+    /* y[M,N] = x[M,K] W[N,K]^T (+ bias[N] if bias != NULL). W (N rows of K) in any weight
+     * type: f32 exactly as before; the other types as the product of x with the dequantized
+     * W, where decode (few rows of x) rounds each row of x once to 8-bit blocks for the q8_0,
+     * q4_0, q4_K and q6_K dot products (simd/kernels.h states their accuracy). A backend
+     * without a type answers MG_ERR_UNSUPPORTED naming it. */
+    int (*matmul)(mg_backend *be, const float *x, int M, int K, const mg_weight *W, int N,
                   const float *bias, float *y);
 
     /* Row-wise norms over `rows` rows of n (see simd/kernels.h for the math). */
@@ -52,6 +89,14 @@ struct mg_backend {
      * MG_CEMA_SCAN runs the recurrence. Both give the same result to fp32 rounding. */
     int (*cema)(mg_backend *be, mg_cema_algo algo, const float *x, int L,
                 const mg_cema_coeffs *c, float *h, float *y);
+    /* The implementation cema runs for a call of L rows with coefficients c asked for algo,
+     * resolved as cema resolves it for that call (MEGALODON_CEMA overriding algo, decode
+     * always the recurrence, MG_CEMA_AUTO by the backend's own rule or planner, which may
+     * measure now as cema would): a name such as "scan", "scan-chunked" or "fft"
+     * (mg_cema_choice reports it). NULL on error, or when c is NULL and the backend needs
+     * the coefficients to decide. */
+    const char *(*cema_choice)(mg_backend *be, mg_cema_algo algo, int L,
+                               const mg_cema_coeffs *c);
 
     /* Interleaved RoPE in place on L rows of H heads of dh (row stride H*dh); row t uses
      * position pos0 + t. */
@@ -120,7 +165,7 @@ struct mg_backend {
                                const float *w, const float *b, float eps, int64_t count0,
                                const float *mean0, const float *var0, float *y, float *cmean,
                                float *crstd);
-    /* Its backward (spec 11.1) with no gradient arriving on the final statistics:
+    /* Its backward (docs/model.md §18.1) with no gradient arriving on the final statistics:
      * dx (written), dw, db (added). */
     int (*timestep_norm_backward)(mg_backend *be, const float *x, int S, int L, int D, int G,
                                   const float *w, int64_t count0, const float *mean0,

@@ -1,6 +1,7 @@
 /* cema-plan.c - the CEMA planner: environment settings, the cost model (`estimate`) and the
  * wisdom file that remembers measured choices (`measure`). The implementations themselves
- * and the measuring are in backend-cpu-cema.c; docs/cema.md describes it all. */
+ * and the measuring are in backend-cpu-cema.c (the FFT ones in backend-cpu-cema-fft.c);
+ * docs/cema.md describes it all. */
 #include "config.h"
 
 #include "cema-plan.h"
@@ -39,9 +40,9 @@ int cema_settings_read(cema_settings *s)
 
     const char *v = getenv("MEGALODON_CEMA");
     if (v && *v) {
-        if (!strcasecmp(v, "auto")) s->override = MG_CEMA_AUTO;
-        else if (!strcasecmp(v, "fft")) s->override = MG_CEMA_FFT;
-        else if (!strcasecmp(v, "scan")) s->override = MG_CEMA_SCAN;
+        if (!strcasecmp(v, "auto")) s->override = CEMA_ALGO_AUTO;
+        else if (!strcasecmp(v, "fft")) s->override = CEMA_ALGO_FFT;
+        else if (!strcasecmp(v, "scan")) s->override = CEMA_ALGO_SCAN;
         else if (!strcasecmp(v, "scan-chunked")) s->override = CEMA_ALGO_CHUNKED;
         else
             return mg_seterr(MG_ERR_INVALID_ARG,
@@ -70,14 +71,15 @@ int cema_settings_read(cema_settings *s)
     const char *base = NULL, *tail = NULL;
     if (v && *v) {
         if (strcmp(v, "none") != 0 && !(s->wisdom_path = strdup(v)))
-            return mg_seterr(MG_ERR_NOMEM, "out of memory");
+            return mg_seterr(MG_ERR_NOMEM, "out of memory for the CEMA wisdom file's name");
         return MG_OK;
     }
     if ((base = getenv("XDG_CACHE_HOME")) && base[0] == '/') tail = "/megalodon/cema-wisdom";
     else if ((base = getenv("HOME")) && base[0] == '/') tail = "/.cache/megalodon/cema-wisdom";
     if (tail) {
         size_t n = strlen(base) + strlen(tail) + 1;
-        if (!(s->wisdom_path = malloc(n))) return mg_seterr(MG_ERR_NOMEM, "out of memory");
+        if (!(s->wisdom_path = malloc(n)))
+            return mg_seterr(MG_ERR_NOMEM, "out of memory for the CEMA wisdom file's name");
         snprintf(s->wisdom_path, n, "%s%s", base, tail);
         s->wisdom_default = 1;
     }
@@ -531,7 +533,7 @@ static void write_locked(cema_wisdom *w)
     static const char suffix[] = ".tmp.XXXXXX";
     size_t plen = strlen(w->path);
     char *tmp = malloc(plen + sizeof suffix);
-    const char *step = "out of memory";
+    const char *step = "out of memory for the temporary file's name";
     int fd = -1;
     if (tmp) {
         memcpy(tmp, w->path, plen);

@@ -1,7 +1,7 @@
 /* cema-plan.h - choosing how to compute CEMA (internal).
  *
  * The CEMA op (backend.h: cema) has three implementations in the CPU backend
- * (backend-cpu-cema.c), which give the same result to fp32 rounding:
+ * (backend-cpu-cema.c, backend-cpu-cema-fft.c), which give the same result to fp32 rounding:
  *   scan          the recurrence, channels split across threads;
  *   scan-chunked  the recurrence split along time into blocks of a fixed length (a function
  *                 of L only), the carried state then propagated block to block and each
@@ -23,9 +23,16 @@
 typedef enum { CEMA_RUN_SCAN = 0, CEMA_RUN_SCAN_CHUNKED = 1, CEMA_RUN_FFT = 2 } cema_run;
 #define CEMA_N_RUNS 3
 
-/* The backend op also accepts this value of mg_cema_algo: the chunked scan (the value a
- * public MG_CEMA_SCAN_CHUNKED would take). */
-#define CEMA_ALGO_CHUNKED ((mg_cema_algo)3)
+/* What a caller may ask the CPU backend's cema and cema_backward for (and MEGALODON_CEMA may
+ * name): the values of the public mg_cema_algo, and the chunked scan, which is not public
+ * (the tests and the timing tool ask for it by name). The ops take an mg_cema_algo and read
+ * it as a cema_algo. */
+typedef enum {
+    CEMA_ALGO_AUTO = MG_CEMA_AUTO,
+    CEMA_ALGO_FFT = MG_CEMA_FFT,
+    CEMA_ALGO_SCAN = MG_CEMA_SCAN,
+    CEMA_ALGO_CHUNKED = 3 /* the value a public MG_CEMA_SCAN_CHUNKED would take */
+} cema_algo;
 
 /* "scan", "scan-chunked", "fft" */
 const char *cema_run_name(cema_run r);
@@ -41,7 +48,7 @@ typedef enum { CEMA_PLAN_ESTIMATE = 0, CEMA_PLAN_MEASURE = 1 } cema_plan_mode;
  *                            cema-wisdom, else ~/.cache/megalodon/cema-wisdom)
  *   MEGALODON_CEMA_CACHE_MB  memory for cached FFT kernels, MiB (default 256; 0: no cache) */
 typedef struct {
-    int override;        /* -1: none; else an mg_cema_algo (CEMA_ALGO_CHUNKED included) */
+    int override;        /* -1: none; else a cema_algo */
     cema_plan_mode mode;
     char *wisdom_path;   /* malloc'd; NULL: no wisdom file */
     int wisdom_default;  /* the path is the default one (its directory may be created) */
@@ -93,8 +100,8 @@ cema_run cema_estimate(const char *isa, const cema_problem *pb, double ns[CEMA_N
 /* ------------------------------------------------------------------ backward */
 
 /* The training backward (backend.h: cema_backward) has two implementations in the CPU
- * backend: scan (the adjoint recurrence in double, backend-cpu-train.c) and fft (FFT
- * correlations, backend-cpu-cema-grad.c). MG_CEMA_AUTO resolves to one of them per
+ * backend: scan (the adjoint recurrence in double, backend-cpu-cema.c) and fft (FFT
+ * correlations, backend-cpu-cema-fft.c). MG_CEMA_AUTO resolves to one of them per
  * (S, L, D, N, threads) by cema_estimate_backward or by timing both once per shape (measure
  * mode: wisdom entries of backend "cpu-bwd/sK", K the power of two >= S). */
 typedef struct {

@@ -31,7 +31,8 @@ int mg_cema_coeffs_init(mg_cema_coeffs *c, int D, int N, const float *alpha,
     c->omega = malloc(sizeof(float) * (size_t)D);
     if (!c->p || !c->q || !c->eta || !c->omega) {
         mg_cema_coeffs_free(c);
-        return mg_seterr(MG_ERR_NOMEM, "out of memory for CEMA coefficients (D=%d, N=%d)", D, N);
+        return mg_seterr(MG_ERR_NOMEM, "out of memory for the CEMA coefficients p, q, eta, "
+                         "omega (D=%d, N=%d)", D, N);
     }
     mg_cema_coeffs_compute(c, alpha, delta, theta, gamma, omega);
     return MG_OK;
@@ -60,7 +61,7 @@ void mg_cema_coeffs_compute(mg_cema_coeffs *c, const float *alpha, const float *
     }
 }
 
-/* Backward of the coefficients (spec 11.2's last step, done by autograd officially): from
+/* Backward of the coefficients (docs/model.md §18.5, done by autograd officially): from
  * the gradients of p, q, eta (complex, grad = dL/dRe + i dL/dIm) and omega to those of the
  * official parameters, added to dalpha, ddelta, dtheta, dgamma, domega_param.
  *   q = m e^{i phi}, m = 1 - s_a s_d:  dL/dm = Re(dq e^{-i phi}),

@@ -19,19 +19,6 @@
 #define MG_PRINTF(a, b) __attribute__((format(printf, a, b)))
 #else
 #define MG_PRINTF(a, b)
-/* Pass a failure up: evaluate x (an mg_status expression) and return it when it is not
- * MG_OK; the message stays the one its origin set. For functions with something to clean up,
- * use TRY_GOTO, which stores the status in `rc` and jumps to `label`. */
-#define TRY(x)                                                                             \
-    do {                                                                                   \
-        int rc_ = (x);                                                                     \
-        if (rc_) return rc_;                                                               \
-    } while (0)
-#define TRY_GOTO(x, label)                                                                 \
-    do {                                                                                   \
-        if ((rc = (x)) != MG_OK) goto label;                                               \
-    } while (0)
-
 #endif
 
 /* Record a message for the calling thread and return `status`, so that callers can write

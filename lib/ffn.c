@@ -1,9 +1,12 @@
-/* ffn.c - the normalized feed-forward network with the two-hop residual, forward.
+/* ffn.c - the normalized feed-forward network with the two-hop residual, forward and backward.
  *
  *   xn  = LayerNorm(y) (1 + w) + b          y = the MEGA sub-layer output
  *   u   = silu(xn W1^T)      [* (xn W3^T) with SwiGLU]      (no biases)
  *   o   = u W2^T             [* alpha with rescale_nffn]
  *   out = x + o                               x = the block input, not y
+ *
+ * One forward serves streaming and training (model.h: mg_ffn_forward); training keeps xn,
+ * u1 = xn W1^T, u3 = xn W3^T, the hidden u and, with the rescale, o before it.
  */
 #include "config.h"
 
@@ -11,55 +14,34 @@
 #include "model.h"
 #include "train.h"
 
-int mg_ffn_forward(const mg_model *m, int il, mg_scratch *s, int L, const float *x,
-                   const float *y, float *out)
+int mg_ffn_forward(const mg_model *m, int il, mg_scratch *s, mg_layer_act *act, int T,
+                   const float *x, const float *y, float *out)
 {
     const mg_hparams *hp = &m->hp;
     const mg_layer *w = &m->layers[il];
     mg_backend *be = m->be;
     const int D = hp->n_embd, F = hp->n_ff;
+    const size_t TF = (size_t)T * F;
 
-    float *xn = s->xt; /* free once the MEGA sub-layer is done */
-    TRY(be->layer_norm(be, y, L, D, w->ffn_norm_w, w->ffn_norm_b, hp->norm_eps, xn));
-    TRY(be->matmul(be, xn, L, D, w->ffn_up, F, NULL, s->u));
-    TRY(be->silu(be, s->u, s->u, (size_t)L * F));
-    if (w->ffn_gate) {
-        TRY(be->matmul(be, xn, L, D, w->ffn_gate, F, NULL, s->u3));
-        TRY(be->mul(be, s->u, s->u3, s->u, (size_t)L * F));
+    /* Training keeps each value in its own buffer (o only with the rescale: without it the
+     * fc2 output goes straight to out, which there is not x). Streaming computes in place in
+     * the scratch: xn in xt (free once the MEGA sub-layer is done), u1 and u in u, o in proj
+     * (out may alias x). */
+    float *xn = act ? act->xn : s->xt;
+    float *u1 = act ? act->u1 : s->u, *u = act ? act->u : s->u, *u3 = act ? act->u3 : s->u3;
+    float *o = act ? (w->ffn_alpha ? act->o : out) : s->proj; /* u W2^T */
+    float *o_res = act && w->ffn_alpha ? out : o;              /* after the rescale */
+
+    TRY(be->layer_norm(be, y, T, D, w->ffn_norm_w, w->ffn_norm_b, hp->norm_eps, xn));
+    TRY(be->matmul(be, xn, T, D, &w->ffn_up, F, NULL, u1));
+    TRY(be->silu(be, u1, u, TF));
+    if (w->ffn_gate.data) {
+        TRY(be->matmul(be, xn, T, D, &w->ffn_gate, F, NULL, u3));
+        TRY(be->mul(be, u, u3, u, TF));
     }
-    float *o = s->h;
-    TRY(be->matmul(be, s->u, L, F, w->ffn_down, D, NULL, o));
-    if (w->ffn_alpha) TRY(be->affine_rows(be, o, L, D, w->ffn_alpha, NULL, o));
-    TRY(be->add(be, x, o, out, (size_t)L * D));
-    return MG_OK;
-}
-
-/* ------------------------------------------------------------------ training */
-
-/* As mg_ffn_forward, keeping xn, u1 (= xn W1^T), u3 (= xn W3^T), u (hidden) and o. */
-int mg_ffn_train_forward(const mg_model *m, int il, mg_layer_act *a, int T, float *out)
-{
-    const mg_hparams *hp = &m->hp;
-    const mg_layer *w = &m->layers[il];
-    mg_backend *be = m->be;
-    const int D = hp->n_embd, F = hp->n_ff;
-    const size_t TF = (size_t)T * F, TD = (size_t)T * D;
-
-    TRY(be->layer_norm(be, a->y, T, D, w->ffn_norm_w, w->ffn_norm_b, hp->norm_eps, a->xn));
-    TRY(be->matmul(be, a->xn, T, D, w->ffn_up, F, NULL, a->u1));
-    TRY(be->silu(be, a->u1, a->u, TF));
-    if (w->ffn_gate) {
-        TRY(be->matmul(be, a->xn, T, D, w->ffn_gate, F, NULL, a->u3));
-        TRY(be->mul(be, a->u, a->u3, a->u, TF));
-    }
-    if (w->ffn_alpha) {
-        TRY(be->matmul(be, a->u, T, F, w->ffn_down, D, NULL, a->o));
-        TRY(be->affine_rows(be, a->o, T, D, w->ffn_alpha, NULL, out));
-        TRY(be->add(be, a->x, out, out, TD));
-    } else {
-        TRY(be->matmul(be, a->u, T, F, w->ffn_down, D, NULL, out));
-        TRY(be->add(be, a->x, out, out, TD));
-    }
+    TRY(be->matmul(be, u, T, F, &w->ffn_down, D, NULL, o));
+    if (w->ffn_alpha) TRY(be->affine_rows(be, o, T, D, w->ffn_alpha, NULL, o_res));
+    TRY(be->add(be, x, o_res, out, (size_t)T * D));
     return MG_OK;
 }
 
@@ -71,9 +53,8 @@ int mg_ffn_train_forward(const mg_model *m, int il, mg_layer_act *a, int T, floa
  *   u = silu(u1) [* u3]     -> du1 = du [u3] silu'(u1) ; du3 = du silu(u1)
  *   u1 = xn W1^T, u3 = xn W3^T -> dxn, dW1, dW3
  *   xn = LayerNorm(y)       -> dy, dw, db */
-int mg_ffn_train_backward(const mg_model *m, int il, const mg_layer_tensors *gr,
-                          mg_layer_act *a, mg_train_scratch *g, int T, const float *dout,
-                          float *dy)
+int mg_ffn_backward(const mg_model *m, int il, const mg_layer_tensors *gr, mg_layer_act *act,
+                    mg_train_scratch *g, int T, const float *dout, float *dy)
 {
     const mg_hparams *hp = &m->hp;
     const mg_layer *w = &m->layers[il];
@@ -86,27 +67,30 @@ int mg_ffn_train_backward(const mg_model *m, int il, const mg_layer_tensors *gr,
 #pragma omp parallel for num_threads(be->n_threads) schedule(static) if (D >= 64)
         for (int j = 0; j < D; j++) {
             double s = 0;
-            for (int r = 0; r < T; r++) s += (double)dout[(size_t)r * D + j] * a->o[(size_t)r * D + j];
+            for (int r = 0; r < T; r++)
+                s += (double)dout[(size_t)r * D + j] * act->o[(size_t)r * D + j];
             gr->ffn_alpha[j] += (float)s;
         }
         TRY(be->affine_rows(be, dout, T, D, w->ffn_alpha, NULL, g->d3));
         dO = g->d3;
     }
-    TRY(be->matmul_backward(be, a->u, T, F, w->ffn_down, D, dO, g->du, 0, gr->ffn_down, NULL));
-    if (w->ffn_gate) {
+    TRY(be->matmul_backward(be, act->u, T, F, mg_weight_f32(&w->ffn_down), D, dO, g->du, 0, gr->ffn_down, NULL));
+    if (w->ffn_gate.data) {
         /* du3 = du silu(u1) ; du1 = du u3 silu'(u1) */
-        TRY(be->silu(be, a->u1, g->du3, TF));
+        TRY(be->silu(be, act->u1, g->du3, TF));
         TRY(be->mul(be, g->du, g->du3, g->du3, TF));
-        TRY(be->mul(be, g->du, a->u3, g->du1, TF));
-        TRY(be->silu_backward(be, a->u1, g->du1, g->du1, TF));
-        TRY(be->matmul_backward(be, a->xn, T, D, w->ffn_up, F, g->du1, g->d2, 0, gr->ffn_up, NULL));
-        TRY(be->matmul_backward(be, a->xn, T, D, w->ffn_gate, F, g->du3, g->d2, 1, gr->ffn_gate,
+        TRY(be->mul(be, g->du, act->u3, g->du1, TF));
+        TRY(be->silu_backward(be, act->u1, g->du1, g->du1, TF));
+        TRY(be->matmul_backward(be, act->xn, T, D, mg_weight_f32(&w->ffn_up), F, g->du1, g->d2, 0, gr->ffn_up,
+                                NULL));
+        TRY(be->matmul_backward(be, act->xn, T, D, mg_weight_f32(&w->ffn_gate), F, g->du3, g->d2, 1, gr->ffn_gate,
                                 NULL));
     } else {
-        TRY(be->silu_backward(be, a->u1, g->du, g->du1, TF));
-        TRY(be->matmul_backward(be, a->xn, T, D, w->ffn_up, F, g->du1, g->d2, 0, gr->ffn_up, NULL));
+        TRY(be->silu_backward(be, act->u1, g->du, g->du1, TF));
+        TRY(be->matmul_backward(be, act->xn, T, D, mg_weight_f32(&w->ffn_up), F, g->du1, g->d2, 0, gr->ffn_up,
+                                NULL));
     }
-    TRY(be->layer_norm_backward(be, a->y, T, D, w->ffn_norm_w, hp->norm_eps, g->d2, dy,
+    TRY(be->layer_norm_backward(be, act->y, T, D, w->ffn_norm_w, hp->norm_eps, g->d2, dy,
                                 gr->ffn_norm_w, gr->ffn_norm_b));
     return MG_OK;
 }

@@ -35,15 +35,15 @@ static int eval_step(mg_state *st, const int32_t *tokens, int L, float *logits,
     const int D = hp->n_embd;
 
     for (int t = 0; t < L; t++)
-        memcpy(s->x + (size_t)t * D, m->tok_embd + (size_t)tokens[t] * D, sizeof(float) * D);
+        mg_weight_row(&m->tok_embd, tokens[t], s->x + (size_t)t * D);
     if (hp->scale_emb) TRY(be->scale(be, s->x, sqrtf((float)D), s->x, (size_t)L * D));
     emit(st, "embd", -1, s->x, L, D);
 
     for (int il = 0; il < hp->n_layer; il++) {
-        TRY(mg_mega_forward(m, il, &st->layers[il], st->n_kv, st->params.cema, s, L, s->x,
-                            s->y));
+        TRY(mg_mega_forward(m, il, st->params.cema, &st->layers[il], st->n_kv, s, NULL, 1, L,
+                            s->x, s->y));
         emit(st, "blk.attn_out", il, s->y, L, D);
-        TRY(mg_ffn_forward(m, il, s, L, s->x, s->y, s->x));
+        TRY(mg_ffn_forward(m, il, s, NULL, L, s->x, s->y, s->x));
         emit(st, "blk.out", il, s->x, L, D);
     }
 
@@ -53,9 +53,9 @@ static int eval_step(mg_state *st, const int32_t *tokens, int L, float *logits,
     emit(st, "output_norm", -1, s->y, L, D);
 
     if (mode == MG_LOGITS_ALL)
-        TRY(be->matmul(be, s->y, L, D, m->output, hp->n_output, NULL, logits));
+        TRY(be->matmul(be, s->y, L, D, &m->output, hp->n_output, NULL, logits));
     else if (mode == MG_LOGITS_LAST && logits)
-        TRY(be->matmul(be, s->y + (size_t)(L - 1) * D, 1, D, m->output, hp->n_output, NULL,
+        TRY(be->matmul(be, s->y + (size_t)(L - 1) * D, 1, D, &m->output, hp->n_output, NULL,
                        logits));
 
     st->n_kv = (int)((st->n_kv + L) % hp->chunk_size);
@@ -120,7 +120,8 @@ static int snapshot_take(const mg_state *st, size_t n_tokens, snapshot *sn)
     sn->kv_buf = NULL;
     if (crossing && !(sn->kv_buf = malloc(sizeof(float) * nl * st->n_kv * ZE)))
         return mg_seterr(MG_ERR_NOMEM, "out of memory for the backup of the chunk's keys and "
-                         "values (an eval call across a chunk boundary)");
+                         "values (an eval call across a chunk boundary: %d layers x %d tokens x "
+                         "(Z + E = %zu))", (int)nl, st->n_kv, ZE);
     sn->counts = st->backup;
     sn->f = (float *)(sn->counts + nl + 1);
     sn->kv = sn->kv_buf;
@@ -209,8 +210,7 @@ int mg_eval(mg_state *st, const int32_t *tokens, size_t n_tokens, float *logits,
 
     const int C = hp->chunk_size, cap = st->s.cap;
     snapshot sn = {0};
-    int src = snapshot_take(st, n_tokens, &sn);
-    if (src) return src;
+    TRY(snapshot_take(st, n_tokens, &sn));
     size_t done = 0;
     while (done < n_tokens) {
         size_t left = n_tokens - done;

@@ -185,7 +185,7 @@ MG_API const char *mg_cema_choice(const mg_model *model, mg_cema_algo algo, int 
 MG_API int mg_eval(mg_state *state, const int32_t *tokens, size_t n_tokens, float *logits,
                    mg_logits_mode mode);
 
-/* The official long-document evaluation's statistics window (spec section 9.4): replace the
+/* The official long-document evaluation's statistics window (docs/model.md §15): replace the
  * timestep-norm statistics of every layer and of the final norm by those of a fresh forward
  * over `tokens` (the last 6 chunks, in the official code); CEMA state and keys/values stay. */
 MG_API int mg_state_window_norm_stats(mg_state *state, const int32_t *tokens, size_t n_tokens);
@@ -271,7 +271,7 @@ MG_API double mg_train_lr(const mg_train_params *params, int64_t step);
 /* A trainer starting from the weights of a loaded model (f16/bf16 are converted to f32).
  * params may be NULL (defaults). */
 MG_API int mg_trainer_new(const mg_model *init, const mg_train_params *params, mg_trainer **out);
-/* A trainer for a new model with the official initialization (spec section 4) from `seed`.
+/* A trainer for a new model with the official initialization (docs/model.md §12) from `seed`.
  * vocab_path: NULL (a model without tokenizer, ids only) or a GGUF file - a model, or a
  * tokenizer-only file from `megalodon-convert --vocab-only` - whose tokenizer.* keys are
  * copied; hp->n_vocab is then checked against (or, when 0, taken from) its vocabulary.

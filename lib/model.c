@@ -12,7 +12,7 @@
 #include "error.h"
 #include "kernels.h"
 #include "model.h"
-#include "cema-plan.h"
+#include "quant.h"
 #include "../opencl/backend-opencl.h"
 
 #define MAX_DIM (1 << 24)   /* any single size above this is rejected as implausible */
@@ -38,7 +38,8 @@ static int own(mg_model *m, void *ptr)
         void **o = realloc(m->owned, cap * sizeof *o);
         if (!o) {
             free(ptr);
-            return mg_seterr(MG_ERR_NOMEM, "out of memory while loading the model");
+            return mg_seterr(MG_ERR_NOMEM, "out of memory for the list of the model's own "
+                             "buffers (%zu)", cap);
         }
         m->owned = o;
         m->cap_owned = cap;
@@ -49,11 +50,17 @@ static int own(mg_model *m, void *ptr)
 
 /* ---------------------------------------------------------------- hyper-parameters */
 
+/* A key that gguf.c could not read (it set the message, naming the key) makes the model
+ * invalid: the status becomes MG_ERR_MODEL, the message stays. */
+static int as_model_error(int rc)
+{
+    return rc ? mg_seterr(MG_ERR_MODEL, "%s", mg_last_error()) : MG_OK;
+}
+
 static int read_u32_key(const gguf_file *f, const char *key, int32_t *out)
 {
     uint32_t v;
-    int rc = gguf_get_u32(f, key, &v);
-    if (rc) return mg_seterr(MG_ERR_MODEL, "%s", mg_last_error());
+    TRY(as_model_error(gguf_get_u32(f, key, &v)));
     if (v == 0 || v > MAX_DIM)
         return mg_seterr(MG_ERR_MODEL, "hyper-parameter %s = %u is out of range [1, %d]", key,
                          v, MAX_DIM);
@@ -64,8 +71,7 @@ static int read_u32_key(const gguf_file *f, const char *key, int32_t *out)
 static int read_bool_key(const gguf_file *f, const char *key, int32_t *out, int dflt)
 {
     int v = dflt;
-    int rc = gguf_get_bool_opt(f, key, &v);
-    if (rc) return mg_seterr(MG_ERR_MODEL, "%s", mg_last_error());
+    TRY(as_model_error(gguf_get_bool_opt(f, key, &v)));
     *out = v ? 1 : 0;
     return MG_OK;
 }
@@ -74,8 +80,7 @@ static int read_hparams(const gguf_file *f, mg_hparams *hp)
 {
     const char *arch;
     uint64_t len;
-    int rc = gguf_get_str(f, "general.architecture", &arch, &len);
-    if (rc) return mg_seterr(MG_ERR_MODEL, "%s", mg_last_error());
+    TRY(as_model_error(gguf_get_str(f, "general.architecture", &arch, &len)));
     if (len != 9 || memcmp(arch, "megalodon", 9) != 0)
         return mg_seterr(MG_ERR_MODEL,
                          "wrong architecture '%.*s': this library runs 'megalodon' models",
@@ -94,22 +99,18 @@ static int read_hparams(const gguf_file *f, mg_hparams *hp)
         {"megalodon.vocab_size", &hp->n_vocab},
     };
     for (size_t i = 0; i < sizeof req / sizeof req[0]; i++)
-        if ((rc = read_u32_key(f, req[i].key, req[i].dst))) return rc;
+        TRY(read_u32_key(f, req[i].key, req[i].dst));
     hp->n_output = hp->n_vocab;
-    if (gguf_find_key(f, "megalodon.output_size") >= 0 &&
-        (rc = read_u32_key(f, "megalodon.output_size", &hp->n_output)))
-        return rc;
-    if ((rc = gguf_get_f32(f, "megalodon.norm_epsilon", &hp->norm_eps)))
-        return mg_seterr(MG_ERR_MODEL, "%s", mg_last_error());
+    if (gguf_find_key(f, "megalodon.output_size") >= 0)
+        TRY(read_u32_key(f, "megalodon.output_size", &hp->n_output));
+    TRY(as_model_error(gguf_get_f32(f, "megalodon.norm_epsilon", &hp->norm_eps)));
     hp->rope_base = 10000.0f;
-    if ((rc = gguf_get_f32_opt(f, "megalodon.rope_freq_base", &hp->rope_base)))
-        return mg_seterr(MG_ERR_MODEL, "%s", mg_last_error());
-    if ((rc = read_bool_key(f, "megalodon.swiglu", &hp->swiglu, 0)) ||
-        (rc = read_bool_key(f, "megalodon.scale_emb", &hp->scale_emb, 0)) ||
-        (rc = read_bool_key(f, "megalodon.share_emb", &hp->share_emb, 0)) ||
-        (rc = read_bool_key(f, "megalodon.rescale_nffn", &hp->rescale_nffn, 0)) ||
-        (rc = read_bool_key(f, "megalodon.norm_affine", &hp->norm_affine, 1)))
-        return rc;
+    TRY(as_model_error(gguf_get_f32_opt(f, "megalodon.rope_freq_base", &hp->rope_base)));
+    TRY(read_bool_key(f, "megalodon.swiglu", &hp->swiglu, 0));
+    TRY(read_bool_key(f, "megalodon.scale_emb", &hp->scale_emb, 0));
+    TRY(read_bool_key(f, "megalodon.share_emb", &hp->share_emb, 0));
+    TRY(read_bool_key(f, "megalodon.rescale_nffn", &hp->rescale_nffn, 0));
+    TRY(read_bool_key(f, "megalodon.norm_affine", &hp->norm_affine, 1));
 
     return mg_hparams_validate(hp);
 }
@@ -177,9 +178,10 @@ static int n_dims_stripped(const uint64_t *ne, int nd)
     return nd;
 }
 
-/* Fetch tensor `name` as fp32 with GGUF dims ne[0..nd). Missing and !required: *out = NULL. */
-static int get_f32(mg_model *m, const mg_model_params *mp, int required, const float **out,
-                   int nd, const uint64_t *ne, const char *name)
+/* Find tensor `name` and check that its GGUF dims are ne[0..nd). Missing and !required:
+ * *out = NULL and MG_OK. */
+static int find_tensor(const mg_model *m, int required, int nd, const uint64_t *ne,
+                       const char *name, const gguf_tensor_info **out)
 {
     *out = NULL;
     int64_t i = gguf_find_tensor(m->file, name);
@@ -202,26 +204,92 @@ static int get_f32(mg_model *m, const mg_model_params *mp, int required, const f
         return mg_seterr(MG_ERR_MODEL, "tensor '%s' has shape [%s], expected [%s]", name, got,
                          want);
     }
+    *out = t;
+    return MG_OK;
+}
+
+/* Fetch a vector tensor (norm weights, biases, CEMA parameters, ...) as fp32 with GGUF dims
+ * ne[0..nd), converting f16/bf16. Missing and !required: *out = NULL. */
+static int get_f32(mg_model *m, const mg_model_params *mp, int required, const float **out,
+                   int nd, const uint64_t *ne, const char *name)
+{
+    const gguf_tensor_info *t;
+    *out = NULL;
+    TRY(find_tensor(m, required, nd, ne, name, &t));
+    if (!t) return MG_OK;
     size_t n = (size_t)t->n_elements;
     if (t->type == GGML_TYPE_F32 && mp->use_mmap && ((uintptr_t)t->data % sizeof(float)) == 0) {
         *out = t->data;
         return MG_OK;
     }
+    if (t->type != GGML_TYPE_F32 && t->type != GGML_TYPE_F16 && t->type != GGML_TYPE_BF16)
+        return mg_seterr(MG_ERR_MODEL, "tensor '%s' has type %s; expected f32, f16 or bf16 "
+                         "(only the weight matrices may be quantized)", name,
+                         gguf_type_name(t->type));
     float *buf = malloc(sizeof(float) * n);
-    if (!buf) return mg_seterr(MG_ERR_NOMEM, "out of memory for tensor '%s'", name);
+    if (!buf)
+        return mg_seterr(MG_ERR_NOMEM, "out of memory for the f32 copy of tensor '%s' (%zu "
+                         "floats)", name, n);
     switch (t->type) {
     case GGML_TYPE_F32: memcpy(buf, t->data, sizeof(float) * n); break;
     case GGML_TYPE_F16: mg_kernels_scalar.f16_to_f32(t->data, buf, n); break;
-    case GGML_TYPE_BF16: mg_kernels_scalar.bf16_to_f32(t->data, buf, n); break;
-    default:
-        free(buf);
-        return mg_seterr(MG_ERR_MODEL, "tensor '%s' has type %s; expected f32, f16 or bf16",
-                         name, gguf_type_name(t->type));
+    default: mg_kernels_scalar.bf16_to_f32(t->data, buf, n); break;
     }
-    int rc = own(m, buf);
-    if (rc) return rc;
+    TRY(own(m, buf));
     *out = buf;
     return MG_OK;
+}
+
+/* Fetch a weight matrix of `rows` rows of `cols` (GGUF dims [cols, rows]) in its file type,
+ * without conversion: pointing into the mapping when the file is mapped and the data is
+ * aligned for its type, else a copy of its bytes. Missing and !required: w->data = NULL. */
+static int get_weight(mg_model *m, const mg_model_params *mp, int required, mg_weight *w,
+                      uint64_t cols, uint64_t rows, const char *name)
+{
+    const gguf_tensor_info *t;
+    const uint64_t ne[2] = {cols, rows};
+    memset(w, 0, sizeof *w);
+    TRY(find_tensor(m, required, 2, ne, name, &t));
+    if (!t) return MG_OK;
+    switch (t->type) {
+    case GGML_TYPE_F32: case GGML_TYPE_F16: case GGML_TYPE_BF16: case GGML_TYPE_Q8_0:
+    case GGML_TYPE_Q4_0: case GGML_TYPE_Q4_K: case GGML_TYPE_Q6_K: break;
+    default:
+        return mg_seterr(MG_ERR_MODEL, "tensor '%s' has type %s; weight matrices may be f32, "
+                         "f16, bf16, q8_0, q4_0, q4_k or q6_k", name, gguf_type_name(t->type));
+    }
+    const size_t row_bytes = mg_row_size(t->type, cols);
+    if (row_bytes == 0 || row_bytes * rows != t->n_bytes)
+        return mg_seterr(MG_ERR_MODEL, "tensor '%s': %llu rows of %llu values of type %s do not "
+                         "make its %llu bytes", name, (unsigned long long)rows,
+                         (unsigned long long)cols, gguf_type_name(t->type),
+                         (unsigned long long)t->n_bytes);
+    const size_t align = t->type == GGML_TYPE_F32 ? 4 : 2; /* blocks begin with a half */
+    const void *data = t->data;
+    if (!mp->use_mmap || (uintptr_t)data % align) {
+        void *buf = malloc((size_t)t->n_bytes);
+        if (!buf)
+            return mg_seterr(MG_ERR_NOMEM, "out of memory for the copy of tensor '%s' (%llu "
+                             "bytes)", name, (unsigned long long)t->n_bytes);
+        memcpy(buf, t->data, (size_t)t->n_bytes);
+        TRY(own(m, buf));
+        data = buf;
+    }
+    w->data = data;
+    w->type = t->type;
+    w->rows = (int)rows;
+    w->cols = (int)cols;
+    w->row_bytes = row_bytes;
+    return MG_OK;
+}
+
+void mg_weight_row(const mg_weight *w, int row, float *y)
+{
+    const char *src = (const char *)w->data + (size_t)row * w->row_bytes;
+    if (w->type == GGML_TYPE_F32)
+        memcpy(y, src, sizeof(float) * (size_t)w->cols);
+    else
+        mg_dequantize_row(w->type, src, y, (size_t)w->cols);
 }
 
 /* Shorthand: GGUF dims given as arguments, name as printf format. */
@@ -240,16 +308,28 @@ static int tensor(mg_model *m, const mg_model_params *mp, int required, const fl
     return get_f32(m, mp, required, out, nd, ne, name);
 }
 
+/* Shorthand for a weight matrix of `rows` x `cols`, name as printf format. */
+static int weight(mg_model *m, const mg_model_params *mp, int required, mg_weight *w,
+                  uint64_t cols, uint64_t rows, const char *fmt, ...) MG_PRINTF(7, 8);
+static int weight(mg_model *m, const mg_model_params *mp, int required, mg_weight *w,
+                  uint64_t cols, uint64_t rows, const char *fmt, ...)
+{
+    char name[96];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(name, sizeof name, fmt, ap);
+    va_end(ap);
+    return get_weight(m, mp, required, w, cols, rows, name);
+}
+
 static int load_tnorm(mg_model *m, const mg_model_params *mp, const char *prefix,
                       mg_tnorm_params *tn)
 {
     const uint64_t D = m->hp.n_embd, G = m->hp.norm_groups;
-    int rc;
-    if ((rc = tensor(m, mp, 1, &tn->w, 1, D, 1, 1, "%s.weight", prefix)) ||
-        (rc = tensor(m, mp, 1, &tn->b, 1, D, 1, 1, "%s.bias", prefix)) ||
-        (rc = tensor(m, mp, 1, &tn->prior_mean, 1, G, 1, 1, "%s.prior_mean", prefix)) ||
-        (rc = tensor(m, mp, 1, &tn->prior_logv, 1, G, 1, 1, "%s.prior_logv", prefix)))
-        return rc;
+    TRY(tensor(m, mp, 1, &tn->w, 1, D, 1, 1, "%s.weight", prefix));
+    TRY(tensor(m, mp, 1, &tn->b, 1, D, 1, 1, "%s.bias", prefix));
+    TRY(tensor(m, mp, 1, &tn->prior_mean, 1, G, 1, 1, "%s.prior_mean", prefix));
+    TRY(tensor(m, mp, 1, &tn->prior_logv, 1, G, 1, 1, "%s.prior_logv", prefix));
     char name[96];
     snprintf(name, sizeof name, "%s.prior_count", prefix);
     int64_t i = gguf_find_tensor(m->file, name);
@@ -279,45 +359,44 @@ static int load_layer(mg_model *m, const mg_model_params *mp, int il)
     const int aff = hp->norm_affine;
     char prefix[32];
     snprintf(prefix, sizeof prefix, "blk.%d.tnorm", il);
-    int rc = load_tnorm(m, mp, prefix, &w->tnorm);
-    if (rc) return rc;
+    TRY(load_tnorm(m, mp, prefix, &w->tnorm));
 
     const float *alpha, *delta, *theta, *gamma, *omega, *qk_gamma;
-    if ((rc = tensor(m, mp, 1, &alpha, 3, 1, N, D, "blk.%d.cema.alpha", il)) ||
-        (rc = tensor(m, mp, 1, &delta, 3, 1, N, D, "blk.%d.cema.delta", il)) ||
-        (rc = tensor(m, mp, 1, &theta, 3, 1, 1, D, "blk.%d.cema.theta", il)) ||
-        (rc = tensor(m, mp, 1, &gamma, 3, 2, N, D, "blk.%d.cema.gamma", il)) ||
-        (rc = tensor(m, mp, 1, &omega, 2, 1, D, 1, "blk.%d.cema.omega", il)) ||
-        (rc = tensor(m, mp, aff, &w->attn_norm_w, 1, D, 1, 1, "blk.%d.attn_norm.weight", il)) ||
-        (rc = tensor(m, mp, 1, &w->wz, 2, D, Z, 1, "blk.%d.attn_z.weight", il)) ||
-        (rc = tensor(m, mp, 1, &w->bz, 1, Z, 1, 1, "blk.%d.attn_z.bias", il)) ||
-        (rc = tensor(m, mp, 1, &w->wv, 2, D, E, 1, "blk.%d.attn_v.weight", il)) ||
-        (rc = tensor(m, mp, 1, &w->bv, 1, E, 1, 1, "blk.%d.attn_v.bias", il)) ||
-        (rc = tensor(m, mp, 1, &w->wr, 2, D, E, 1, "blk.%d.attn_r.weight", il)) ||
-        (rc = tensor(m, mp, 1, &w->br, 1, E, 1, 1, "blk.%d.attn_r.bias", il)) ||
-        (rc = tensor(m, mp, 1, &w->wh1, 2, D, D, 1, "blk.%d.attn_h1.weight", il)) ||
-        (rc = tensor(m, mp, 1, &w->bh1, 1, D, 1, 1, "blk.%d.attn_h1.bias", il)) ||
-        (rc = tensor(m, mp, 1, &w->wh2, 2, E, D, 1, "blk.%d.attn_h2.weight", il)) ||
-        (rc = tensor(m, mp, 1, &qk_gamma, 2, Z, 2, 1, "blk.%d.attn_qk.gamma", il)) ||
-        (rc = tensor(m, mp, 1, &w->qk_shift, 2, Z, 2, 1, "blk.%d.attn_qk.beta", il)) ||
-        (rc = tensor(m, mp, aff, &w->ffn_norm_w, 1, D, 1, 1, "blk.%d.ffn_norm.weight", il)) ||
-        (rc = tensor(m, mp, aff, &w->ffn_norm_b, 1, D, 1, 1, "blk.%d.ffn_norm.bias", il)) ||
-        (rc = tensor(m, mp, 1, &w->ffn_up, 2, D, F, 1, "blk.%d.ffn_up.weight", il)) ||
-        (rc = tensor(m, mp, hp->swiglu, &w->ffn_gate, 2, D, F, 1, "blk.%d.ffn_gate.weight", il)) ||
-        (rc = tensor(m, mp, 1, &w->ffn_down, 2, F, D, 1, "blk.%d.ffn_down.weight", il)) ||
-        (rc = tensor(m, mp, hp->rescale_nffn, &w->ffn_alpha, 1, D, 1, 1, "blk.%d.ffn_alpha", il)))
-        return rc;
+    TRY(tensor(m, mp, 1, &alpha, 3, 1, N, D, "blk.%d.cema.alpha", il));
+    TRY(tensor(m, mp, 1, &delta, 3, 1, N, D, "blk.%d.cema.delta", il));
+    TRY(tensor(m, mp, 1, &theta, 3, 1, 1, D, "blk.%d.cema.theta", il));
+    TRY(tensor(m, mp, 1, &gamma, 3, 2, N, D, "blk.%d.cema.gamma", il));
+    TRY(tensor(m, mp, 1, &omega, 2, 1, D, 1, "blk.%d.cema.omega", il));
+    TRY(tensor(m, mp, aff, &w->attn_norm_w, 1, D, 1, 1, "blk.%d.attn_norm.weight", il));
+    TRY(weight(m, mp, 1, &w->wz, D, Z, "blk.%d.attn_z.weight", il));
+    TRY(tensor(m, mp, 1, &w->bz, 1, Z, 1, 1, "blk.%d.attn_z.bias", il));
+    TRY(weight(m, mp, 1, &w->wv, D, E, "blk.%d.attn_v.weight", il));
+    TRY(tensor(m, mp, 1, &w->bv, 1, E, 1, 1, "blk.%d.attn_v.bias", il));
+    TRY(weight(m, mp, 1, &w->wr, D, E, "blk.%d.attn_r.weight", il));
+    TRY(tensor(m, mp, 1, &w->br, 1, E, 1, 1, "blk.%d.attn_r.bias", il));
+    TRY(weight(m, mp, 1, &w->wh1, D, D, "blk.%d.attn_h1.weight", il));
+    TRY(tensor(m, mp, 1, &w->bh1, 1, D, 1, 1, "blk.%d.attn_h1.bias", il));
+    TRY(weight(m, mp, 1, &w->wh2, E, D, "blk.%d.attn_h2.weight", il));
+    TRY(tensor(m, mp, 1, &qk_gamma, 2, Z, 2, 1, "blk.%d.attn_qk.gamma", il));
+    TRY(tensor(m, mp, 1, &w->qk_shift, 2, Z, 2, 1, "blk.%d.attn_qk.beta", il));
+    TRY(tensor(m, mp, aff, &w->ffn_norm_w, 1, D, 1, 1, "blk.%d.ffn_norm.weight", il));
+    TRY(tensor(m, mp, aff, &w->ffn_norm_b, 1, D, 1, 1, "blk.%d.ffn_norm.bias", il));
+    TRY(weight(m, mp, 1, &w->ffn_up, D, F, "blk.%d.ffn_up.weight", il));
+    TRY(weight(m, mp, hp->swiglu, &w->ffn_gate, D, F, "blk.%d.ffn_gate.weight", il));
+    TRY(weight(m, mp, 1, &w->ffn_down, F, D, "blk.%d.ffn_down.weight", il));
+    TRY(tensor(m, mp, hp->rescale_nffn, &w->ffn_alpha, 1, D, 1, 1, "blk.%d.ffn_alpha", il));
     /* options that are off: their tensors, if present, are ignored */
     if (!aff) w->attn_norm_w = w->ffn_norm_w = w->ffn_norm_b = NULL;
-    if (!hp->swiglu) w->ffn_gate = NULL;
+    if (!hp->swiglu) memset(&w->ffn_gate, 0, sizeof w->ffn_gate);
     if (!hp->rescale_nffn) w->ffn_alpha = NULL;
 
-    if ((rc = mg_cema_coeffs_init(&w->cema, (int)D, (int)N, alpha, delta, theta, gamma, omega)))
-        return rc;
+    TRY(mg_cema_coeffs_init(&w->cema, (int)D, (int)N, alpha, delta, theta, gamma, omega));
 
     /* q = z (1 + gamma_0)/sqrt(dz) + beta_0 ; k = z (1 + gamma_1)/sqrt(dz) + beta_1 */
     w->qk_scale = malloc(sizeof(float) * 2 * Z);
-    if (!w->qk_scale) return mg_seterr(MG_ERR_NOMEM, "out of memory loading layer %d", il);
+    if (!w->qk_scale)
+        return mg_seterr(MG_ERR_NOMEM, "out of memory for the q/k scales of layer %d (2 x %llu)",
+                         il, (unsigned long long)Z);
     const float rs = 1.0f / sqrtf((float)(Z / hp->n_head));
     for (uint64_t j = 0; j < 2 * Z; j++) w->qk_scale[j] = (1.0f + qk_gamma[j]) * rs;
     return MG_OK;
@@ -404,24 +483,23 @@ int mg_backend_devices(char *buf, size_t size) { return mg_opencl_list_devices(b
 static int load(mg_model *m, const mg_model_params *mp)
 {
     mg_hparams *hp = &m->hp;
-    int rc = read_hparams(m->file, hp);
-    if (rc) return rc;
+    TRY(read_hparams(m->file, hp));
     const uint64_t D = hp->n_embd, V = hp->n_vocab;
-    if ((rc = tensor(m, mp, 1, &m->tok_embd, 2, D, V, 1, "token_embd.weight")) ||
-        (rc = tensor(m, mp, 1, &m->rope_freqs, 1, (uint64_t)hp->z_dim / hp->n_head / 2, 1, 1,
-                     "rope.freqs")))
-        return rc;
+    TRY(weight(m, mp, 1, &m->tok_embd, D, V, "token_embd.weight"));
+    TRY(tensor(m, mp, 1, &m->rope_freqs, 1, (uint64_t)hp->z_dim / hp->n_head / 2, 1, 1,
+               "rope.freqs"));
     m->layers = calloc((size_t)hp->n_layer, sizeof *m->layers);
-    if (!m->layers) return mg_seterr(MG_ERR_NOMEM, "out of memory for %d layers", hp->n_layer);
-    for (int il = 0; il < hp->n_layer; il++)
-        if ((rc = load_layer(m, mp, il))) return rc;
-    if ((rc = load_tnorm(m, mp, "output_norm", &m->out_norm))) return rc;
+    if (!m->layers)
+        return mg_seterr(MG_ERR_NOMEM, "out of memory for the weight tables of %d layers",
+                         hp->n_layer);
+    for (int il = 0; il < hp->n_layer; il++) TRY(load_layer(m, mp, il));
+    TRY(load_tnorm(m, mp, "output_norm", &m->out_norm));
     if (hp->share_emb)
         m->output = m->tok_embd;
-    else if ((rc = tensor(m, mp, 1, &m->output, 2, D, (uint64_t)hp->n_output, 1, "output.weight")))
-        return rc;
+    else
+        TRY(weight(m, mp, 1, &m->output, D, (uint64_t)hp->n_output, "output.weight"));
     count_params(m);
-    if ((rc = mg_tokenizer_load(m->file, hp->n_vocab, &m->tok))) return rc;
+    TRY(mg_tokenizer_load(m->file, hp->n_vocab, &m->tok));
     return new_backend(mp, &m->be);
 }
 
@@ -432,8 +510,8 @@ static int load_from(const char *path, const void *buf, size_t size,
     mg_model_params mp = params ? *params : mg_model_default_params();
     mg_model *m = calloc(1, sizeof *m);
     if (!m)
-        return path ? mg_seterr(MG_ERR_NOMEM, "%s: out of memory", path)
-                    : mg_seterr(MG_ERR_NOMEM, "out of memory");
+        return path ? mg_seterr(MG_ERR_NOMEM, "%s: out of memory for the model", path)
+                    : mg_seterr(MG_ERR_NOMEM, "out of memory for the model");
     int rc = path ? gguf_open(path, &m->file) : gguf_open_memory(buf, size, &m->file);
     if (!rc) rc = load(m, &mp);
     if (rc) {
@@ -507,7 +585,5 @@ const char *mg_cema_choice(const mg_model *m, mg_cema_algo algo, int n_tokens)
         mg_seterr(MG_ERR_INVALID_ARG, "mg_cema_choice: NULL model or n_tokens < 1");
         return NULL;
     }
-    if (mg_backend_is_opencl(m->be))
-        return mg_opencl_cema_choice(m->be, algo, n_tokens, &m->layers[0].cema);
-    return cpu_cema_choice(m->be, algo, n_tokens, &m->layers[0].cema);
+    return m->be->cema_choice(m->be, algo, n_tokens, &m->layers[0].cema);
 }

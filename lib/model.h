@@ -17,22 +17,27 @@ typedef struct {
     int64_t prior_count;
 } mg_tnorm_params;
 
-/* Weights of one Megalodon block. Matrices are row-major (out, in), fp32. */
+/* Weights of one Megalodon block. The matrices (mg_weight, backend.h) are row-major (out,
+ * in) in their file type (f32, f16, bf16 or a quantized type); the vectors are fp32. */
 typedef struct {
     mg_tnorm_params tnorm;
     mg_cema_coeffs cema;            /* derived at load from alpha, delta, theta, gamma, omega */
     const float *attn_norm_w;       /* (D) or NULL when norm_affine is off */
-    const float *wz, *bz;           /* (Z, D), (Z) */
-    const float *wv, *bv;           /* (E, D), (E) */
-    const float *wr, *br;           /* (E, D), (E) */
-    const float *wh1, *bh1;         /* (D, D), (D) */
-    const float *wh2;               /* (D, E) */
+    mg_weight wz;                   /* (Z, D) */
+    const float *bz;                /* (Z) */
+    mg_weight wv;                   /* (E, D) */
+    const float *bv;                /* (E) */
+    mg_weight wr;                   /* (E, D) */
+    const float *br;                /* (E) */
+    mg_weight wh1;                  /* (D, D) */
+    const float *bh1;               /* (D) */
+    mg_weight wh2;                  /* (D, E) */
     float *qk_scale;                /* (2, Z): (1 + gamma) / sqrt(dz), row 0 q, row 1 k */
     const float *qk_shift;          /* (2, Z): beta */
     const float *ffn_norm_w, *ffn_norm_b; /* (D) or NULL */
-    const float *ffn_up;            /* fc1 (F, D) */
-    const float *ffn_gate;          /* fc3 (F, D) or NULL */
-    const float *ffn_down;          /* fc2 (D, F) */
+    mg_weight ffn_up;               /* fc1 (F, D) */
+    mg_weight ffn_gate;             /* fc3 (F, D); data NULL without SwiGLU */
+    mg_weight ffn_down;             /* fc2 (D, F) */
     const float *ffn_alpha;         /* (D) or NULL */
 } mg_layer;
 
@@ -40,13 +45,13 @@ struct mg_model {
     mg_hparams hp;
     gguf_file *file;
     mg_layer *layers;
-    const float *tok_embd;   /* (V, D) */
-    const float *output;     /* (V', D); tok_embd when share_emb */
+    mg_weight tok_embd;      /* (V, D) */
+    mg_weight output;        /* (V', D); tok_embd when share_emb */
     const float *rope_freqs; /* (dz/2) */
     mg_tnorm_params out_norm;
     mg_tokenizer *tok; /* NULL: the file has no tokenizer */
     mg_backend *be;
-    void **owned; /* buffers allocated at load (converted weights, coefficients) */
+    void **owned; /* buffers allocated at load (copied or converted tensors, coefficients) */
     size_t n_owned, cap_owned;
     uint64_t n_params;
 };
@@ -57,17 +62,52 @@ typedef struct {
     float *mean, *var; /* (G) */
 } mg_tnorm_state;
 
+/* What one block carries from call to call (state.c allocates it, forward.c backs it up). */
 typedef struct {
-    mg_tnorm_state tnorm;
-    float *h;      /* CEMA hidden state, D*N complex */
-    float *k, *v;  /* keys (C, Z) after RoPE and values (C, E) after SiLU of the current chunk */
+    mg_tnorm_state tnorm; /* the timestep norm's count and (G) mean, var */
+    float *h;             /* (D, N, 2) the CEMA hidden state: D x N complex, (re, im) pairs */
+    float *k;             /* (C, Z) keys after RoPE of the current chunk's first n_kv tokens */
+    float *v;             /* (C, E) values after SiLU of the same tokens */
 } mg_layer_state;
 
-/* Activation buffers for one step of at most cap tokens (not part of the carried state). */
+/* Work buffers of one mg_eval step of L <= cap tokens (state.c allocates them with the
+ * state; nothing in them outlives the step). Rows are tokens. */
 typedef struct {
     int cap;
-    float *x, *y, *xt, *mx, *z, *q, *k, *v, *r, *a, *h, *u, *u3;
+    float *x;      /* (cap, D) the residual stream: a block's input, then its output */
+    float *y;      /* (cap, D) the MEGA sub-layer output; after the blocks, the final norm's */
+    float *xt;     /* (cap, D) the timestep-norm output; then the FFN's LayerNorm output */
+    float *mx;     /* (cap, D) the CEMA output, RMS-normalized in place */
+    float *z;      /* (cap, Z) mx Wz^T + bz, normalized per head in place */
+    float *q_step; /* (cap, Z) the step's queries (RoPE applied in place) */
+    float *k_step; /* (cap, Z) the step's keys (RoPE in place); copied into the state's k while
+                      their chunk is unfinished */
+    float *v_step; /* (cap, E) the step's values silu(xt Wv^T + bv); copied likewise to v */
+    float *r;      /* (cap, E) the gate silu(mx Wr^T + br) */
+    float *a;      /* (cap, E) the attention output, then times r */
+    float *proj;   /* (cap, D) a projection before it joins the residual: (a r) Wh2^T, then
+                      the FFN's u W2^T (times alpha) */
+    float *u;      /* (cap, F) the FFN's xn W1^T, then its hidden silu(.) [* u3] */
+    float *u3;     /* (cap, F) the SwiGLU gate xn W3^T; NULL without swiglu */
 } mg_scratch;
+
+/* What one layer keeps from its training forward for its backward (T = B*L tokens; train.c
+ * allocates it for every layer). */
+typedef struct {
+    float *x;             /* block input (T, D) */
+    float *xt;            /* timestep-norm output (T, D) */
+    float *tmean, *trstd; /* its statistics after every token (T, G) */
+    float *c, *mx;        /* CEMA output, RMSNorm of it (T, D) */
+    float *zpre, *zn;     /* z before and after the per-head RMSNorm (T, Z) */
+    float *q, *k;         /* after RoPE (T, Z) */
+    float *vpre, *v, *rpre, *r; /* before and after SiLU (T, E) */
+    float *P;             /* attention probabilities (chunks, H, Lc, Lc) */
+    float *a, *ar;        /* attention output, times r (T, E) */
+    float *y;             /* MEGA sub-layer output (T, D) */
+    float *xn;            /* FFN LayerNorm output (T, D) */
+    float *u1, *u3, *u;   /* fc1 output, fc3 output (SwiGLU), hidden (T, F) */
+    float *o;             /* fc2 output before the alpha rescale (T, D), rescale_nffn only */
+} mg_layer_act;
 
 struct mg_state {
     const mg_model *model;
@@ -103,13 +143,24 @@ void mg_cema_coeffs_backward(const mg_cema_coeffs *c, const float *alpha, const 
  * scales) after the weights in the model's image changed (training). */
 int mg_model_refresh_derived(mg_model *m);
 
-/* attention.c: the MEGA sub-layer for L tokens at chunk position n_kv; x -> y = x + h. */
-int mg_mega_forward(const mg_model *m, int il, mg_layer_state *ls, int n_kv, mg_cema_algo algo,
-                    mg_scratch *s, int L, const float *x, float *y);
+/* The forward of each sub-layer of block il, for the streaming and the training path alike
+ * (their backwards, train.h, sit beside them).
+ * Streaming, act NULL: one row (B = 1) of L tokens that continues the state ls at chunk
+ * position n_kv; the intermediates live in the scratch s.
+ * Training, act not NULL: B rows of L tokens (L below the chunk size or a multiple of it),
+ * each from fresh states (ls and s NULL, n_kv 0); what the backward needs is kept in act.
+ *
+ * attention.c: the MEGA sub-layer, y = x + h(x). */
+int mg_mega_forward(const mg_model *m, int il, mg_cema_algo algo, mg_layer_state *ls, int n_kv,
+                    mg_scratch *s, mg_layer_act *act, int B, int L, const float *x, float *y);
 
-/* ffn.c: out = x_block_input + FFN(LayerNorm(y)) (two-hop residual). out may alias x. */
-int mg_ffn_forward(const mg_model *m, int il, mg_scratch *s, int L, const float *x,
-                   const float *y, float *out);
+/* ffn.c: out = x + FFN(LayerNorm(y)) (two-hop residual: x is the block input) over T tokens.
+ * out may alias x when streaming, not when training. */
+int mg_ffn_forward(const mg_model *m, int il, mg_scratch *s, mg_layer_act *act, int T,
+                   const float *x, const float *y, float *out);
+
+/* model.c: row `row` of a weight (an embedding) as fp32: y[0 .. cols). */
+void mg_weight_row(const mg_weight *w, int row, float *y);
 
 /* model.c: check hyper-parameters for consistency (sizes in range, Z and E divisible by H,
  * Z/H even, D divisible by G, eps > 0, share_emb needs output_size == vocab_size). */

@@ -112,8 +112,7 @@ int mg_sampler_new(const mg_sampler_params *params, int32_t n_vocab, mg_sampler 
     if (n_vocab <= 0)
         return mg_seterr(MG_ERR_INVALID_ARG, "mg_sampler_new: n_vocab must be > 0, got %d",
                          (int)n_vocab);
-    int rc = check_params(&p);
-    if (rc) return rc;
+    TRY(check_params(&p));
 
     mg_sampler *s = calloc(1, sizeof *s);
     if (!s) return mg_seterr(MG_ERR_NOMEM, "out of memory for the sampler");
@@ -125,7 +124,8 @@ int mg_sampler_new(const mg_sampler_params *params, int32_t n_vocab, mg_sampler 
     s->hist = p.repeat_last_n > 0 ? malloc(sizeof(int32_t) * (size_t)p.repeat_last_n) : NULL;
     if (!s->work || !s->cand || !s->seen || (p.repeat_last_n > 0 && !s->hist)) {
         mg_sampler_free(s);
-        return mg_seterr(MG_ERR_NOMEM, "out of memory for the sampler (%d tokens)", (int)n_vocab);
+        return mg_seterr(MG_ERR_NOMEM, "out of memory for the sampler's work buffers (%d "
+                         "tokens, a history of %d)", (int)n_vocab, (int)p.repeat_last_n);
     }
     uint64_t x = p.seed;
     for (int i = 0; i < 4; i++) s->rng[i] = splitmix64(&x);

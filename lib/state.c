@@ -52,18 +52,16 @@ static int each_region(mg_state *st, region_fn fn)
     mg_backend *be = st->model->be;
     const size_t G = hp->norm_groups, DN2 = (size_t)hp->n_embd * hp->cema_ndim * 2;
     const size_t C = hp->chunk_size;
-    int rc = MG_OK;
-    for (int il = 0; !rc && st->layers && il < hp->n_layer; il++) {
+    for (int il = 0; st->layers && il < hp->n_layer; il++) {
         mg_layer_state *ls = &st->layers[il];
-        rc = region(be, fn, ls->tnorm.mean, G);
-        if (!rc) rc = region(be, fn, ls->tnorm.var, G);
-        if (!rc) rc = region(be, fn, ls->h, DN2);
-        if (!rc) rc = region(be, fn, ls->k, C * hp->z_dim);
-        if (!rc) rc = region(be, fn, ls->v, C * hp->value_dim);
+        TRY(region(be, fn, ls->tnorm.mean, G));
+        TRY(region(be, fn, ls->tnorm.var, G));
+        TRY(region(be, fn, ls->h, DN2));
+        TRY(region(be, fn, ls->k, C * hp->z_dim));
+        TRY(region(be, fn, ls->v, C * hp->value_dim));
     }
-    if (!rc) rc = region(be, fn, st->out_norm.mean, G);
-    if (!rc) rc = region(be, fn, st->out_norm.var, G);
-    return rc;
+    TRY(region(be, fn, st->out_norm.mean, G));
+    return region(be, fn, st->out_norm.var, G);
 }
 
 static int region_register(mg_backend *be, void *host, size_t bytes)
@@ -118,8 +116,8 @@ void mg_state_reset(mg_state *st)
 
 static void scratch_free(mg_scratch *s)
 {
-    float **bufs[] = {&s->x, &s->y, &s->xt, &s->mx, &s->z, &s->q, &s->k,
-                      &s->v, &s->r, &s->a, &s->h, &s->u, &s->u3};
+    float **bufs[] = {&s->x,      &s->y,      &s->xt, &s->mx, &s->z,    &s->q_step, &s->k_step,
+                      &s->v_step, &s->r,      &s->a,  &s->proj, &s->u,    &s->u3};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
         free(*bufs[i]);
         *bufs[i] = NULL;
@@ -134,19 +132,21 @@ static int scratch_alloc(mg_scratch *s, const mg_hparams *hp, int cap)
     s->y = malloc(sizeof(float) * n * D);
     s->xt = malloc(sizeof(float) * n * D);
     s->mx = malloc(sizeof(float) * n * D);
-    s->h = malloc(sizeof(float) * n * D);
+    s->proj = malloc(sizeof(float) * n * D);
     s->z = malloc(sizeof(float) * n * Z);
-    s->q = malloc(sizeof(float) * n * Z);
-    s->k = malloc(sizeof(float) * n * Z);
-    s->v = malloc(sizeof(float) * n * E);
+    s->q_step = malloc(sizeof(float) * n * Z);
+    s->k_step = malloc(sizeof(float) * n * Z);
+    s->v_step = malloc(sizeof(float) * n * E);
     s->r = malloc(sizeof(float) * n * E);
     s->a = malloc(sizeof(float) * n * E);
     s->u = malloc(sizeof(float) * n * F);
     s->u3 = hp->swiglu ? malloc(sizeof(float) * n * F) : NULL;
-    if (!s->x || !s->y || !s->xt || !s->mx || !s->h || !s->z || !s->q || !s->k || !s->v ||
-        !s->r || !s->a || !s->u || (hp->swiglu && !s->u3)) {
+    if (!s->x || !s->y || !s->xt || !s->mx || !s->proj || !s->z || !s->q_step || !s->k_step ||
+        !s->v_step || !s->r || !s->a || !s->u || (hp->swiglu && !s->u3)) {
         scratch_free(s);
-        return mg_seterr(MG_ERR_NOMEM, "out of memory for activations of %d tokens", cap);
+        return mg_seterr(MG_ERR_NOMEM, "out of memory for the work buffers of a step of %d "
+                         "tokens (D=%zu, Z=%zu, E=%zu, F=%zu; a smaller n_batch needs less)",
+                         cap, D, Z, E, F);
     }
     return MG_OK;
 }
@@ -155,6 +155,37 @@ static void tnorm_free(mg_tnorm_state *t)
 {
     free(t->mean);
     free(t->var);
+}
+
+/* The statistics of one timestep norm (`what` names it in the message). */
+static int tnorm_alloc(mg_tnorm_state *t, int G, const char *what)
+{
+    t->mean = malloc(sizeof(float) * G);
+    t->var = malloc(sizeof(float) * G);
+    if (!t->mean || !t->var)
+        return mg_seterr(MG_ERR_NOMEM, "out of memory for the statistics of %s (G=%d)", what, G);
+    return MG_OK;
+}
+
+/* The carried buffers of block il (mg_layer_state); what is allocated is freed with the
+ * state. */
+static int layer_state_alloc(mg_layer_state *ls, const mg_hparams *hp, int il)
+{
+    const int D = hp->n_embd, N = hp->cema_ndim, C = hp->chunk_size, Z = hp->z_dim,
+              E = hp->value_dim;
+    char what[48];
+    snprintf(what, sizeof what, "the timestep norm of layer %d", il);
+    TRY(tnorm_alloc(&ls->tnorm, hp->norm_groups, what));
+    if (!(ls->h = malloc(sizeof(float) * (size_t)D * N * 2)))
+        return mg_seterr(MG_ERR_NOMEM, "out of memory for the CEMA state of layer %d (D=%d, "
+                         "N=%d)", il, D, N);
+    if (!(ls->k = malloc(sizeof(float) * (size_t)C * Z)))
+        return mg_seterr(MG_ERR_NOMEM, "out of memory for the key cache of layer %d (C=%d, "
+                         "Z=%d)", il, C, Z);
+    if (!(ls->v = malloc(sizeof(float) * (size_t)C * E)))
+        return mg_seterr(MG_ERR_NOMEM, "out of memory for the value cache of layer %d (C=%d, "
+                         "E=%d)", il, C, E);
+    return MG_OK;
 }
 
 void mg_state_free(mg_state *st)
@@ -194,39 +225,33 @@ int mg_state_new(const mg_model *m, const mg_state_params *params, mg_state **ou
     if (cap > C) cap -= cap % C; /* whole chunks */
 
     mg_state *st = calloc(1, sizeof *st);
-    if (!st) return mg_seterr(MG_ERR_NOMEM, "out of memory for the state");
+    if (!st) return mg_seterr(MG_ERR_NOMEM, "out of memory for the mg_state structure");
     st->model = m;
     st->params = p;
-    const size_t G = hp->norm_groups, DN2 = (size_t)hp->n_embd * hp->cema_ndim * 2;
-    int ok = (st->layers = calloc(hp->n_layer, sizeof *st->layers)) != NULL;
-    for (int il = 0; ok && il < hp->n_layer; il++) {
-        mg_layer_state *ls = &st->layers[il];
-        ls->tnorm.mean = malloc(sizeof(float) * G);
-        ls->tnorm.var = malloc(sizeof(float) * G);
-        ls->h = malloc(sizeof(float) * DN2);
-        ls->k = malloc(sizeof(float) * (size_t)C * hp->z_dim);
-        ls->v = malloc(sizeof(float) * (size_t)C * hp->value_dim);
-        ok = ls->tnorm.mean && ls->tnorm.var && ls->h && ls->k && ls->v;
+    const int G = hp->norm_groups;
+    int rc = MG_OK;
+    st->layers = calloc(hp->n_layer, sizeof *st->layers);
+    if (!st->layers) {
+        rc = mg_seterr(MG_ERR_NOMEM, "out of memory for the state's table of %d layers",
+                       hp->n_layer);
+        goto fail;
     }
-    if (ok) {
-        st->out_norm.mean = malloc(sizeof(float) * G);
-        st->out_norm.var = malloc(sizeof(float) * G);
-        st->backup = malloc(mg_state_backup_size(hp));
-        ok = st->out_norm.mean && st->out_norm.var && st->backup;
+    for (int il = 0; il < hp->n_layer; il++)
+        TRY_GOTO(layer_state_alloc(&st->layers[il], hp, il), fail);
+    TRY_GOTO(tnorm_alloc(&st->out_norm, G, "the final norm"), fail);
+    if (!(st->backup = malloc(mg_state_backup_size(hp)))) {
+        rc = mg_seterr(MG_ERR_NOMEM, "out of memory for the state's backup for failed calls "
+                       "(%zu bytes)", mg_state_backup_size(hp));
+        goto fail;
     }
-    if (!ok) {
-        mg_state_free(st);
-        return mg_seterr(MG_ERR_NOMEM, "out of memory for the streaming state");
-    }
-    int rc = m->be->state_register ? each_region(st, region_register) : MG_OK;
-    if (!rc) rc = scratch_alloc(&st->s, hp, cap);
-    if (rc) {
-        mg_state_free(st);
-        return rc;
-    }
+    if (m->be->state_register) TRY_GOTO(each_region(st, region_register), fail);
+    TRY_GOTO(scratch_alloc(&st->s, hp, cap), fail);
     mg_state_reset(st);
     *out = st;
     return MG_OK;
+fail:
+    mg_state_free(st);
+    return rc;
 }
 
 uint64_t mg_state_n_past(const mg_state *st) { return st ? st->n_past : 0; }
@@ -272,11 +297,10 @@ static int add_tnorm(gguf_writer *w, const char *prefix, const mg_tnorm_state *t
 {
     char name[64];
     uint64_t one = 1, g = (uint64_t)G;
-    int rc;
     snprintf(name, sizeof name, "%s.count", prefix);
-    if ((rc = gguf_add_tensor(w, name, GGML_TYPE_I64, 1, &one, &t->count))) return rc;
+    TRY(gguf_add_tensor(w, name, GGML_TYPE_I64, 1, &one, &t->count));
     snprintf(name, sizeof name, "%s.mean", prefix);
-    if ((rc = gguf_add_tensor(w, name, GGML_TYPE_F32, 1, &g, t->mean))) return rc;
+    TRY(gguf_add_tensor(w, name, GGML_TYPE_F32, 1, &g, t->mean));
     snprintf(name, sizeof name, "%s.var", prefix);
     return gguf_add_tensor(w, name, GGML_TYPE_F32, 1, &g, t->var);
 }
@@ -289,32 +313,33 @@ int mg_state_save(const mg_state *st, const char *path)
     int rc = mg_state_sync((mg_state *)st);
     if (rc) return mg_adderr_context(rc, "saving state to '%s'", path);
     gguf_writer *w = gguf_writer_new();
-    if (!w) return MG_ERR_NOMEM;
+    if (!w) return MG_ERR_NOMEM; /* gguf_writer_new set the message */
     uint32_t sv[7];
     shape_values(hp, sv);
-    rc = gguf_set_str(w, "general.architecture", "megalodon-state");
-    for (int i = 0; !rc && i < 7; i++) rc = gguf_set_u32(w, shape_keys[i], sv[i]);
-    if (!rc) rc = gguf_set_u64(w, "megalodon_state.n_past", st->n_past);
-    if (!rc) rc = gguf_set_u32(w, "megalodon_state.n_kv", (uint32_t)st->n_kv);
+    TRY_GOTO(gguf_set_str(w, "general.architecture", "megalodon-state"), done);
+    for (int i = 0; i < 7; i++) TRY_GOTO(gguf_set_u32(w, shape_keys[i], sv[i]), done);
+    TRY_GOTO(gguf_set_u64(w, "megalodon_state.n_past", st->n_past), done);
+    TRY_GOTO(gguf_set_u32(w, "megalodon_state.n_kv", (uint32_t)st->n_kv), done);
     char name[64];
-    for (int il = 0; !rc && il < hp->n_layer; il++) {
+    for (int il = 0; il < hp->n_layer; il++) {
         const mg_layer_state *ls = &st->layers[il];
         snprintf(name, sizeof name, "blk.%d.tnorm", il);
-        rc = add_tnorm(w, name, &ls->tnorm, hp->norm_groups);
+        TRY_GOTO(add_tnorm(w, name, &ls->tnorm, hp->norm_groups), done);
         uint64_t ne_h[3] = {2, (uint64_t)hp->cema_ndim, (uint64_t)hp->n_embd};
         snprintf(name, sizeof name, "blk.%d.cema.h", il);
-        if (!rc) rc = gguf_add_tensor(w, name, GGML_TYPE_F32, 3, ne_h, ls->h);
-        if (!rc && st->n_kv > 0) {
+        TRY_GOTO(gguf_add_tensor(w, name, GGML_TYPE_F32, 3, ne_h, ls->h), done);
+        if (st->n_kv > 0) {
             uint64_t ne_k[2] = {(uint64_t)hp->z_dim, (uint64_t)st->n_kv};
             uint64_t ne_v[2] = {(uint64_t)hp->value_dim, (uint64_t)st->n_kv};
             snprintf(name, sizeof name, "blk.%d.k", il);
-            rc = gguf_add_tensor(w, name, GGML_TYPE_F32, 2, ne_k, ls->k);
+            TRY_GOTO(gguf_add_tensor(w, name, GGML_TYPE_F32, 2, ne_k, ls->k), done);
             snprintf(name, sizeof name, "blk.%d.v", il);
-            if (!rc) rc = gguf_add_tensor(w, name, GGML_TYPE_F32, 2, ne_v, ls->v);
+            TRY_GOTO(gguf_add_tensor(w, name, GGML_TYPE_F32, 2, ne_v, ls->v), done);
         }
     }
-    if (!rc) rc = add_tnorm(w, "output_norm", &st->out_norm, hp->norm_groups);
-    if (!rc) rc = gguf_write_file(w, path);
+    TRY_GOTO(add_tnorm(w, "output_norm", &st->out_norm, hp->norm_groups), done);
+    rc = gguf_write_file(w, path);
+done:
     gguf_writer_free(w);
     if (rc) return mg_adderr_context(rc, "saving state to '%s'", path);
     return MG_OK;
@@ -338,15 +363,21 @@ static int read_tnorm(const gguf_file *f, const char *prefix, mg_tnorm_state *t,
 {
     char name[64];
     int64_t count;
-    int rc;
     snprintf(name, sizeof name, "%s.count", prefix);
-    if ((rc = read_exact(f, name, GGML_TYPE_I64, 1, &count))) return rc;
+    TRY(read_exact(f, name, GGML_TYPE_I64, 1, &count));
     if (count < 0) return mg_seterr(MG_ERR_STATE, "tensor '%s' is negative", name);
     if (apply) t->count = count;
     snprintf(name, sizeof name, "%s.mean", prefix);
-    if ((rc = read_exact(f, name, GGML_TYPE_F32, G, apply ? t->mean : NULL))) return rc;
+    TRY(read_exact(f, name, GGML_TYPE_F32, G, apply ? t->mean : NULL));
     snprintf(name, sizeof name, "%s.var", prefix);
     return read_exact(f, name, GGML_TYPE_F32, G, apply ? t->var : NULL);
+}
+
+/* A key that gguf.c could not read (it set the message, naming the key) makes the file an
+ * invalid state: the status becomes MG_ERR_STATE, the message stays. */
+static int as_state_error(int rc)
+{
+    return rc ? mg_seterr(MG_ERR_STATE, "%s", mg_last_error()) : MG_OK;
 }
 
 /* Validate the file against the model; with apply, also copy it into the state. */
@@ -355,24 +386,23 @@ static int load_into(mg_state *st, const gguf_file *f, int apply)
     const mg_hparams *hp = &st->model->hp;
     const char *arch;
     uint64_t len;
-    int rc = gguf_get_str(f, "general.architecture", &arch, &len);
-    if (rc) return mg_seterr(MG_ERR_STATE, "not a state file: %s", mg_last_error());
+    if (gguf_get_str(f, "general.architecture", &arch, &len))
+        return mg_adderr_context(MG_ERR_STATE, "not a state file");
     if (len != strlen("megalodon-state") || memcmp(arch, "megalodon-state", len) != 0)
         return mg_seterr(MG_ERR_STATE, "not a state file (general.architecture is '%.*s')",
                          (int)(len > 64 ? 64 : len), arch);
     uint32_t sv[7], v;
     shape_values(hp, sv);
     for (int i = 0; i < 7; i++) {
-        if ((rc = gguf_get_u32(f, shape_keys[i], &v))) return mg_seterr(MG_ERR_STATE, "%s", mg_last_error());
+        TRY(as_state_error(gguf_get_u32(f, shape_keys[i], &v)));
         if (v != sv[i])
             return mg_seterr(MG_ERR_STATE, "state was made for another model: %s is %u, the model has %u",
                              shape_keys[i], v, sv[i]);
     }
     uint32_t n_kv;
     int64_t n_past;
-    if ((rc = gguf_get_u32(f, "megalodon_state.n_kv", &n_kv)) ||
-        (rc = gguf_get_i64(f, "megalodon_state.n_past", &n_past)))
-        return mg_seterr(MG_ERR_STATE, "%s", mg_last_error());
+    TRY(as_state_error(gguf_get_u32(f, "megalodon_state.n_kv", &n_kv)));
+    TRY(as_state_error(gguf_get_i64(f, "megalodon_state.n_past", &n_past)));
     if (n_kv >= (uint32_t)hp->chunk_size || n_past < 0 || (uint64_t)n_past % hp->chunk_size != n_kv)
         return mg_seterr(MG_ERR_STATE, "inconsistent state: n_kv %u, n_past %lld, chunk size %d",
                          n_kv, (long long)n_past, hp->chunk_size);
@@ -381,21 +411,19 @@ static int load_into(mg_state *st, const gguf_file *f, int apply)
     for (int il = 0; il < hp->n_layer; il++) {
         mg_layer_state *ls = &st->layers[il];
         snprintf(name, sizeof name, "blk.%d.tnorm", il);
-        if ((rc = read_tnorm(f, name, &ls->tnorm, hp->norm_groups, apply))) return rc;
+        TRY(read_tnorm(f, name, &ls->tnorm, hp->norm_groups, apply));
         snprintf(name, sizeof name, "blk.%d.cema.h", il);
-        if ((rc = read_exact(f, name, GGML_TYPE_F32, DN2, apply ? ls->h : NULL))) return rc;
+        TRY(read_exact(f, name, GGML_TYPE_F32, DN2, apply ? ls->h : NULL));
         if (n_kv > 0) {
             snprintf(name, sizeof name, "blk.%d.k", il);
-            if ((rc = read_exact(f, name, GGML_TYPE_F32, (uint64_t)n_kv * hp->z_dim,
-                                   apply ? ls->k : NULL)))
-                return rc;
+            TRY(read_exact(f, name, GGML_TYPE_F32, (uint64_t)n_kv * hp->z_dim,
+                           apply ? ls->k : NULL));
             snprintf(name, sizeof name, "blk.%d.v", il);
-            if ((rc = read_exact(f, name, GGML_TYPE_F32, (uint64_t)n_kv * hp->value_dim,
-                                   apply ? ls->v : NULL)))
-                return rc;
+            TRY(read_exact(f, name, GGML_TYPE_F32, (uint64_t)n_kv * hp->value_dim,
+                           apply ? ls->v : NULL));
         }
     }
-    if ((rc = read_tnorm(f, "output_norm", &st->out_norm, hp->norm_groups, apply))) return rc;
+    TRY(read_tnorm(f, "output_norm", &st->out_norm, hp->norm_groups, apply));
     if (apply) {
         st->n_kv = (int)n_kv;
         st->n_past = (uint64_t)n_past;
@@ -438,9 +466,8 @@ int mg_state_window_norm_stats(mg_state *st, const int32_t *tokens, size_t n_tok
     mg_state_params p = st->params;
     p.cb_eval = NULL;
     mg_state *fresh;
-    int rc = mg_state_new(st->model, &p, &fresh);
-    if (rc) return rc;
-    rc = mg_eval(fresh, tokens, n_tokens, NULL, MG_LOGITS_NONE);
+    TRY(mg_state_new(st->model, &p, &fresh));
+    int rc = mg_eval(fresh, tokens, n_tokens, NULL, MG_LOGITS_NONE);
     if (!rc) rc = mg_state_sync(fresh);
     if (!rc) {
         const int G = st->model->hp.norm_groups;

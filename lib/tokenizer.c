@@ -310,7 +310,8 @@ static int build_hash(mg_tokenizer *t)
     return MG_OK;
 }
 
-static int load(const gguf_file *f, int32_t n_vocab, mg_tokenizer *t)
+/* tokenizer.ggml.model: "llama" or "byte" */
+static int read_kind(const gguf_file *f, mg_tokenizer *t)
 {
     const char *name;
     uint64_t name_len;
@@ -324,49 +325,13 @@ static int load(const gguf_file *f, int32_t n_vocab, mg_tokenizer *t)
                          "tokenizer.ggml.model = '%.*s' is not supported (this library reads "
                          "'llama' and 'byte' tokenizers)",
                          (int)(name_len > 64 ? 64 : name_len), name);
-    const int llama = t->kind == KIND_LLAMA;
+    return MG_OK;
+}
 
-    int64_t ki, ks, kt;
-    uint64_t nt, ns, ntt;
-    int rc;
-    if ((rc = find_array(f, "tokenizer.ggml.tokens", GGUF_TYPE_STRING, "strings", llama, &ki, &nt)))
-        return rc;
-    if ((rc = find_array(f, "tokenizer.ggml.scores", GGUF_TYPE_FLOAT32, "float32", llama, &ks,
-                         &ns)))
-        return rc;
-    if ((rc = find_array(f, "tokenizer.ggml.token_type", GGUF_TYPE_INT32, "int32", llama, &kt,
-                         &ntt)))
-        return rc;
-    uint64_t n = ki >= 0 ? nt : 256;
-    if (n == 0) return mg_seterr(MG_ERR_MODEL, "tokenizer.ggml.tokens is empty");
-    if (!llama && n < 256)
-        return mg_seterr(MG_ERR_MODEL,
-                         "tokenizer.ggml.tokens has %llu entries: a 'byte' tokenizer has at "
-                         "least 256 (the bytes)",
-                         (unsigned long long)n);
-    if (n > (uint64_t)n_vocab)
-        return mg_seterr(MG_ERR_MODEL,
-                         "tokenizer.ggml.tokens has %llu entries, more than the model's "
-                         "vocabulary of %d",
-                         (unsigned long long)n, (int)n_vocab);
-    if (ks >= 0 && ns != n)
-        return mg_seterr(MG_ERR_MODEL,
-                         "tokenizer.ggml.scores has %llu entries, tokenizer.ggml.tokens %llu",
-                         (unsigned long long)ns, (unsigned long long)n);
-    if (kt >= 0 && ntt != n)
-        return mg_seterr(MG_ERR_MODEL,
-                         "tokenizer.ggml.token_type has %llu entries, tokenizer.ggml.tokens "
-                         "%llu",
-                         (unsigned long long)ntt, (unsigned long long)n);
-    t->n = (int32_t)n;
-    t->text = calloc(n, sizeof *t->text);
-    t->len = calloc(n, sizeof *t->len);
-    t->type = calloc(n, 1);
-    t->byte_val = calloc(n, 1);
-    if (!t->text || !t->len || !t->type || !t->byte_val)
-        return mg_seterr(MG_ERR_NOMEM, "out of memory loading the tokenizer");
-
-    /* pieces */
+/* The n pieces: tokenizer.ggml.tokens (array key ki), or without it (a "byte" tokenizer)
+ * the names <0x00>..<0xFF>. */
+static int read_pieces(const gguf_file *f, int64_t ki, uint64_t n, mg_tokenizer *t)
+{
     if (ki >= 0) {
         for (uint64_t i = 0; i < n; i++) {
             uint64_t l = 0;
@@ -397,21 +362,18 @@ static int load(const gguf_file *f, int32_t n_vocab, mg_tokenizer *t)
         }
     }
 
-    /* scores */
-    if (ks >= 0) {
-        const float *sc = gguf_arr_data(f, ks);
-        for (uint64_t i = 0; i < n; i++)
-            if (!isfinite(sc[i]))
-                return mg_seterr(MG_ERR_MODEL, "tokenizer.ggml.scores[%llu] is not finite",
-                                 (unsigned long long)i);
-        t->score = sc;
-    }
+    return MG_OK;
+}
 
-    /* types */
+/* The token types (tokenizer.ggml.token_type, array key kt, or the "byte" tokenizer's
+ * without it): the byte pieces, the unknown token (*first_unk) and the user-defined pieces. */
+static int read_types(const gguf_file *f, int64_t kt, uint64_t n, int llama, mg_tokenizer *t,
+                      int32_t *first_unk)
+{
     const int32_t *ty = kt >= 0 ? gguf_arr_data(f, kt) : NULL;
     for (int b = 0; b < 256; b++) t->byte_id[b] = -1;
     int n_bytes = 0, n_unk = 0;
-    int32_t first_unk = -1;
+    *first_unk = -1;
     for (uint64_t i = 0; i < n; i++) {
         int32_t v;
         if (ty)
@@ -452,7 +414,7 @@ static int load(const gguf_file *f, int32_t n_vocab, mg_tokenizer *t)
             t->byte_val[i] = (uint8_t)b;
             n_bytes++;
         } else if (v == TT_UNKNOWN) {
-            if (first_unk < 0) first_unk = (int32_t)i;
+            if (*first_unk < 0) *first_unk = (int32_t)i;
             n_unk++;
         } else if (v == TT_USER) {
             t->n_user++;
@@ -472,6 +434,69 @@ static int load(const gguf_file *f, int32_t n_vocab, mg_tokenizer *t)
     if (n_unk > 1)
         return mg_seterr(MG_ERR_MODEL, "tokenizer.ggml.token_type: %d unknown tokens (at most 1)",
                          n_unk);
+
+    return MG_OK;
+}
+
+static int load(const gguf_file *f, int32_t n_vocab, mg_tokenizer *t)
+{
+    int rc = read_kind(f, t);
+    if (rc) return rc;
+    const int llama = t->kind == KIND_LLAMA;
+
+    int64_t ki, ks, kt;
+    uint64_t nt, ns, ntt;
+    if ((rc = find_array(f, "tokenizer.ggml.tokens", GGUF_TYPE_STRING, "strings", llama, &ki, &nt)))
+        return rc;
+    if ((rc = find_array(f, "tokenizer.ggml.scores", GGUF_TYPE_FLOAT32, "float32", llama, &ks,
+                         &ns)))
+        return rc;
+    if ((rc = find_array(f, "tokenizer.ggml.token_type", GGUF_TYPE_INT32, "int32", llama, &kt,
+                         &ntt)))
+        return rc;
+    uint64_t n = ki >= 0 ? nt : 256;
+    if (n == 0) return mg_seterr(MG_ERR_MODEL, "tokenizer.ggml.tokens is empty");
+    if (!llama && n < 256)
+        return mg_seterr(MG_ERR_MODEL,
+                         "tokenizer.ggml.tokens has %llu entries: a 'byte' tokenizer has at "
+                         "least 256 (the bytes)",
+                         (unsigned long long)n);
+    if (n > (uint64_t)n_vocab)
+        return mg_seterr(MG_ERR_MODEL,
+                         "tokenizer.ggml.tokens has %llu entries, more than the model's "
+                         "vocabulary of %d",
+                         (unsigned long long)n, (int)n_vocab);
+    if (ks >= 0 && ns != n)
+        return mg_seterr(MG_ERR_MODEL,
+                         "tokenizer.ggml.scores has %llu entries, tokenizer.ggml.tokens %llu",
+                         (unsigned long long)ns, (unsigned long long)n);
+    if (kt >= 0 && ntt != n)
+        return mg_seterr(MG_ERR_MODEL,
+                         "tokenizer.ggml.token_type has %llu entries, tokenizer.ggml.tokens "
+                         "%llu",
+                         (unsigned long long)ntt, (unsigned long long)n);
+    t->n = (int32_t)n;
+    t->text = calloc(n, sizeof *t->text);
+    t->len = calloc(n, sizeof *t->len);
+    t->type = calloc(n, 1);
+    t->byte_val = calloc(n, 1);
+    if (!t->text || !t->len || !t->type || !t->byte_val)
+        return mg_seterr(MG_ERR_NOMEM, "out of memory loading the tokenizer");
+
+    if ((rc = read_pieces(f, ki, n, t))) return rc;
+
+    /* scores */
+    if (ks >= 0) {
+        const float *sc = gguf_arr_data(f, ks);
+        for (uint64_t i = 0; i < n; i++)
+            if (!isfinite(sc[i]))
+                return mg_seterr(MG_ERR_MODEL, "tokenizer.ggml.scores[%llu] is not finite",
+                                 (unsigned long long)i);
+        t->score = sc;
+    }
+
+    int32_t first_unk;
+    if ((rc = read_types(f, kt, n, llama, t, &first_unk))) return rc;
 
     /* special ids */
     if ((rc = read_id_key(f, "tokenizer.ggml.bos_token_id", t->n, &t->bos))) return rc;

@@ -22,7 +22,9 @@
 int mg_tnorm_var0(const mg_tnorm_params *p, int G, float **var0)
 {
     float *v = malloc(sizeof(float) * (size_t)G);
-    if (!v) return mg_seterr(MG_ERR_NOMEM, "out of memory");
+    if (!v)
+        return mg_seterr(MG_ERR_NOMEM, "out of memory for the prior variances of a timestep "
+                         "norm (G=%d)", G);
     for (int g = 0; g < G; g++) v[g] = expf(p->prior_logv[g]);
     *var0 = v;
     return MG_OK;
@@ -66,7 +68,7 @@ int mg_train_act_new(const mg_hparams *hp, int B, int L, mg_train_act **out)
         return mg_seterr(MG_ERR_INVALID_ARG, "batch %d x length %d is too many tokens for one pass",
                          B, L);
     mg_train_act *a = calloc(1, sizeof *a);
-    if (!a) return mg_seterr(MG_ERR_NOMEM, "out of memory");
+    if (!a) return mg_seterr(MG_ERR_NOMEM, "out of memory for the training activations' table");
     const size_t T = (size_t)B * L, D = hp->n_embd, Z = hp->z_dim, E = hp->value_dim,
                  F = hp->n_ff, G = hp->norm_groups, H = hp->n_head, N = hp->cema_ndim;
     a->B = B;
@@ -153,7 +155,7 @@ int mg_train_pass(const mg_model *m, mg_cema_algo algo, mg_train_act *a, const i
 {
     const mg_hparams *hp = &m->hp;
     mg_backend *be = m->be;
-    const int B = a->B, L = a->L, T = a->T, Lc = a->Lc;
+    const int B = a->B, L = a->L, T = a->T;
     const int D = hp->n_embd, G = hp->norm_groups, V = hp->n_output;
     const size_t TD = (size_t)T * D;
     const int backward = gr != NULL;
@@ -172,13 +174,13 @@ int mg_train_pass(const mg_model *m, mg_cema_algo algo, mg_train_act *a, const i
     for (int b = 0; b < B; b++)
         for (int t = 0; t < L; t++)
             memcpy(x0 + ((size_t)b * L + t) * D,
-                   m->tok_embd + (size_t)ids[(size_t)b * (L + 1) + t] * D, sizeof(float) * D);
+                   mg_weight_f32(&m->tok_embd) + (size_t)ids[(size_t)b * (L + 1) + t] * D, sizeof(float) * D);
     if (hp->scale_emb) TRY(be->scale(be, x0, sqrtf((float)D), x0, TD));
     for (int il = 0; il < hp->n_layer; il++) {
         mg_layer_act *l = &a->layers[il];
-        TRY(mg_mega_train_forward(m, il, algo, l, B, L, Lc));
+        TRY(mg_mega_forward(m, il, algo, NULL, 0, NULL, l, B, L, l->x, l->y));
         float *out = il + 1 < hp->n_layer ? a->layers[il + 1].x : a->x_final;
-        TRY(mg_ffn_train_forward(m, il, l, T, out));
+        TRY(mg_ffn_forward(m, il, NULL, l, T, l->x, l->y, out));
     }
     float *var0 = NULL;
     TRY(mg_tnorm_var0(&m->out_norm, G, &var0));
@@ -192,21 +194,25 @@ int mg_train_pass(const mg_model *m, mg_cema_algo algo, mg_train_act *a, const i
     double lsum = 0;
     const float scale = 1.0f / (float)T;
     int32_t *tg = malloc(sizeof(int32_t) * HEAD_ROWS);
-    if (!tg) return mg_seterr(MG_ERR_NOMEM, "out of memory");
-    for (int r0 = 0; r0 < T && !rc; r0 += HEAD_ROWS) {
+    if (!tg)
+        return mg_seterr(MG_ERR_NOMEM, "out of memory for the targets of a block of %d rows",
+                         HEAD_ROWS);
+    for (int r0 = 0; r0 < T; r0 += HEAD_ROWS) {
         const int n = T - r0 < HEAD_ROWS ? T - r0 : HEAD_ROWS;
         for (int i = 0; i < n; i++) {
             const int row = r0 + i, b = row / L, t = row % L;
             tg[i] = ids[(size_t)b * (L + 1) + t + 1];
         }
         const float *yr = a->yn + (size_t)r0 * D;
-        rc = be->matmul(be, yr, n, D, m->output, V, NULL, a->logits);
-        if (!rc) rc = be->cross_entropy(be, a->logits, tg, n, V, scale, &lsum,
-                                        backward ? a->logits : NULL);
-        if (!rc && backward)
-            rc = be->matmul_backward(be, yr, n, D, m->output, V, a->logits,
-                                     a->dy + (size_t)r0 * D, 0, hg->output, NULL);
+        TRY_GOTO(be->matmul(be, yr, n, D, &m->output, V, NULL, a->logits), head_done);
+        TRY_GOTO(be->cross_entropy(be, a->logits, tg, n, V, scale, &lsum,
+                                   backward ? a->logits : NULL), head_done);
+        if (backward)
+            TRY_GOTO(be->matmul_backward(be, yr, n, D, mg_weight_f32(&m->output), V, a->logits,
+                                         a->dy + (size_t)r0 * D, 0, hg->output, NULL),
+                     head_done);
     }
+head_done:
     free(tg);
     TRY(rc);
     *loss = lsum / T;
@@ -219,9 +225,8 @@ int mg_train_pass(const mg_model *m, mg_cema_algo algo, mg_train_act *a, const i
     for (int il = hp->n_layer - 1; il >= 0; il--) {
         mg_layer_act *l = &a->layers[il];
         /* out = x + FFN(y): dy from the FFN ; y = MEGA(x): dx2 = dy + tnorm path */
-        TRY(mg_ffn_train_backward(m, il, &gr[il], l, &a->g, T, a->dx, a->dy));
-        TRY(mg_mega_train_backward(m, il, algo, &wt[il], &gr[il], l, &a->g,
-                                   B, L, Lc, a->dy, a->dx2));
+        TRY(mg_ffn_backward(m, il, &gr[il], l, &a->g, T, a->dx, a->dy));
+        TRY(mg_mega_backward(m, il, algo, &wt[il], &gr[il], l, &a->g, B, L, a->dy, a->dx2));
         TRY(be->add(be, a->dx, a->dx2, a->dx, TD)); /* + the two-hop residual */
     }
     const float es = hp->scale_emb ? sqrtf((float)D) : 1.0f;

@@ -39,27 +39,10 @@ typedef struct {
     float *ffn_norm_w, *ffn_norm_b, *ffn_up, *ffn_gate, *ffn_down, *ffn_alpha;
 } mg_layer_tensors;
 
-/* What one layer keeps from its training forward for its backward (T = B*L tokens). */
-typedef struct {
-    float *x;             /* block input (T, D) */
-    float *xt;            /* timestep-norm output (T, D) */
-    float *tmean, *trstd; /* its statistics after every token (T, G) */
-    float *c, *mx;        /* CEMA output, RMSNorm of it (T, D) */
-    float *zpre, *zn;     /* z before and after the per-head RMSNorm (T, Z) */
-    float *q, *k;         /* after RoPE (T, Z) */
-    float *vpre, *v, *rpre, *r; /* before and after SiLU (T, E) */
-    float *P;             /* attention probabilities (chunks, H, Lc, Lc) */
-    float *a, *ar;        /* attention output, times r (T, E) */
-    float *y;             /* MEGA sub-layer output (T, D) */
-    float *xn;            /* FFN LayerNorm output (T, D) */
-    float *u1, *u3, *u;   /* fc1 output, fc3 output (SwiGLU), hidden (T, F) */
-    float *o;             /* fc2 output before the alpha rescale (T, D), rescale_nffn only */
-} mg_layer_act;
-
-/* Backward scratch shared by all layers (T-sized buffers) and CEMA coefficient gradients. */
 /* Prior statistics of a timestep norm as a fresh state: var0[g] = exp(prior_logv[g]). */
 int mg_tnorm_var0(const mg_tnorm_params *p, int G, float **var0);
 
+/* Backward scratch shared by all layers (T-sized buffers) and CEMA coefficient gradients. */
 typedef struct {
     float *d1, *d2, *d3, *dmx, *dxt;  /* (T, D) */
     float *dz, *dz2, *dq, *dk;        /* (T, Z) */
@@ -96,18 +79,15 @@ int mg_train_pass(const mg_model *m, mg_cema_algo algo, mg_train_act *a, const i
                   const mg_layer_tensors *wt, const mg_layer_tensors *gr,
                   const mg_train_head_grads *hg, double *loss);
 
-/* attention.c, ffn.c: the layers' training forward and backward. The forward writes
- * act->y / the block output; the backward takes the gradient of its output and leaves the
- * gradient of its input in dx (MEGA: dx = dy + the path through the timestep norm). */
-int mg_mega_train_forward(const mg_model *m, int il, mg_cema_algo algo, mg_layer_act *a,
-                          int B, int L, int Lc);
-int mg_mega_train_backward(const mg_model *m, int il, mg_cema_algo algo,
-                           const mg_layer_tensors *wt, const mg_layer_tensors *gr,
-                           mg_layer_act *a, mg_train_scratch *g, int B, int L, int Lc,
-                           const float *dy, float *dx);
-int mg_ffn_train_forward(const mg_model *m, int il, mg_layer_act *a, int T, float *out);
-int mg_ffn_train_backward(const mg_model *m, int il, const mg_layer_tensors *gr,
-                          mg_layer_act *a, mg_train_scratch *g, int T, const float *dout,
-                          float *dy);
+/* attention.c, ffn.c: the layers' backward, beside their forward (model.h: mg_mega_forward,
+ * mg_ffn_forward, run with act). Each takes the gradient of its output and the activations
+ * its forward kept. MEGA leaves the gradient of its input in dx (dx = dy + the path through
+ * the timestep norm); the FFN leaves in dy the gradient reaching y through it (the residual
+ * part of dout goes to the block input, added by the caller). */
+int mg_mega_backward(const mg_model *m, int il, mg_cema_algo algo, const mg_layer_tensors *wt,
+                     const mg_layer_tensors *gr, mg_layer_act *act, mg_train_scratch *g, int B,
+                     int L, const float *dy, float *dx);
+int mg_ffn_backward(const mg_model *m, int il, const mg_layer_tensors *gr, mg_layer_act *act,
+                    mg_train_scratch *g, int T, const float *dout, float *dy);
 
 #endif

@@ -21,6 +21,7 @@
 #include "error.h"
 #include "gguf.h"
 #include "kernels.h"
+#include "quant.h"
 #include "train.h"
 
 #define CKPT_VERSION 1
@@ -158,7 +159,9 @@ static int add_init(gguf_writer *w, rng *r, const char *name, enum init_kind kin
     const uint64_t ne[3] = {n0, n1, n2};
     const size_t n = (size_t)(n0 * n1 * n2);
     float *d = calloc(n ? n : 1, sizeof(float));
-    if (!d) return mg_seterr(MG_ERR_NOMEM, "out of memory initializing '%s'", name);
+    if (!d)
+        return mg_seterr(MG_ERR_NOMEM, "out of memory for the initial values of '%s' (%zu "
+                         "floats)", name, n);
     switch (kind) {
     case I_ZERO: break;
     case I_CONST:
@@ -218,29 +221,28 @@ static int add_tnorm_init(gguf_writer *w, rng *r, const char *prefix, uint64_t D
 
 static int write_hparams(gguf_writer *w, const mg_hparams *hp)
 {
-    int rc = gguf_set_str(w, "general.architecture", "megalodon");
-    if (!rc) rc = gguf_set_u32(w, "megalodon.block_count", (uint32_t)hp->n_layer);
-    if (!rc) rc = gguf_set_u32(w, "megalodon.embedding_length", (uint32_t)hp->n_embd);
-    if (!rc) rc = gguf_set_u32(w, "megalodon.z_dim", (uint32_t)hp->z_dim);
-    if (!rc) rc = gguf_set_u32(w, "megalodon.value_dim", (uint32_t)hp->value_dim);
-    if (!rc) rc = gguf_set_u32(w, "megalodon.head_count", (uint32_t)hp->n_head);
-    if (!rc) rc = gguf_set_u32(w, "megalodon.feed_forward_length", (uint32_t)hp->n_ff);
-    if (!rc) rc = gguf_set_u32(w, "megalodon.cema_ndim", (uint32_t)hp->cema_ndim);
-    if (!rc) rc = gguf_set_u32(w, "megalodon.chunk_size", (uint32_t)hp->chunk_size);
-    if (!rc) rc = gguf_set_u32(w, "megalodon.norm_groups", (uint32_t)hp->norm_groups);
-    if (!rc) rc = gguf_set_u32(w, "megalodon.vocab_size", (uint32_t)hp->n_vocab);
-    if (!rc) rc = gguf_set_u32(w, "megalodon.output_size", (uint32_t)hp->n_output);
-    if (!rc) rc = gguf_set_f32(w, "megalodon.norm_epsilon", hp->norm_eps);
-    if (!rc) rc = gguf_set_f32(w, "megalodon.rope_freq_base", hp->rope_base);
-    if (!rc) rc = gguf_set_bool(w, "megalodon.swiglu", hp->swiglu);
-    if (!rc) rc = gguf_set_bool(w, "megalodon.scale_emb", hp->scale_emb);
-    if (!rc) rc = gguf_set_bool(w, "megalodon.share_emb", hp->share_emb);
-    if (!rc) rc = gguf_set_bool(w, "megalodon.rescale_nffn", hp->rescale_nffn);
-    if (!rc) rc = gguf_set_bool(w, "megalodon.norm_affine", hp->norm_affine);
-    return rc;
+    TRY(gguf_set_str(w, "general.architecture", "megalodon"));
+    TRY(gguf_set_u32(w, "megalodon.block_count", (uint32_t)hp->n_layer));
+    TRY(gguf_set_u32(w, "megalodon.embedding_length", (uint32_t)hp->n_embd));
+    TRY(gguf_set_u32(w, "megalodon.z_dim", (uint32_t)hp->z_dim));
+    TRY(gguf_set_u32(w, "megalodon.value_dim", (uint32_t)hp->value_dim));
+    TRY(gguf_set_u32(w, "megalodon.head_count", (uint32_t)hp->n_head));
+    TRY(gguf_set_u32(w, "megalodon.feed_forward_length", (uint32_t)hp->n_ff));
+    TRY(gguf_set_u32(w, "megalodon.cema_ndim", (uint32_t)hp->cema_ndim));
+    TRY(gguf_set_u32(w, "megalodon.chunk_size", (uint32_t)hp->chunk_size));
+    TRY(gguf_set_u32(w, "megalodon.norm_groups", (uint32_t)hp->norm_groups));
+    TRY(gguf_set_u32(w, "megalodon.vocab_size", (uint32_t)hp->n_vocab));
+    TRY(gguf_set_u32(w, "megalodon.output_size", (uint32_t)hp->n_output));
+    TRY(gguf_set_f32(w, "megalodon.norm_epsilon", hp->norm_eps));
+    TRY(gguf_set_f32(w, "megalodon.rope_freq_base", hp->rope_base));
+    TRY(gguf_set_bool(w, "megalodon.swiglu", hp->swiglu));
+    TRY(gguf_set_bool(w, "megalodon.scale_emb", hp->scale_emb));
+    TRY(gguf_set_bool(w, "megalodon.share_emb", hp->share_emb));
+    TRY(gguf_set_bool(w, "megalodon.rescale_nffn", hp->rescale_nffn));
+    return gguf_set_bool(w, "megalodon.norm_affine", hp->norm_affine);
 }
 
-/* Tensors of a new model with the official initialization (spec section 4). */
+/* Tensors of a new model with the official initialization (docs/model.md §12). */
 static int write_random_tensors(gguf_writer *w, const mg_hparams *hp, uint64_t seed)
 {
     rng r = {seed * 0x2545F4914F6CDD1Dull + 12345};
@@ -250,7 +252,9 @@ static int write_random_tensors(gguf_writer *w, const mg_hparams *hp, uint64_t s
     TRY(add_init(w, &r, "token_embd.weight", I_EMB, es, 2, D, V, 1));
     const uint64_t half = Z / hp->n_head / 2;
     float *fr = malloc(sizeof(float) * half);
-    if (!fr) return mg_seterr(MG_ERR_NOMEM, "out of memory");
+    if (!fr)
+        return mg_seterr(MG_ERR_NOMEM, "out of memory for the RoPE frequencies (%llu)",
+                         (unsigned long long)half);
     for (uint64_t i = 0; i < half; i++)
         fr[i] = (float)(1.0 / pow((double)hp->rope_base, 2.0 * (double)i / (double)(2 * half)));
     int rc = gguf_add_tensor(w, "rope.freqs", GGML_TYPE_F32, 1, &half, fr);
@@ -293,7 +297,8 @@ static int write_random_tensors(gguf_writer *w, const mg_hparams *hp, uint64_t s
     }
 #undef T
     TRY(add_tnorm_init(w, &r, "output_norm", D, G));
-    if (!hp->share_emb) TRY(add_init(w, &r, "output.weight", I_EMB, es, 2, D, (uint64_t)hp->n_output, 1));
+    if (!hp->share_emb)
+        TRY(add_init(w, &r, "output.weight", I_EMB, es, 2, D, (uint64_t)hp->n_output, 1));
     return MG_OK;
 }
 
@@ -308,10 +313,16 @@ static int is_buffer(const char *name)
 /* Copy a tensor into the writer, floating types converted to f32. */
 static int copy_tensor_f32(gguf_writer *w, const gguf_tensor_info *t)
 {
+    if (mg_type_is_quantized(t->type))
+        return mg_seterr(MG_ERR_UNSUPPORTED, "tensor '%s' is quantized (%s): training needs "
+                         "f32, f16 or bf16 weights (train the f32 model and quantize it "
+                         "afterwards with megalodon-quantize)", t->name, gguf_type_name(t->type));
     if (t->type != GGML_TYPE_F16 && t->type != GGML_TYPE_BF16)
         return gguf_add_tensor(w, t->name, t->type, t->n_dims, t->ne, t->data);
     float *d = malloc(sizeof(float) * (size_t)(t->n_elements ? t->n_elements : 1));
-    if (!d) return mg_seterr(MG_ERR_NOMEM, "out of memory converting '%s'", t->name);
+    if (!d)
+        return mg_seterr(MG_ERR_NOMEM, "out of memory for the f32 copy of '%s' (%llu floats)",
+                         t->name, (unsigned long long)t->n_elements);
     if (t->type == GGML_TYPE_BF16)
         mg_kernels_scalar.bf16_to_f32(t->data, d, (size_t)t->n_elements);
     else
@@ -402,33 +413,28 @@ static int trainer_from_writer(gguf_writer *w, const mg_train_params *params, mg
 {
     *out = NULL;
     mg_train_params p = params ? *params : mg_train_default_params();
-    int rc = check_params(&p);
-    if (rc) {
-        gguf_writer_free(w);
-        return rc;
-    }
-    mg_trainer *tr = calloc(1, sizeof *tr);
-    if (!tr) {
-        gguf_writer_free(w);
-        return mg_seterr(MG_ERR_NOMEM, "out of memory");
+    mg_trainer *tr = NULL;
+    int rc;
+    TRY_GOTO(check_params(&p), fail);
+    if (!(tr = calloc(1, sizeof *tr))) {
+        rc = mg_seterr(MG_ERR_NOMEM, "out of memory for the trainer structure");
+        goto fail;
     }
     tr->p = p;
     rc = gguf_write_memory(w, &tr->img, &tr->img_size);
     gguf_writer_free(w);
+    w = NULL;
+    TRY_GOTO(rc, fail);
     mg_model_params mp = mg_model_default_params();
     mp.use_mmap = 1;
     mp.n_threads = p.n_threads;
-    if (!rc) rc = mg_model_load_memory(tr->img, tr->img_size, &mp, &tr->model);
-    if (rc) {
-        mg_trainer_free(tr);
-        return rc;
-    }
+    TRY_GOTO(mg_model_load_memory(tr->img, tr->img_size, &mp, &tr->model), fail);
     const mg_model *m = tr->model;
     const gguf_file *f = m->file;
-    const mg_backend *be = m->be;
-    if (!be->matmul_backward || !be->cema_backward || !be->cross_entropy) {
-        mg_trainer_free(tr);
-        return mg_seterr(MG_ERR_UNSUPPORTED, "the %s backend cannot train", be->name);
+    mg_backend *be = m->be;
+    if (!be->supports_op(be, MG_OP_TRAIN)) {
+        rc = mg_seterr(MG_ERR_UNSUPPORTED, "the %s backend cannot train", be->name);
+        goto fail;
     }
     /* the data section: from the lowest tensor address to the end of the image */
     const uint8_t *lo = (const uint8_t *)tr->img + tr->img_size;
@@ -446,17 +452,16 @@ static int trainer_from_writer(gguf_writer *w, const mg_train_params *params, mg
     tr->gr = calloc((size_t)m->hp.n_layer + 1, sizeof *tr->gr);
     tr->user_meta = calloc(1, 1);
     if (!tr->t || !tr->grad || !tr->m || !tr->v || !tr->wt || !tr->gr || !tr->user_meta) {
-        const size_t nf = tr->n_floats;
-        mg_trainer_free(tr);
-        return mg_seterr(MG_ERR_NOMEM, "out of memory for gradients and optimizer moments "
-                         "(3 x %zu floats)", nf);
+        rc = mg_seterr(MG_ERR_NOMEM, "out of memory for the gradients and optimizer moments "
+                       "(3 x %zu floats) and the tensor tables", tr->n_floats);
+        goto fail;
     }
     for (int64_t i = 0; i < gguf_n_tensors(f); i++) {
         const gguf_tensor_info *t = gguf_tensor(f, i);
         if (t->type != GGML_TYPE_F32 || is_buffer(t->name)) continue;
         if (((uintptr_t)t->data - (uintptr_t)lo) % sizeof(float)) {
-            mg_trainer_free(tr);
-            return mg_seterr(MG_ERR_MODEL, "tensor '%s' is not aligned in the image", t->name);
+            rc = mg_seterr(MG_ERR_MODEL, "tensor '%s' is not aligned in the image", t->name);
+            goto fail;
         }
         tr->t[tr->n_t].name = t->name;
         tr->t[tr->n_t].off = (size_t)((const uint8_t *)t->data - lo) / sizeof(float);
@@ -472,12 +477,16 @@ static int trainer_from_writer(gguf_writer *w, const mg_train_params *params, mg
     tr->hg.out_norm_w = at_name(tr, tr->grad, "output_norm.weight");
     tr->hg.out_norm_b = at_name(tr, tr->grad, "output_norm.bias");
     if (!tr->hg.tok_embd || !tr->hg.output || !tr->hg.out_norm_w || !tr->hg.out_norm_b) {
-        mg_trainer_free(tr);
-        return mg_seterr(MG_ERR_MODEL, "the model lacks a trainable embedding, head or final "
-                         "norm");
+        rc = mg_seterr(MG_ERR_MODEL, "the model lacks a trainable embedding, head or final "
+                       "norm");
+        goto fail;
     }
     *out = tr;
     return MG_OK;
+fail:
+    gguf_writer_free(w);
+    mg_trainer_free(tr);
+    return rc;
 }
 
 int mg_trainer_new(const mg_model *init, const mg_train_params *params, mg_trainer **out)
@@ -486,7 +495,7 @@ int mg_trainer_new(const mg_model *init, const mg_train_params *params, mg_train
     *out = NULL;
     if (!init) return mg_seterr(MG_ERR_INVALID_ARG, "mg_trainer_new: NULL model");
     gguf_writer *w = gguf_writer_new();
-    if (!w) return MG_ERR_NOMEM;
+    if (!w) return MG_ERR_NOMEM; /* gguf_writer_new set the message */
     int rc = writer_from_file(init->file, w);
     if (rc) {
         gguf_writer_free(w);
@@ -499,8 +508,8 @@ int mg_vocab_file_size(const char *path, int32_t *n_vocab)
 {
     if (!path || !n_vocab) return mg_seterr(MG_ERR_INVALID_ARG, "mg_vocab_file_size: NULL");
     gguf_file *f = NULL;
-    int rc = gguf_open(path, &f);
-    if (rc) return rc; /* gguf_open names the file */
+    TRY(gguf_open(path, &f)); /* its messages name the file */
+    int rc = MG_OK;
     int64_t i = gguf_find_key(f, "tokenizer.ggml.tokens");
     if (i < 0 || gguf_kv_type(f, i) != GGUF_TYPE_ARRAY || gguf_arr_n(f, i) < 1 ||
         gguf_arr_n(f, i) > INT32_MAX)
@@ -531,27 +540,26 @@ int mg_trainer_new_random(const mg_hparams *hp_in, uint64_t seed, const char *vo
         TRY(gguf_open(vocab_path, &vf));
     }
     if (hp.n_output == 0) hp.n_output = hp.n_vocab;
-    int rc = mg_hparams_validate(&hp);
-    if (rc) {
-        gguf_close(vf);
-        return rc;
+    gguf_writer *w = NULL;
+    int rc;
+    TRY_GOTO(mg_hparams_validate(&hp), fail);
+    if (!(w = gguf_writer_new())) {
+        rc = MG_ERR_NOMEM; /* gguf_writer_new set the message */
+        goto fail;
     }
-    gguf_writer *w = gguf_writer_new();
-    if (!w) {
-        gguf_close(vf);
-        return MG_ERR_NOMEM;
-    }
-    rc = write_hparams(w, &hp);
-    if (!rc) rc = gguf_set_str(w, "general.name", "megalodon");
-    for (int64_t i = 0; vf && !rc && i < gguf_n_kv(vf); i++)
-        if (strncmp(gguf_key_name(vf, i), "tokenizer.", 10) == 0) rc = gguf_copy_kv(w, vf, i);
+    TRY_GOTO(write_hparams(w, &hp), fail);
+    TRY_GOTO(gguf_set_str(w, "general.name", "megalodon"), fail);
+    for (int64_t i = 0; vf && i < gguf_n_kv(vf); i++)
+        if (strncmp(gguf_key_name(vf, i), "tokenizer.", 10) == 0)
+            TRY_GOTO(gguf_copy_kv(w, vf, i), fail);
     gguf_close(vf);
-    if (!rc) rc = write_random_tensors(w, &hp, seed);
-    if (rc) {
-        gguf_writer_free(w);
-        return rc;
-    }
+    vf = NULL;
+    TRY_GOTO(write_random_tensors(w, &hp, seed), fail);
     return trainer_from_writer(w, params, out);
+fail:
+    gguf_close(vf);
+    gguf_writer_free(w);
+    return rc;
 }
 
 /* ---------------------------------------------------------------- steps */
@@ -702,33 +710,32 @@ static int image_writer(const mg_trainer *tr, int with_moments, uint64_t *hash,
                         gguf_writer **out)
 {
     gguf_writer *w = gguf_writer_new();
-    if (!w) return MG_ERR_NOMEM;
+    if (!w) return MG_ERR_NOMEM; /* gguf_writer_new set the message */
     const gguf_file *f = tr->model->file;
-    int rc = MG_OK;
+    int rc;
     uint64_t h = 0xCBF29CE484222325ull;
-    for (int64_t i = 0; !rc && i < gguf_n_kv(f); i++) rc = gguf_copy_kv(w, f, i);
-    for (int64_t i = 0; !rc && i < gguf_n_tensors(f); i++) {
+    for (int64_t i = 0; i < gguf_n_kv(f); i++) TRY_GOTO(gguf_copy_kv(w, f, i), fail);
+    for (int64_t i = 0; i < gguf_n_tensors(f); i++) {
         const gguf_tensor_info *t = gguf_tensor(f, i);
-        rc = gguf_add_tensor(w, t->name, t->type, t->n_dims, t->ne, t->data);
+        TRY_GOTO(gguf_add_tensor(w, t->name, t->type, t->n_dims, t->ne, t->data), fail);
         h = hash_bytes(h, t->data, (size_t)t->n_bytes);
     }
     char name[160];
-    for (int i = 0; with_moments && !rc && i < tr->n_t; i++) {
+    for (int i = 0; with_moments && i < tr->n_t; i++) {
         const uint64_t ne = tr->t[i].n;
         snprintf(name, sizeof name, "adam.m.%s", tr->t[i].name);
-        rc = gguf_add_tensor(w, name, GGML_TYPE_F32, 1, &ne, tr->m + tr->t[i].off);
+        TRY_GOTO(gguf_add_tensor(w, name, GGML_TYPE_F32, 1, &ne, tr->m + tr->t[i].off), fail);
         h = hash_bytes(h, tr->m + tr->t[i].off, sizeof(float) * tr->t[i].n);
         snprintf(name, sizeof name, "adam.v.%s", tr->t[i].name);
-        if (!rc) rc = gguf_add_tensor(w, name, GGML_TYPE_F32, 1, &ne, tr->v + tr->t[i].off);
+        TRY_GOTO(gguf_add_tensor(w, name, GGML_TYPE_F32, 1, &ne, tr->v + tr->t[i].off), fail);
         h = hash_bytes(h, tr->v + tr->t[i].off, sizeof(float) * tr->t[i].n);
-    }
-    if (rc) {
-        gguf_writer_free(w);
-        return rc;
     }
     *hash = h;
     *out = w;
     return MG_OK;
+fail:
+    gguf_writer_free(w);
+    return rc;
 }
 
 int mg_trainer_save_model(const mg_trainer *tr, const char *path)
@@ -749,25 +756,27 @@ int mg_trainer_save_checkpoint(const mg_trainer *tr, const char *path, const cha
     uint64_t h;
     TRY(image_writer(tr, 1, &h, &w));
     const mg_train_params *p = &tr->p;
-    int rc = gguf_set_u32(w, "train.version", CKPT_VERSION);
-    if (!rc) rc = gguf_set_i64(w, "train.step", tr->step);
-    if (!rc) rc = gguf_set_f32(w, "train.lr", p->lr);
-    if (!rc) rc = gguf_set_f32(w, "train.beta1", p->beta1);
-    if (!rc) rc = gguf_set_f32(w, "train.beta2", p->beta2);
-    if (!rc) rc = gguf_set_f32(w, "train.eps", p->eps);
-    if (!rc) rc = gguf_set_f32(w, "train.weight_decay", p->weight_decay);
-    if (!rc) rc = gguf_set_f32(w, "train.clip", p->clip);
-    if (!rc) rc = gguf_set_i64(w, "train.warmup", p->warmup);
-    if (!rc) rc = gguf_set_i64(w, "train.total_steps", p->total_steps);
-    if (!rc) rc = gguf_set_u32(w, "train.schedule", (uint32_t)p->schedule);
-    if (!rc) rc = gguf_set_f32(w, "train.lr_init_ratio", p->lr_init_ratio);
-    if (!rc) rc = gguf_set_f32(w, "train.lr_end_ratio", p->lr_end_ratio);
-    if (!rc) rc = gguf_set_u32(w, "train.cema", (uint32_t)p->cema);
-    if (!rc) rc = gguf_set_str(w, "train.user_meta", user_meta ? user_meta : "");
-    h = hash_train_keys(h, tr->step, p, user_meta ? user_meta : "",
-                        user_meta ? strlen(user_meta) : 0);
-    if (!rc) rc = gguf_set_i64(w, "train.checksum", (int64_t)h);
-    if (!rc) rc = gguf_write_file(w, path);
+    const char *meta = user_meta ? user_meta : "";
+    int rc;
+    TRY_GOTO(gguf_set_u32(w, "train.version", CKPT_VERSION), done);
+    TRY_GOTO(gguf_set_i64(w, "train.step", tr->step), done);
+    TRY_GOTO(gguf_set_f32(w, "train.lr", p->lr), done);
+    TRY_GOTO(gguf_set_f32(w, "train.beta1", p->beta1), done);
+    TRY_GOTO(gguf_set_f32(w, "train.beta2", p->beta2), done);
+    TRY_GOTO(gguf_set_f32(w, "train.eps", p->eps), done);
+    TRY_GOTO(gguf_set_f32(w, "train.weight_decay", p->weight_decay), done);
+    TRY_GOTO(gguf_set_f32(w, "train.clip", p->clip), done);
+    TRY_GOTO(gguf_set_i64(w, "train.warmup", p->warmup), done);
+    TRY_GOTO(gguf_set_i64(w, "train.total_steps", p->total_steps), done);
+    TRY_GOTO(gguf_set_u32(w, "train.schedule", (uint32_t)p->schedule), done);
+    TRY_GOTO(gguf_set_f32(w, "train.lr_init_ratio", p->lr_init_ratio), done);
+    TRY_GOTO(gguf_set_f32(w, "train.lr_end_ratio", p->lr_end_ratio), done);
+    TRY_GOTO(gguf_set_u32(w, "train.cema", (uint32_t)p->cema), done);
+    TRY_GOTO(gguf_set_str(w, "train.user_meta", meta), done);
+    h = hash_train_keys(h, tr->step, p, meta, strlen(meta));
+    TRY_GOTO(gguf_set_i64(w, "train.checksum", (int64_t)h), done);
+    rc = gguf_write_file(w, path);
+done:
     gguf_writer_free(w);
     return rc;
 }
@@ -860,7 +869,7 @@ static int load_checkpoint(gguf_file *f, const mg_train_params *params, mg_train
         sp.n_threads = 0;
     }
     gguf_writer *w = gguf_writer_new();
-    if (!w) return MG_ERR_NOMEM;
+    if (!w) return MG_ERR_NOMEM; /* gguf_writer_new set the message */
     int rc = writer_from_file(f, w);
     if (rc) {
         gguf_writer_free(w);
@@ -887,7 +896,8 @@ static int load_checkpoint(gguf_file *f, const mg_train_params *params, mg_train
     tr->user_meta = malloc((size_t)mlen + 1);
     if (!tr->user_meta) {
         mg_trainer_free(tr);
-        return mg_seterr(MG_ERR_NOMEM, "out of memory");
+        return mg_seterr(MG_ERR_NOMEM, "out of memory for the checkpoint's user metadata (%llu "
+                         "bytes)", (unsigned long long)mlen);
     }
     memcpy(tr->user_meta, meta, (size_t)mlen);
     tr->user_meta[mlen] = 0;
@@ -901,9 +911,8 @@ int mg_trainer_load_checkpoint(const char *path, const mg_train_params *params, 
     *out = NULL;
     if (!path) return mg_seterr(MG_ERR_INVALID_ARG, "mg_trainer_load_checkpoint: NULL path");
     gguf_file *f = NULL;
-    int rc = gguf_open(path, &f); /* its messages name the file */
-    if (rc) return rc;
-    rc = load_checkpoint(f, params, out);
+    TRY(gguf_open(path, &f)); /* its messages name the file */
+    int rc = load_checkpoint(f, params, out);
     gguf_close(f);
     return rc ? mg_adderr_context(rc, "%s", path) : MG_OK;
 }

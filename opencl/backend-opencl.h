@@ -22,16 +22,15 @@ int mg_backend_opencl_new(int device, mg_backend **out);
  * line saying there is no platform), or MG_ERR_UNSUPPORTED when OpenCL is not built in. */
 int mg_opencl_list_devices(char *buf, size_t size);
 
+/* ---- for the tests (tests/test-backend-ops.c) */
+
 /* 1 if be is an OpenCL backend. */
 int mg_backend_is_opencl(const mg_backend *be);
 
-/* The CEMA implementation this backend runs for a call of L rows with coefficients cf (may
- * be NULL: auto is then the scan) asked for algo (MEGALODON_CEMA applied): "fft" or
+/* be->cema_choice of an OpenCL backend (cf may be NULL: auto is then the scan): "fft" or
  * "scan-chunked"; NULL if be is not an OpenCL backend. */
 const char *mg_opencl_cema_choice(mg_backend *be, mg_cema_algo algo, int L,
                                   const mg_cema_coeffs *cf);
-
-/* ---- for the tests (tests/test-backend-ops.c) */
 
 /* Counters: weight uploads (misses) and reuses (hits) of the weight cache, the bytes it
  * holds, and whether the program came from the on-disk binary cache. */

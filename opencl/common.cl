@@ -1,7 +1,7 @@
 /* common.cl - what every kernel file shares (the files are concatenated in the order of
  * OPENCL_KERNELS in Makefile.am and built as one program).
  *
- * Build options set by the host (backend-opencl.c):
+ * Build options set by the host (backend-opencl.c: setup):
  *   MG_ACC_DOUBLE  1: accumulate norm moments and statistics in double (cl_khr_fp64), as the
  *                  scalar CPU reference does; 0: in float (devices without fp64)
  *   MG_W_HALF      1: matrix weights are stored as fp16 (read with vload_half, which is core

@@ -16,6 +16,27 @@ __kernel void mg_rms_norm(__global const float *x, int n, __global const float *
     for (int i = lid; i < n; i += ls) yr[i] = xr[i] * rr * (has_w ? 1.0f + w[i] : 1.0f);
 }
 
+/* The mean and the biased variance of xs[0 .. n), by the work-group in two passes (the mean,
+ * then the squared deviations from it, as the reference): every work-item gets both. All
+ * work-items of the group must call it; tmp holds the group size of acc_t. */
+static void group_mean_var(__global const float *xs, int n, __local acc_t *tmp, acc_t *mean,
+                           acc_t *var)
+{
+    const int lid = get_local_id(0), ls = get_local_size(0);
+    acc_t s = 0;
+    for (int i = lid; i < n; i += ls) s += xs[i];
+    tmp[lid] = s;
+    REDUCE_SUM(tmp, lid, ls);
+    const acc_t m = tmp[0] / n;
+    barrier(CLK_LOCAL_MEM_FENCE); /* everyone has read tmp[0] before it is written again */
+    s = 0;
+    for (int i = lid; i < n; i += ls) s += ((acc_t)xs[i] - m) * ((acc_t)xs[i] - m);
+    tmp[lid] = s;
+    REDUCE_SUM(tmp, lid, ls);
+    *mean = m;
+    *var = tmp[0] / n;
+}
+
 __kernel void mg_layer_norm(__global const float *x, int n, __global const float *w, int has_w,
                             __global const float *b, int has_b, float eps, __global float *y,
                             __local acc_t *tmp)
@@ -24,17 +45,9 @@ __kernel void mg_layer_norm(__global const float *x, int n, __global const float
     const int lid = get_local_id(0), ls = get_local_size(0);
     __global const float *xr = x + r * n;
     __global float *yr = y + r * n;
-    acc_t s = 0;
-    for (int i = lid; i < n; i += ls) s += xr[i];
-    tmp[lid] = s;
-    REDUCE_SUM(tmp, lid, ls);
-    acc_t mean = tmp[0] / n;
-    barrier(CLK_LOCAL_MEM_FENCE);
-    s = 0;
-    for (int i = lid; i < n; i += ls) s += ((acc_t)xr[i] - mean) * ((acc_t)xr[i] - mean);
-    tmp[lid] = s;
-    REDUCE_SUM(tmp, lid, ls);
-    float rr = (float)(1.0 / sqrt(tmp[0] / n + (acc_t)eps)), m = (float)mean;
+    acc_t mean, var;
+    group_mean_var(xr, n, tmp, &mean, &var);
+    float rr = (float)(1.0 / sqrt(var + (acc_t)eps)), m = (float)mean;
     for (int i = lid; i < n; i += ls)
         yr[i] = (xr[i] - m) * rr * (has_w ? 1.0f + w[i] : 1.0f) + (has_b ? b[i] : 0.0f);
 }
@@ -45,22 +58,13 @@ __kernel void mg_tnorm_moments(__global const float *x, int D, int G, __global a
                                __global acc_t *gv, __local acc_t *tmp)
 {
     const size_t tg = get_group_id(0); /* t * G + g */
-    const int lid = get_local_id(0), ls = get_local_size(0), Dg = D / G;
+    const int lid = get_local_id(0), Dg = D / G;
     const size_t t = tg / G, g = tg % G;
-    __global const float *xg = x + t * D + g * Dg;
-    acc_t s = 0;
-    for (int k = lid; k < Dg; k += ls) s += xg[k];
-    tmp[lid] = s;
-    REDUCE_SUM(tmp, lid, ls);
-    acc_t mean = tmp[0] / Dg;
-    barrier(CLK_LOCAL_MEM_FENCE);
-    s = 0;
-    for (int k = lid; k < Dg; k += ls) s += (xg[k] - mean) * (xg[k] - mean);
-    tmp[lid] = s;
-    REDUCE_SUM(tmp, lid, ls);
+    acc_t mean, var;
+    group_mean_var(x + t * D + g * Dg, Dg, tmp, &mean, &var);
     if (lid == 0) {
         gm[tg] = mean;
-        gv[tg] = tmp[0] / Dg;
+        gv[tg] = var;
     }
 }
 
@@ -141,7 +145,7 @@ __kernel void mg_tnorm_apply(__global const float *x, int L, int D, int G,
 }
 
 /* The statistics after step `last` (gm, gv: L x G in acc_t) into the float mean and var of
- * a state kept on the device (backend-opencl.c, "resident streaming state"): the same
+ * a state kept on the device (state.c, the resident streaming state): the same
  * rounding as the host's copy of them. */
 __kernel void mg_tnorm_store(int G, int last, __global const acc_t *gm, __global const acc_t *gv,
                              __global float *mean, __global float *var)

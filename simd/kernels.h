@@ -63,9 +63,10 @@ typedef struct mg_kernels {
     void (*f16_to_f32)(const uint16_t *x, float *y, size_t n);
     void (*bf16_to_f32)(const uint16_t *x, float *y, size_t n);
 
-    /* ---- training (lib/backend-cpu-train.c, the AdamW step of lib/trainer.c). Elementwise
-     * kernels give an element the same bits wherever it sits in the range (no remainder with
-     * its own rounding), so that splitting a range among threads does not change results.
+    /* ---- training (the backward ops of lib/backend-cpu-*.c, the AdamW step of lib/trainer.c).
+     * Elementwise kernels give an element the same bits wherever it sits in the range (no
+     * remainder with its own rounding), so that splitting a range among threads does not
+     * change results.
      * Accuracy of the SIMD tables (measured / tested by tests/test-kernels.c):
      *  - silu_backward: the fp32 formula with the table's vector exp. With dy = 1 its
      *    absolute error against double over [-80, 80] is 9.75e-7 in every table, the scalar
@@ -99,7 +100,7 @@ typedef struct mg_kernels {
     void (*adamw)(float *p, const float *g, float *m, float *v, size_t n, double lr, double wd,
                   double b1, double b2, double eps, double gs, double step_size, double sbc2);
 
-    /* The timestep norm backward (lib/backend-cpu-train.c) on one group of one row, n
+    /* The timestep norm backward (lib/backend-cpu-norms.c) on one group of one row, n
      * features, wk = 1 + w[k] (w == NULL: 1), u and r the row's mean and 1/sqrt(var + eps):
      *   sums: s[0] = sum x,  s[1] = sum dy (x - u) wk,  s[2] = sum dy wk   (double), and
      *         aw[k] += dy (x - u) r,  ab[k] += dy   (double accumulators, per feature);
@@ -117,6 +118,47 @@ typedef struct mg_kernels {
                                    float eps, float *dx);
     void (*layer_norm_backward_row)(const float *x, const float *dy, const float *w, int n,
                                     float eps, float *dx, float *mu, float *r);
+
+    /* ---- quantized weights (blocks.h: the GGUF block layouts; quant-scalar.c the definition,
+     * quant-impl.h the SIMD tables). Block arrays are bytes at any address. Decode multiplies
+     * a weight row by an activation row rounded once per token to q8_0 (for q8_0 and q4_0
+     * weights) or q8_K (for q4_K and q6_K):
+     *   quantize_q8_0: per 32 values d = max|x| / 127, id = d ? 1 / d : 0 (fp32), d stored as
+     *     half, q = rint(x id) (ties to even; ggml's quantize_row_q8_0_ref rounds ties away
+     *     from zero, its SIMD paths to even). n a multiple of 32;
+     *   quantize_q8_K: per 256 values, max the first value of largest |x|, iscale = -127 / max,
+     *     q = min(127, rint(iscale x)), d = 1 / iscale (fp32), bsums[i] = sum of q[16i ..
+     *     16i + 15] (ggml's quantize_row_q8_K_ref); an all-zero block is all zeros. n a
+     *     multiple of 256. Every q is in [-127, 127], which the SIMD dot products need;
+     *   dot_f16, dot_bf16: sum_i w[i] x[i] (any n), fp32 accumulation;
+     *   dot_q8_0 (q8_0 activations): sum_b (dw_b dx_b) sum_j qw[j] qx[j];
+     *   dot_q4_0 (q8_0 activations): sum_b (dw_b dx_b) sum_j (q[j] - 8) qx[j];
+     *   dot_q4_K (q8_K activations): sum_b (dx d) sum_s sc[s] sum_{j in s} q[j] qx[j]
+     *                                    - (dx dmin) sum_s m[s] (bsums[2s] + bsums[2s + 1]);
+     *   dot_q6_K (q8_K activations): sum_b (dx d) sum_s scales[s] sum_{j in s} (q[j] - 32) qx[j]
+     *     (n a multiple of the block size: 32, 256). The integer sums of a block are exact in
+     *     int32, then scaled in fp32 and the blocks summed in fp32;
+     *   dequant_*: whole blocks to fp32 with ggml's dequantize_row_* operations (n a multiple
+     *     of the block size): q8_0 d q; q4_0 d (q - 8); q4_K (d sc) q - (dmin m); q6_K
+     *     (d scales[s]) (q - 32).
+     * Accuracy of the SIMD tables (tests/test-quant-kernels.c): the activation quantizers and
+     * the dequantizers give the scalar table's bits; the dot products differ from it only in
+     * the order of the fp32 additions (integer parts exact): within 2e-6 of the scalar result
+     * relative to the sum of the absolute values of the terms, at the row sizes of real
+     * models. The scalar integer dot products equal the fp32 dot product of the dequantized
+     * weights with the dequantized activations to within the same bound. */
+    void (*quantize_q8_0)(const float *x, void *y, int n);
+    void (*quantize_q8_K)(const float *x, void *y, int n);
+    float (*dot_f16)(const uint16_t *w, const float *x, int n);
+    float (*dot_bf16)(const uint16_t *w, const float *x, int n);
+    float (*dot_q8_0)(const void *w, const void *xq, int n);
+    float (*dot_q4_0)(const void *w, const void *xq, int n);
+    float (*dot_q4_K)(const void *w, const void *xq, int n);
+    float (*dot_q6_K)(const void *w, const void *xq, int n);
+    void (*dequant_q8_0)(const void *w, float *y, int64_t n);
+    void (*dequant_q4_0)(const void *w, float *y, int64_t n);
+    void (*dequant_q4_K)(const void *w, float *y, int64_t n);
+    void (*dequant_q6_K)(const void *w, float *y, int64_t n);
 } mg_kernels;
 
 /* The reference table, always present; the others exist when configure built them

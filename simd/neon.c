@@ -1,12 +1,15 @@
 /* neon.c - the AArch64 Advanced SIMD (NEON) kernel table.
  *
  * Every kernel computes what its scalar.c counterpart computes (see kernels.h), four floats
- * per vector, with scalar tails. Most of them agree with the scalar table bit for bit:
+ * per vector. This file holds the vocabulary the *-impl.h headers are written in (each header
+ * lists what it uses), the vector exp, the CEMA scan and the conversions. Most kernels agree
+ * with the scalar table bit for bit:
  *   - the elementwise kernels, complex_mul, rope and cema_scan do the same IEEE operations
  *     in the same order (separate multiplies and adds, no fused multiply-add, which the
- *     scalar file does not get either under -std=c11), only four lanes at a time; cema_scan
- *     runs four consecutive channels per vector, and rope takes its angles from libm's
- *     sinf/cosf exactly as the scalar table does, so it agrees for every position;
+ *     scalar file does not get either under -std=c11: vf_muladdsub rounds twice), only four
+ *     lanes at a time; cema_scan runs four consecutive channels per vector, and rope takes
+ *     its angles from libm's sinf/cosf exactly as the scalar table does, so it agrees for
+ *     every position;
  *   - the norm moments are accumulated in double (float64x2) like the scalar reference, only
  *     in another order (differences of the order of 1e-16 relative in the moments);
  *   - f16_to_f32 (FCVTL, with the NaN bit pattern of the scalar code restored for signalling
@@ -23,6 +26,7 @@
 #include "config.h"
 
 #include "kernels.h"
+#include "quant-kernels.h"
 
 #if !defined(__aarch64__)
 #error "simd/neon.c is the AArch64 NEON table: build it for AArch64 only"
@@ -70,10 +74,131 @@ static inline float32x4_t v_exp(float32x4_t x)
     return vmulq_f32(vmulq_f32(p, s1), s2);
 }
 
-/* ------------------------------------------------------------------ norms */
+/* ------------------------------------------------------------------ vocabulary */
 
-/* sum of x[0..n) in double */
-static double sum_f64(const float *x, int n)
+/* four floats per vector (train-impl.h, elementwise-impl.h, complex-impl.h, norms-impl.h);
+ * the partial vectors through a zero-padded copy */
+#define VF 4
+typedef float32x4_t vf;
+static inline vf vf_set1(float a) { return vdupq_n_f32(a); }
+static inline vf vf_add(vf a, vf b) { return vaddq_f32(a, b); }
+static inline vf vf_sub(vf a, vf b) { return vsubq_f32(a, b); }
+static inline vf vf_mul(vf a, vf b) { return vmulq_f32(a, b); }
+static inline vf vf_div(vf a, vf b) { return vdivq_f32(a, b); }
+static inline vf vf_sqrt(vf a) { return vsqrtq_f32(a); }
+static inline vf vf_exp(vf x) { return v_exp(x); }
+static inline vf vf_load(const float *p) { return vld1q_f32(p); }
+static inline void vf_store(float *p, vf v) { vst1q_f32(p, v); }
+static inline vf vf_load_part(const float *p, int k)
+{
+    float t[4] = {0, 0, 0, 0};
+    memcpy(t, p, sizeof(float) * (size_t)k);
+    return vld1q_f32(t);
+}
+static inline void vf_store_part(float *p, vf v, int k)
+{
+    float t[4];
+    vst1q_f32(t, v);
+    memcpy(p, t, sizeof(float) * (size_t)k);
+}
+static inline vf vf_max(vf a, vf b) { return vbslq_f32(vcgtq_f32(a, b), a, b); }
+static inline float vf_hmax(vf v) { return vmaxvq_f32(v); }
+static inline vf vf_part(vf v, int k)
+{
+    static const uint32_t ones[8] = {~0u, ~0u, ~0u, ~0u, 0, 0, 0, 0};
+    return vreinterpretq_f32_u32(vandq_u32(vreinterpretq_u32_f32(v), vld1q_u32(ones + 4 - k)));
+}
+static inline vf vf_dup_even(vf v) { return vtrn1q_f32(v, v); }
+static inline vf vf_dup_odd(vf v) { return vtrn2q_f32(v, v); }
+static inline vf vf_swap_pairs(vf v) { return vrev64q_f32(v); }
+/* a b -+ c with the product and the sum rounded separately, as the scalar code */
+static inline vf vf_muladdsub(vf a, vf b, vf c)
+{
+    const uint32x4_t neg_even = {0x80000000u, 0, 0x80000000u, 0};
+    return vaddq_f32(vmulq_f32(a, b), vreinterpretq_f32_u32(veorq_u32(vreinterpretq_u32_f32(c), neg_even)));
+}
+static inline void vf_dup_pairs(vf v, vf *lo, vf *hi)
+{
+    *lo = vzip1q_f32(v, v);
+    *hi = vzip2q_f32(v, v);
+}
+/* libm's sinf and cosf, the scalar table's values for every angle */
+static inline void vf_sincos(vf th, vf *s, vf *c)
+{
+    float t[4], sv[4], cv[4];
+    vst1q_f32(t, th);
+    for (int i = 0; i < 4; i++) {
+        sv[i] = sinf(t[i]);
+        cv[i] = cosf(t[i]);
+    }
+    *s = vld1q_f32(sv);
+    *c = vld1q_f32(cv);
+}
+
+/* four floats summed lane by lane in double (elementwise-impl.h) */
+typedef struct {
+    float64x2_t lo, hi;
+} vfd;
+static inline vfd vfd_zero(void) { return (vfd){vdupq_n_f64(0.0), vdupq_n_f64(0.0)}; }
+static inline vfd vfd_addf(vfd s, vf v)
+{
+    return (vfd){vaddq_f64(s.lo, vcvt_f64_f32(vget_low_f32(v))), vaddq_f64(s.hi, vcvt_high_f64_f32(v))};
+}
+static inline double vfd_sum(vfd s) { return vaddvq_f64(vaddq_f64(s.lo, s.hi)); }
+
+/* four doubles per "vector" (norm-backward-impl.h): two float64x2 registers, summed
+ * pairwise at the end; the partial vectors through a zero-padded copy */
+#define VD 4
+typedef struct {
+    float64x2_t lo, hi;
+} vd;
+static inline vd vd_set1(double a) { return (vd){vdupq_n_f64(a), vdupq_n_f64(a)}; }
+static inline vd vd_add(vd a, vd b) { return (vd){vaddq_f64(a.lo, b.lo), vaddq_f64(a.hi, b.hi)}; }
+static inline vd vd_sub(vd a, vd b) { return (vd){vsubq_f64(a.lo, b.lo), vsubq_f64(a.hi, b.hi)}; }
+static inline vd vd_mul(vd a, vd b) { return (vd){vmulq_f64(a.lo, b.lo), vmulq_f64(a.hi, b.hi)}; }
+static inline vd vd_loadf(const float *p)
+{
+    const float32x4_t v = vld1q_f32(p);
+    return (vd){vcvt_f64_f32(vget_low_f32(v)), vcvt_high_f64_f32(v)};
+}
+static inline vd vd_load(const double *p) { return (vd){vld1q_f64(p), vld1q_f64(p + 2)}; }
+static inline void vd_store(double *p, vd v)
+{
+    vst1q_f64(p, v.lo);
+    vst1q_f64(p + 2, v.hi);
+}
+static inline void vd_storef(float *p, vd v)
+{
+    vst1q_f32(p, vcvt_high_f32_f64(vcvt_f32_f64(v.lo), v.hi));
+}
+static inline double vd_hsum(vd v) { return vaddvq_f64(vaddq_f64(v.lo, v.hi)); }
+static inline vd vd_loadf_part(const float *p, int k)
+{
+    float t[4] = {0, 0, 0, 0};
+    memcpy(t, p, sizeof(float) * (size_t)k);
+    return vd_loadf(t);
+}
+static inline vd vd_load_part(const double *p, int k)
+{
+    double t[4] = {0, 0, 0, 0};
+    memcpy(t, p, sizeof(double) * (size_t)k);
+    return vd_load(t);
+}
+static inline void vd_store_part(double *p, vd v, int k)
+{
+    double t[4];
+    vd_store(t, v);
+    memcpy(p, t, sizeof(double) * (size_t)k);
+}
+static inline void vd_storef_part(float *p, vd v, int k)
+{
+    float t[4];
+    vd_storef(t, v);
+    memcpy(p, t, sizeof(float) * (size_t)k);
+}
+
+/* sum of x[0..n) in double (norms-impl.h) */
+static double sum_d(const float *x, int n)
 {
     float64x2_t a0 = vdupq_n_f64(0.0), a1 = a0, a2 = a0, a3 = a0;
     int i = 0;
@@ -95,7 +220,7 @@ static double sum_f64(const float *x, int n)
 }
 
 /* sum of (x[i] - c)^2 in double (c = 0: sum of squares; the products are exact in double) */
-static double sumsq_f64(const float *x, double c, int n)
+static double sumdev_d(const float *x, int n, double c)
 {
     const float64x2_t cv = vdupq_n_f64(c);
     float64x2_t a0 = vdupq_n_f64(0.0), a1 = a0, a2 = a0, a3 = a0;
@@ -123,36 +248,13 @@ static double sumsq_f64(const float *x, double c, int n)
     return s;
 }
 
-/* y = (x - m) * r * (1 + w) [+ b], as the scalar code forms it: with bias set, b == NULL adds
- * +0 (as scalar.c's "+ 0.0f"); w == NULL multiplies by 1. */
-static void norm_apply(const float *x, float m, float r, const float *w, const float *b,
-                       int bias, int n, float *y)
-{
-    const float32x4_t mv = vdupq_n_f32(m), rv = vdupq_n_f32(r), one = vdupq_n_f32(1.0f);
-    const float32x4_t zero = vdupq_n_f32(0.0f);
-    int i = 0;
-    for (; i + 4 <= n; i += 4) {
-        float32x4_t v = vmulq_f32(vsubq_f32(vld1q_f32(x + i), mv), rv);
-        v = vmulq_f32(v, w ? vaddq_f32(one, vld1q_f32(w + i)) : one);
-        if (bias) v = vaddq_f32(v, b ? vld1q_f32(b + i) : zero);
-        vst1q_f32(y + i, v);
-    }
-    for (; i < n; i++) {
-        float v = (x[i] - m) * r * (w ? 1.0f + w[i] : 1.0f);
-        y[i] = bias ? v + (b ? b[i] : 0.0f) : v;
-    }
-}
-
-/* the names norms-impl.h expects */
-static double sum_d(const float *x, int n) { return sum_f64(x, n); }
-static double sumdev_d(const float *x, int n, double c) { return sumsq_f64(x, c, n); }
-static void norm_out(const float *x, float m, float r, const float *w, const float *b, int n,
-                     float *y)
-{
-    norm_apply(x, m, r, w, b, b != NULL, n, y);
-}
+/* ------------------------------------------------------------------ kernels written once */
 
 #include "norms-impl.h"
+#include "elementwise-impl.h"
+#include "complex-impl.h"
+#include "train-impl.h"
+#include "norm-backward-impl.h"
 
 /* ------------------------------------------------------------------ CEMA */
 
@@ -249,165 +351,6 @@ static void cema_scan(const float *x, int L, int D, int N, int d0, int d1, const
     for (; d < d1; d++) cema_channel(x, L, D, N, d, p, q, eta, omega, h, y);
 }
 
-/* ------------------------------------------------------------------ complex, rope */
-
-static void complex_mul(const float *a, const float *b, float *y, int n)
-{
-    int i = 0;
-    for (; i + 4 <= n; i += 4) {
-        float32x4x2_t A = vld2q_f32(a + 2 * i), B = vld2q_f32(b + 2 * i), Y;
-        Y.val[0] = vsubq_f32(vmulq_f32(A.val[0], B.val[0]), vmulq_f32(A.val[1], B.val[1]));
-        Y.val[1] = vaddq_f32(vmulq_f32(A.val[0], B.val[1]), vmulq_f32(A.val[1], B.val[0]));
-        vst2q_f32(y + 2 * i, Y);
-    }
-    for (; i < n; i++) {
-        float ar = a[2 * i], ai = a[2 * i + 1], br = b[2 * i], bi = b[2 * i + 1];
-        y[2 * i] = ar * br - ai * bi;
-        y[2 * i + 1] = ar * bi + ai * br;
-    }
-}
-
-/* The angle pos * freqs[i] is formed in fp32 (as scalar.c and the official code do), its
- * cosine and sine come from libm's cosf/sinf (correctly reduced for any position, and the
- * same values as the scalar table's), and the rotation runs on vectors. */
-static void rope(float *x, int dh, int pos, const float *freqs)
-{
-    const int h = dh / 2;
-    const float32x4_t pv = vdupq_n_f32((float)pos);
-    int i = 0;
-    for (; i + 4 <= h; i += 4) {
-        float th[4], c[4], s[4];
-        vst1q_f32(th, vmulq_f32(pv, vld1q_f32(freqs + i)));
-        for (int k = 0; k < 4; k++) {
-            c[k] = cosf(th[k]);
-            s[k] = sinf(th[k]);
-        }
-        float32x4_t cv = vld1q_f32(c), sv = vld1q_f32(s);
-        float32x4x2_t X = vld2q_f32(x + 2 * i), Y;
-        Y.val[0] = vsubq_f32(vmulq_f32(X.val[0], cv), vmulq_f32(X.val[1], sv));
-        Y.val[1] = vaddq_f32(vmulq_f32(X.val[0], sv), vmulq_f32(X.val[1], cv));
-        vst2q_f32(x + 2 * i, Y);
-    }
-    for (; i < h; i++) {
-        float th = (float)pos * freqs[i];
-        float c = cosf(th), s = sinf(th);
-        float a = x[2 * i], b = x[2 * i + 1];
-        x[2 * i] = a * c - b * s;
-        x[2 * i + 1] = a * s + b * c;
-    }
-}
-
-/* ------------------------------------------------------------------ softmax, silu */
-
-static void softmax(float *x, int n)
-{
-    float m = x[0];
-    int i = 0;
-    if (n >= 4) {
-        float32x4_t mv = vld1q_f32(x);
-        for (i = 4; i + 4 <= n; i += 4) mv = vmaxnmq_f32(mv, vld1q_f32(x + i));
-        m = vmaxnmvq_f32(mv);
-    }
-    for (; i < n; i++) m = x[i] > m ? x[i] : m;
-
-    const float32x4_t mv = vdupq_n_f32(m);
-    float64x2_t s0 = vdupq_n_f64(0.0), s1 = s0;
-    for (i = 0; i + 4 <= n; i += 4) {
-        float32x4_t e = v_exp(vsubq_f32(vld1q_f32(x + i), mv));
-        vst1q_f32(x + i, e);
-        s0 = vaddq_f64(s0, vcvt_f64_f32(vget_low_f32(e)));
-        s1 = vaddq_f64(s1, vcvt_high_f64_f32(e));
-    }
-    double s = vaddvq_f64(vaddq_f64(s0, s1));
-    if (i < n) { /* the tail through the same exp, so no element depends on where it sits */
-        float t[4] = {0, 0, 0, 0};
-        memcpy(t, x + i, sizeof(float) * (size_t)(n - i));
-        vst1q_f32(t, v_exp(vsubq_f32(vld1q_f32(t), mv)));
-        for (int k = 0; i + k < n; k++) {
-            x[i + k] = t[k];
-            s += t[k];
-        }
-    }
-
-    const float32x4_t rv = vdupq_n_f32((float)(1.0 / s));
-    for (i = 0; i + 4 <= n; i += 4) vst1q_f32(x + i, vmulq_f32(vld1q_f32(x + i), rv));
-    for (; i < n; i++) x[i] *= vgetq_lane_f32(rv, 0);
-}
-
-/* x / (1 + exp(-x)), with a true division as the scalar code */
-static inline float32x4_t v_silu(float32x4_t x)
-{
-    return vdivq_f32(x, vaddq_f32(vdupq_n_f32(1.0f), v_exp(vnegq_f32(x))));
-}
-
-static void silu(const float *x, float *y, size_t n)
-{
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        vst1q_f32(y + i, v_silu(vld1q_f32(x + i)));
-        vst1q_f32(y + i + 4, v_silu(vld1q_f32(x + i + 4)));
-    }
-    for (; i + 4 <= n; i += 4) vst1q_f32(y + i, v_silu(vld1q_f32(x + i)));
-    if (i < n) {
-        float t[4] = {0, 0, 0, 0};
-        memcpy(t, x + i, sizeof(float) * (n - i));
-        vst1q_f32(t, v_silu(vld1q_f32(t)));
-        memcpy(y + i, t, sizeof(float) * (n - i));
-    }
-}
-
-/* ------------------------------------------------------------------ elementwise */
-
-static void mul(const float *a, const float *b, float *y, size_t n)
-{
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        vst1q_f32(y + i, vmulq_f32(vld1q_f32(a + i), vld1q_f32(b + i)));
-        vst1q_f32(y + i + 4, vmulq_f32(vld1q_f32(a + i + 4), vld1q_f32(b + i + 4)));
-    }
-    for (; i + 4 <= n; i += 4) vst1q_f32(y + i, vmulq_f32(vld1q_f32(a + i), vld1q_f32(b + i)));
-    for (; i < n; i++) y[i] = a[i] * b[i];
-}
-
-static void add(const float *a, const float *b, float *y, size_t n)
-{
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        vst1q_f32(y + i, vaddq_f32(vld1q_f32(a + i), vld1q_f32(b + i)));
-        vst1q_f32(y + i + 4, vaddq_f32(vld1q_f32(a + i + 4), vld1q_f32(b + i + 4)));
-    }
-    for (; i + 4 <= n; i += 4) vst1q_f32(y + i, vaddq_f32(vld1q_f32(a + i), vld1q_f32(b + i)));
-    for (; i < n; i++) y[i] = a[i] + b[i];
-}
-
-/* y = x * s + t per column, as two rounded operations (t == NULL adds +0, as scalar.c) */
-static void affine_rows(const float *x, size_t rows, int m, const float *s, const float *t,
-                        float *y)
-{
-    const float32x4_t zero = vdupq_n_f32(0.0f);
-    for (size_t r = 0; r < rows; r++) {
-        const float *xr = x + r * (size_t)m;
-        float *yr = y + r * (size_t)m;
-        int i = 0;
-        for (; i + 4 <= m; i += 4)
-            vst1q_f32(yr + i, vaddq_f32(vmulq_f32(vld1q_f32(xr + i), vld1q_f32(s + i)),
-                                        t ? vld1q_f32(t + i) : zero));
-        for (; i < m; i++) yr[i] = xr[i] * s[i] + (t ? t[i] : 0.0f);
-    }
-}
-
-static void scale(const float *x, float a, float *y, size_t n)
-{
-    const float32x4_t av = vdupq_n_f32(a);
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        vst1q_f32(y + i, vmulq_f32(av, vld1q_f32(x + i)));
-        vst1q_f32(y + i + 4, vmulq_f32(av, vld1q_f32(x + i + 4)));
-    }
-    for (; i + 4 <= n; i += 4) vst1q_f32(y + i, vmulq_f32(av, vld1q_f32(x + i)));
-    for (; i < n; i++) y[i] = a * x[i];
-}
-
 /* ------------------------------------------------------------------ conversions */
 
 /* scalar.c's half_to_float */
@@ -478,127 +421,7 @@ static void bf16_to_f32(const uint16_t *x, float *y, size_t n)
     }
 }
 
-/* ------------------------------------------------------------------ training */
-
-/* The elementwise training kernels (train-impl.h) on four floats per vector; the tail
- * through a zero-padded copy */
-#define VF 4
-typedef float32x4_t vf;
-static inline vf vf_set1(float a) { return vdupq_n_f32(a); }
-static inline vf vf_add(vf a, vf b) { return vaddq_f32(a, b); }
-static inline vf vf_sub(vf a, vf b) { return vsubq_f32(a, b); }
-static inline vf vf_mul(vf a, vf b) { return vmulq_f32(a, b); }
-static inline vf vf_div(vf a, vf b) { return vdivq_f32(a, b); }
-static inline vf vf_sqrt(vf a) { return vsqrtq_f32(a); }
-static inline vf vf_exp(vf x) { return v_exp(x); }
-static inline vf vf_load(const float *p) { return vld1q_f32(p); }
-static inline void vf_store(float *p, vf v) { vst1q_f32(p, v); }
-static inline vf vf_load_part(const float *p, int k)
-{
-    float t[4] = {0, 0, 0, 0};
-    memcpy(t, p, sizeof(float) * (size_t)k);
-    return vld1q_f32(t);
-}
-static inline void vf_store_part(float *p, vf v, int k)
-{
-    float t[4];
-    vst1q_f32(t, v);
-    memcpy(p, t, sizeof(float) * (size_t)k);
-}
-
-#include "train-impl.h"
-
-/* max in fp32; e = v_exp(l - max) summed in double (and kept in dl); dl = e (scale / sum) */
-static double cross_entropy_row(const float *l, int n, int t, float scale, float *dl)
-{
-    const float lt = l[t];
-    float mx = l[0];
-    int i = 0;
-    if (n >= 4) {
-        float32x4_t mv = vld1q_f32(l);
-        for (i = 4; i + 4 <= n; i += 4) mv = vmaxnmq_f32(mv, vld1q_f32(l + i));
-        mx = vmaxnmvq_f32(mv);
-    }
-    for (; i < n; i++) mx = l[i] > mx ? l[i] : mx;
-    const float32x4_t mv = vdupq_n_f32(mx);
-    float64x2_t s0 = vdupq_n_f64(0.0), s1 = s0;
-    for (i = 0; i + 4 <= n; i += 4) {
-        float32x4_t e = v_exp(vsubq_f32(vld1q_f32(l + i), mv));
-        if (dl) vst1q_f32(dl + i, e);
-        s0 = vaddq_f64(s0, vcvt_f64_f32(vget_low_f32(e)));
-        s1 = vaddq_f64(s1, vcvt_high_f64_f32(e));
-    }
-    double sum = vaddvq_f64(vaddq_f64(s0, s1));
-    if (i < n) {
-        float tl[4] = {0, 0, 0, 0};
-        memcpy(tl, l + i, sizeof(float) * (size_t)(n - i));
-        vst1q_f32(tl, v_exp(vsubq_f32(vld1q_f32(tl), mv)));
-        for (int k = 0; i + k < n; k++) {
-            if (dl) dl[i + k] = tl[k];
-            sum += tl[k];
-        }
-    }
-    const double lse = mx + log(sum);
-    if (dl) {
-        const float f = (float)(scale / sum);
-        const float32x4_t fv = vdupq_n_f32(f);
-        for (i = 0; i + 4 <= n; i += 4) vst1q_f32(dl + i, vmulq_f32(vld1q_f32(dl + i), fv));
-        for (; i < n; i++) dl[i] *= f;
-        dl[t] -= scale;
-    }
-    return lse - lt;
-}
-
-/* The norm backward kernels (norm-backward-impl.h) on four doubles per "vector": two
- * float64x2 registers, summed pairwise at the end */
-#define VD 4
-typedef struct {
-    float64x2_t lo, hi;
-} vd;
-static inline vd vd_set1(double a) { return (vd){vdupq_n_f64(a), vdupq_n_f64(a)}; }
-static inline vd vd_add(vd a, vd b) { return (vd){vaddq_f64(a.lo, b.lo), vaddq_f64(a.hi, b.hi)}; }
-static inline vd vd_sub(vd a, vd b) { return (vd){vsubq_f64(a.lo, b.lo), vsubq_f64(a.hi, b.hi)}; }
-static inline vd vd_mul(vd a, vd b) { return (vd){vmulq_f64(a.lo, b.lo), vmulq_f64(a.hi, b.hi)}; }
-static inline vd vd_loadf(const float *p)
-{
-    const float32x4_t v = vld1q_f32(p);
-    return (vd){vcvt_f64_f32(vget_low_f32(v)), vcvt_high_f64_f32(v)};
-}
-static inline vd vd_load(const double *p) { return (vd){vld1q_f64(p), vld1q_f64(p + 2)}; }
-static inline void vd_store(double *p, vd v)
-{
-    vst1q_f64(p, v.lo);
-    vst1q_f64(p + 2, v.hi);
-}
-static inline void vd_storef(float *p, vd v)
-{
-    vst1q_f32(p, vcvt_high_f32_f64(vcvt_f32_f64(v.lo), v.hi));
-}
-static inline double vd_hsum(vd v) { return vaddvq_f64(vaddq_f64(v.lo, v.hi)); }
-
-#include "norm-backward-impl.h"
-
-const mg_kernels mg_kernels_neon = {
-    .name = "neon",
-    .rms_norm = rms_norm,
-    .layer_norm = layer_norm,
-    .timestep_norm = timestep_norm,
-    .cema_scan = cema_scan,
-    .complex_mul = complex_mul,
-    .rope = rope,
-    .softmax = softmax,
-    .silu = silu,
-    .mul = mul,
-    .add = add,
-    .affine_rows = affine_rows,
-    .scale = scale,
-    .f16_to_f32 = f16_to_f32,
-    .bf16_to_f32 = bf16_to_f32,
-    .silu_backward = silu_backward,
-    .cross_entropy_row = cross_entropy_row,
-    .adamw = adamw,
-    .tsnorm_bwd_sums = tsnorm_bwd_sums,
-    .tsnorm_bwd_dx = tsnorm_bwd_dx,
-    .rms_norm_backward_row = rms_norm_backward_row,
-    .layer_norm_backward_row = layer_norm_backward_row,
-};
+#define MG_TABLE mg_kernels_neon
+#define MG_TABLE_NAME "neon"
+#define MG_QUANT(f) mg_neon_##f
+#include "table-impl.h"

@@ -4,7 +4,8 @@
  *
  * They work in double, VD features per vector, with the reference's operations in its
  * order, so every per-feature value is bit-identical to it; the sums over features are
- * accumulated lane by lane and differ from it by roundings of double. Remainders are scalar.
+ * accumulated lane by lane and differ from it by roundings of double. The remainder of a row
+ * is a partial vector (its missing lanes load as 0 and add 0 to the sums).
  *
  * An ISA file includes this after norms-impl.h (for sum_d and sumdev_d) and after defining,
  * with its own intrinsics:
@@ -15,17 +16,37 @@
  *   vd vd_loadf(const float *p);          VD floats, widened
  *   vd vd_load(const double *p);  void vd_store(double *p, vd v);
  *   void vd_storef(float *p, vd v);       VD doubles, rounded to float
- *   double vd_hsum(vd v);                 the sum of the lanes */
+ *   double vd_hsum(vd v);                 the sum of the lanes
+ *   and the partial forms of the loads and stores, lanes 0 .. k-1 (0 < k < VD), the other
+ *   lanes loading as 0: vd_loadf_part(p, k), vd_load_part(p, k), vd_store_part(p, v, k),
+ *   vd_storef_part(p, v, k) */
 #ifndef MG_NORM_BACKWARD_IMPL_H
 #define MG_NORM_BACKWARD_IMPL_H
 
 #include <math.h>
 
-/* 1 + w[k..k+VD), or 1 without weights */
-static inline vd one_plus_w(const float *w, int k)
+/* m lanes from p, m == VD or a partial vector of m < VD */
+static inline vd ldf(const float *p, int m) { return m == VD ? vd_loadf(p) : vd_loadf_part(p, m); }
+static inline vd ldd(const double *p, int m) { return m == VD ? vd_load(p) : vd_load_part(p, m); }
+static inline void std_(double *p, vd v, int m)
+{
+    if (m == VD) vd_store(p, v);
+    else vd_store_part(p, v, m);
+}
+static inline void stf(float *p, vd v, int m)
+{
+    if (m == VD) vd_storef(p, v);
+    else vd_storef_part(p, v, m);
+}
+
+/* lanes in the vector at k of a row of n */
+static inline int lanes(int k, int n) { return n - k < VD ? n - k : VD; }
+
+/* 1 + w[k..k+m), or 1 without weights */
+static inline vd one_plus_w(const float *w, int k, int m)
 {
     const vd one = vd_set1(1.0);
-    return w ? vd_add(one, vd_loadf(w + k)) : one;
+    return w ? vd_add(one, ldf(w + k, m)) : one;
 }
 
 /* Per group of one token (kernels.h: tsnorm_bwd_sums): s = (sum x, sum dy (x-u)(1+w),
@@ -35,28 +56,19 @@ static void tsnorm_bwd_sums(const float *x, const float *dy, const float *w, int
 {
     const vd vu = vd_set1(u), vr = vd_set1(r);
     vd sx = vd_set1(0.0), sd = sx, sb = sx;
-    int k = 0;
-    for (; k + VD <= n; k += VD) {
-        const vd xv = vd_loadf(x + k), dv = vd_loadf(dy + k), wk = one_plus_w(w, k);
+    for (int k = 0; k < n; k += VD) {
+        const int m = lanes(k, n);
+        const vd xv = ldf(x + k, m), dv = ldf(dy + k, m), wk = one_plus_w(w, k, m);
         const vd dxu = vd_mul(dv, vd_sub(xv, vu));
         sx = vd_add(sx, xv);
         sd = vd_add(sd, vd_mul(dxu, wk));
         sb = vd_add(sb, vd_mul(dv, wk));
-        vd_store(aw + k, vd_add(vd_load(aw + k), vd_mul(dxu, vr)));
-        vd_store(ab + k, vd_add(vd_load(ab + k), dv));
+        std_(aw + k, vd_add(ldd(aw + k, m), vd_mul(dxu, vr)), m);
+        std_(ab + k, vd_add(ldd(ab + k, m), dv), m);
     }
-    double ux = vd_hsum(sx), ds = vd_hsum(sd), dsb = vd_hsum(sb);
-    for (; k < n; k++) {
-        const double wk = w ? 1.0 + w[k] : 1.0;
-        ux += x[k];
-        ds += dy[k] * (x[k] - u) * wk;
-        dsb += dy[k] * wk;
-        aw[k] += dy[k] * (x[k] - u) * r;
-        ab[k] += dy[k];
-    }
-    s[0] = ux;
-    s[1] = ds;
-    s[2] = dsb;
+    s[0] = vd_hsum(sx);
+    s[1] = vd_hsum(sd);
+    s[2] = vd_hsum(sb);
 }
 
 /* dx = dy r (1+w) + a + c (x - ux) */
@@ -64,15 +76,11 @@ static void tsnorm_bwd_dx(const float *x, const float *dy, const float *w, int n
                           double a, double c, double ux, float *dx)
 {
     const vd vr = vd_set1(r), va = vd_set1(a), vc = vd_set1(c), vux = vd_set1(ux);
-    int k = 0;
-    for (; k + VD <= n; k += VD) {
-        vd t = vd_add(vd_mul(vd_mul(vd_loadf(dy + k), vr), one_plus_w(w, k)), va);
-        t = vd_add(t, vd_mul(vc, vd_sub(vd_loadf(x + k), vux)));
-        vd_storef(dx + k, t);
-    }
-    for (; k < n; k++) {
-        const double wk = w ? 1.0 + w[k] : 1.0;
-        dx[k] = (float)(dy[k] * r * wk + a + c * (x[k] - ux));
+    for (int k = 0; k < n; k += VD) {
+        const int m = lanes(k, n);
+        vd t = vd_add(vd_mul(vd_mul(ldf(dy + k, m), vr), one_plus_w(w, k, m)), va);
+        t = vd_add(t, vd_mul(vc, vd_sub(ldf(x + k, m), vux)));
+        stf(dx + k, t, m);
     }
 }
 
@@ -82,25 +90,20 @@ static float rms_norm_backward_row(const float *x, const float *dy, const float 
                                    float eps, float *dx)
 {
     vd s0 = vd_set1(0.0), s1 = s0;
-    int k = 0;
-    for (; k + VD <= n; k += VD) {
-        const vd xv = vd_loadf(x + k);
+    for (int k = 0; k < n; k += VD) {
+        const int m = lanes(k, n);
+        const vd xv = ldf(x + k, m);
         s0 = vd_add(s0, vd_mul(xv, xv));
-        s1 = vd_add(s1, vd_mul(vd_mul(vd_loadf(dy + k), one_plus_w(w, k)), xv));
+        s1 = vd_add(s1, vd_mul(vd_mul(ldf(dy + k, m), one_plus_w(w, k, m)), xv));
     }
-    double ss = vd_hsum(s0), gx = vd_hsum(s1);
-    for (int j = k; j < n; j++) {
-        ss += (double)x[j] * x[j];
-        gx += dy[j] * (w ? 1.0 + w[j] : 1.0) * x[j];
-    }
-    const double r = 1.0 / sqrt(ss / n + eps), c = r * r * r * gx / n;
+    const double r = 1.0 / sqrt(vd_hsum(s0) / n + eps), c = r * r * r * vd_hsum(s1) / n;
     const vd vr = vd_set1(r), vc = vd_set1(c);
-    for (k = 0; k + VD <= n; k += VD) {
-        const vd t = vd_sub(vd_mul(vd_mul(vr, vd_loadf(dy + k)), one_plus_w(w, k)),
-                            vd_mul(vd_loadf(x + k), vc));
-        vd_storef(dx + k, t);
+    for (int k = 0; k < n; k += VD) {
+        const int m = lanes(k, n);
+        const vd t = vd_sub(vd_mul(vd_mul(vr, ldf(dy + k, m)), one_plus_w(w, k, m)),
+                            vd_mul(ldf(x + k, m), vc));
+        stf(dx + k, t, m);
     }
-    for (; k < n; k++) dx[k] = (float)(r * dy[k] * (w ? 1.0 + w[k] : 1.0) - x[k] * c);
     return (float)r;
 }
 
@@ -113,30 +116,20 @@ static void layer_norm_backward_row(const float *x, const float *dy, const float
     const double r = 1.0 / sqrt(sumdev_d(x, n, mu) / n + eps);
     const vd vmu = vd_set1(mu), vr = vd_set1(r);
     vd s0 = vd_set1(0.0), s1 = s0;
-    int k = 0;
-    for (; k + VD <= n; k += VD) {
-        const vd g = vd_mul(vd_loadf(dy + k), one_plus_w(w, k));
-        const vd xh = vd_mul(vd_sub(vd_loadf(x + k), vmu), vr);
+    for (int k = 0; k < n; k += VD) {
+        const int m = lanes(k, n);
+        const vd g = vd_mul(ldf(dy + k, m), one_plus_w(w, k, m));
+        const vd xh = vd_mul(vd_sub(ldf(x + k, m), vmu), vr);
         s0 = vd_add(s0, g);
         s1 = vd_add(s1, vd_mul(g, xh));
     }
-    double mg = vd_hsum(s0), mgx = vd_hsum(s1);
-    for (int j = k; j < n; j++) {
-        const double g = dy[j] * (w ? 1.0 + w[j] : 1.0), xh = (x[j] - mu) * r;
-        mg += g;
-        mgx += g * xh;
-    }
-    mg /= n;
-    mgx /= n;
+    const double mg = vd_hsum(s0) / n, mgx = vd_hsum(s1) / n;
     const vd vmg = vd_set1(mg), vmgx = vd_set1(mgx);
-    for (k = 0; k + VD <= n; k += VD) {
-        const vd g = vd_mul(vd_loadf(dy + k), one_plus_w(w, k));
-        const vd xh = vd_mul(vd_sub(vd_loadf(x + k), vmu), vr);
-        vd_storef(dx + k, vd_mul(vr, vd_sub(vd_sub(g, vmg), vd_mul(xh, vmgx))));
-    }
-    for (; k < n; k++) {
-        const double g = dy[k] * (w ? 1.0 + w[k] : 1.0), xh = (x[k] - mu) * r;
-        dx[k] = (float)(r * (g - mg - xh * mgx));
+    for (int k = 0; k < n; k += VD) {
+        const int m = lanes(k, n);
+        const vd g = vd_mul(ldf(dy + k, m), one_plus_w(w, k, m));
+        const vd xh = vd_mul(vd_sub(ldf(x + k, m), vmu), vr);
+        stf(dx + k, vd_mul(vr, vd_sub(vd_sub(g, vmg), vd_mul(xh, vmgx))), m);
     }
     *mu_out = (float)mu;
     *r_out = (float)r;

@@ -3,6 +3,8 @@
 #include "config.h"
 
 #include "kernels.h"
+#include "quant-kernels.h"
+#include "welford.h"
 
 #include <math.h>
 #include <string.h>
@@ -29,7 +31,7 @@ static void layer_norm(const float *x, const float *w, const float *b, float eps
         y[i] = (x[i] - m) * r * (w ? 1.0f + w[i] : 1.0f) + (b ? b[i] : 0.0f);
 }
 
-/* Welford combine of the running (n, mu, var) with one token's group moments (gm, gv). */
+/* Welford combine of the running (count, mean, var) with one token's group moments (gm, gv). */
 static void timestep_norm(const float *x, int L, int D, int G, const float *w, const float *b,
                           float eps, int64_t *count, float *mean, float *var, float *y)
 {
@@ -37,27 +39,20 @@ static void timestep_norm(const float *x, int L, int D, int G, const float *w, c
     for (int t = 0; t < L; t++) {
         const float *xt = x + (size_t)t * D;
         float *yt = y + (size_t)t * D;
-        int64_t n = *count;
-        double c1 = (double)n / (double)(n + 1), c2 = 1.0 / (double)(n + 1);
         for (int g = 0; g < G; g++) {
             const float *xg = xt + g * Dg;
             double s = 0.0;
             for (int k = 0; k < Dg; k++) s += xg[k];
             double gm = s / Dg, sv = 0.0;
             for (int k = 0; k < Dg; k++) sv += (xg[k] - gm) * (xg[k] - gm);
-            double gv = sv / Dg;
-            double d = gm - mean[g];
-            double mu = c1 * mean[g] + c2 * gm;
-            double va = c1 * var[g] + c2 * gv + (c1 * d) * (c2 * d);
-            mean[g] = (float)mu;
-            var[g] = (float)va;
-            float r = (float)(1.0 / sqrt(va + eps)), m = (float)mu;
+            /* the running mean and var updated with (gm, sv / Dg): welford.h */
+            float r = welford_update(*count, gm, sv / Dg, eps, &mean[g], &var[g]), m = mean[g];
             for (int k = 0; k < Dg; k++) {
                 int j = g * Dg + k;
                 yt[j] = (xg[k] - m) * r * (w ? 1.0f + w[j] : 1.0f) + (b ? b[j] : 0.0f);
             }
         }
-        *count = n + 1;
+        *count += 1;
     }
 }
 
@@ -291,27 +286,7 @@ static void layer_norm_backward_row(const float *x, const float *dy, const float
     *r_out = (float)r;
 }
 
-const mg_kernels mg_kernels_scalar = {
-    .name = "scalar",
-    .rms_norm = rms_norm,
-    .layer_norm = layer_norm,
-    .timestep_norm = timestep_norm,
-    .cema_scan = cema_scan,
-    .complex_mul = complex_mul,
-    .rope = rope,
-    .softmax = softmax,
-    .silu = silu,
-    .mul = mul,
-    .add = add,
-    .affine_rows = affine_rows,
-    .scale = scale,
-    .f16_to_f32 = f16_to_f32,
-    .bf16_to_f32 = bf16_to_f32,
-    .silu_backward = silu_backward,
-    .cross_entropy_row = cross_entropy_row,
-    .adamw = adamw,
-    .tsnorm_bwd_sums = tsnorm_bwd_sums,
-    .tsnorm_bwd_dx = tsnorm_bwd_dx,
-    .rms_norm_backward_row = rms_norm_backward_row,
-    .layer_norm_backward_row = layer_norm_backward_row,
-};
+#define MG_TABLE mg_kernels_scalar
+#define MG_TABLE_NAME "scalar"
+#define MG_QUANT(f) mg_scalar_##f
+#include "table-impl.h"

@@ -1,12 +1,13 @@
-/* train-impl.h - the elementwise training kernels of a SIMD kernel table (SiLU backward and
- * the AdamW update), written once for every ISA (scalar.c, the reference, has its own plain
- * C; kernels.h states the math).
+/* train-impl.h - the elementwise training kernels of a SIMD kernel table (SiLU backward, the
+ * cross-entropy row and the AdamW update), written once for every ISA (scalar.c, the
+ * reference, has its own plain C; kernels.h states the math).
  *
- * Both run the reference's operations in its order on VF floats at a time, without fused
- * multiply-adds, so every table gives the same bits for AdamW (its exp approximation aside,
- * SiLU backward too); the tail goes through the same vector code.
+ * SiLU backward and AdamW run the reference's operations in its order on VF floats at a time,
+ * without fused multiply-adds, so every table gives the same bits for AdamW (its exp
+ * approximation aside, SiLU backward too); the tail goes through the same vector code.
  *
- * An ISA file includes this after defining, with its own intrinsics:
+ * An ISA file includes this after elementwise-impl.h (max_row, exp_sum, scale) and after
+ * defining, with its own intrinsics:
  *   VF                          lanes of a float vector
  *   typedef ... vf;             a vector of VF floats
  *   vf vf_set1(float a);        every lane a
@@ -18,6 +19,7 @@
 #ifndef MG_TRAIN_IMPL_H
 #define MG_TRAIN_IMPL_H
 
+#include <math.h>
 #include <stddef.h>
 
 /* (dy s)(1 + x (1 - s)), s = 1 / (1 + exp(-x)) */
@@ -36,6 +38,18 @@ static void silu_backward(const float *x, const float *dy, float *dx, size_t n)
         const int k = (int)(n - i);
         vf_store_part(dx + i, silu_bwd_v(vf_load_part(x + i, k), vf_load_part(dy + i, k)), k);
     }
+}
+
+/* max in fp32; e = exp(l - max) summed in double (and kept in dl); dl = e (sc / sum) */
+static double cross_entropy_row(const float *l, int n, int t, float sc, float *dl)
+{
+    const float lt = l[t], mx = max_row(l, n);
+    const double sum = exp_sum(l, n, mx, dl), lse = mx + log(sum);
+    if (dl) {
+        scale(dl, (float)(sc / sum), dl, (size_t)n);
+        dl[t] -= sc;
+    }
+    return lse - lt;
 }
 
 /* AdamW in fp32 with the constants rounded to fp32 (scalar.c computes in double):

@@ -120,7 +120,7 @@ int main(int argc, char **argv)
     if (reps > 99) reps = 99;
     if (cpu_clock) clk = CLOCK_PROCESS_CPUTIME_ID;
 
-    /* parameters as initialised officially (spec: layers.{i}.mega.cema.*) */
+    /* parameters as initialised officially (docs/model.md §12: layers.{i}.mega.cema.*) */
     float *alpha = malloc(sizeof(float) * D * N), *delta = malloc(sizeof(float) * D * N);
     float *theta = malloc(sizeof(float) * D), *gamma = malloc(sizeof(float) * D * N * 2);
     float *omega = malloc(sizeof(float) * D);

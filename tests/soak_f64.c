@@ -312,7 +312,7 @@ void f64_eval_token(f64_state *s, int32_t token, double *logits)
     const double eps = hp->norm_eps;
     const int pos = s->n_kv;
 
-    for (int i = 0; i < D; i++) s->x[i] = m->tok_embd[(size_t)token * D + i];
+    for (int i = 0; i < D; i++) s->x[i] = mg_weight_f32(&m->tok_embd)[(size_t)token * D + i];
     if (hp->scale_emb)
         for (int i = 0; i < D; i++) s->x[i] *= sqrt((double)D);
 
@@ -337,15 +337,15 @@ void f64_eval_token(f64_state *s, int32_t token, double *logits)
             s->c[d] = acc;
         }
         rms_norm(s->c, w->attn_norm_w, eps, D, s->mx);
-        linear(w->wz, w->bz, s->mx, D, Z, s->z);
+        linear(mg_weight_f32(&w->wz), w->bz, s->mx, D, Z, s->z);
         for (int hd = 0; hd < H; hd++) rms_norm(s->z + hd * dz, NULL, eps, dz, s->z + hd * dz);
         for (int j = 0; j < Z; j++) {
             s->qv[j] = s->z[j] * l->qk_scale[j] + (double)w->qk_shift[j];
             s->kv[j] = s->z[j] * l->qk_scale[Z + j] + (double)w->qk_shift[Z + j];
         }
-        linear(w->wv, w->bv, s->xt, D, E, s->vv);
+        linear(mg_weight_f32(&w->wv), w->bv, s->xt, D, E, s->vv);
         for (int j = 0; j < E; j++) s->vv[j] = silu(s->vv[j]);
-        linear(w->wr, w->br, s->mx, D, E, s->rv);
+        linear(mg_weight_f32(&w->wr), w->br, s->mx, D, E, s->rv);
         for (int j = 0; j < E; j++) s->rv[j] = silu(s->rv[j]);
         for (int hd = 0; hd < H; hd++) {
             rope(s->qv + hd * dz, dz, pos, m->rope_freqs);
@@ -370,23 +370,23 @@ void f64_eval_token(f64_state *s, int32_t token, double *logits)
             }
         }
         for (int j = 0; j < E; j++) s->a[j] *= s->rv[j];
-        linear(w->wh1, w->bh1, s->mx, D, D, s->y);
-        linear(w->wh2, NULL, s->a, E, D, s->hh);
+        linear(mg_weight_f32(&w->wh1), w->bh1, s->mx, D, D, s->y);
+        linear(mg_weight_f32(&w->wh2), NULL, s->a, E, D, s->hh);
         for (int i = 0; i < D; i++) s->y[i] += s->hh[i] + s->x[i];
         /* FFN with the two-hop residual */
         layer_norm(s->y, w->ffn_norm_w, w->ffn_norm_b, eps, D, s->xn);
-        linear(w->ffn_up, NULL, s->xn, D, F, s->u);
+        linear(mg_weight_f32(&w->ffn_up), NULL, s->xn, D, F, s->u);
         for (int j = 0; j < F; j++) s->u[j] = silu(s->u[j]);
-        if (w->ffn_gate) {
-            linear(w->ffn_gate, NULL, s->xn, D, F, s->u3);
+        if (w->ffn_gate.data) {
+            linear(mg_weight_f32(&w->ffn_gate), NULL, s->xn, D, F, s->u3);
             for (int j = 0; j < F; j++) s->u[j] *= s->u3[j];
         }
-        linear(w->ffn_down, NULL, s->u, F, D, s->o);
+        linear(mg_weight_f32(&w->ffn_down), NULL, s->u, F, D, s->o);
         for (int i = 0; i < D; i++)
             s->x[i] += s->o[i] * (w->ffn_alpha ? (double)w->ffn_alpha[i] : 1.0);
     }
     tnorm(&s->tn[hp->n_layer], &m->out_norm, D, G, eps, s->x, s->y);
-    if (logits) linear(m->output, NULL, s->y, D, hp->n_output, logits);
+    if (logits) linear(mg_weight_f32(&m->output), NULL, s->y, D, hp->n_output, logits);
     s->n_kv = (pos + 1) % hp->chunk_size;
     s->n_past++;
 }

@@ -296,9 +296,10 @@ static void run_matmuls(const char *op, double *worst_out)
             float *x = rnd((size_t)M * K, 1), *W = rnd((size_t)N * K, 0.2f);
             float *bb = bias ? rnd(N, 1) : NULL;
             float *r = rnd((size_t)M * N, 1), *g = rnd((size_t)M * N, 1);
-            OK(cpu->matmul(cpu, x, M, K, W, N, bb, r), "cpu matmul");
+            mg_weight Wt = mg_weight_of_f32(W, N, K);
+            OK(cpu->matmul(cpu, x, M, K, &Wt, N, bb, r), "cpu matmul");
             poison(); /* a kernel must not read the output it is about to write */
-            OK(ocl->matmul(ocl, x, M, K, W, N, bb, g), "ocl matmul");
+            OK(ocl->matmul(ocl, x, M, K, &Wt, N, bb, g), "ocl matmul");
             char shape[64];
             snprintf(shape, sizeof shape, "M=%d K=%d N=%d bias=%d", M, K, N, bias);
             check_op(op, shape, r, g, (size_t)M * N);
@@ -439,9 +440,10 @@ static void test_weights_once(void)
     mg_opencl_stats s0, s1, s2;
     mg_opencl_get_stats(ocl, &s0);
     float *x = rnd(3 * 40, 1), *W = rnd(50 * 40, 1), *b = rnd(50, 1), *y = rnd(3 * 50, 1);
-    OK(ocl->matmul(ocl, x, 3, 40, W, 50, b, y), "matmul 1");
+    mg_weight Wt = mg_weight_of_f32(W, 50, 40);
+    OK(ocl->matmul(ocl, x, 3, 40, &Wt, 50, b, y), "matmul 1");
     mg_opencl_get_stats(ocl, &s1);
-    for (int i = 0; i < 5; i++) OK(ocl->matmul(ocl, x, 3, 40, W, 50, b, y), "matmul again");
+    for (int i = 0; i < 5; i++) OK(ocl->matmul(ocl, x, 3, 40, &Wt, 50, b, y), "matmul again");
     mg_opencl_get_stats(ocl, &s2);
     CHECK(s1.weight_uploads - s0.weight_uploads == 2, "first matmul uploaded %ld weights, not 2",
           s1.weight_uploads - s0.weight_uploads);
@@ -739,10 +741,10 @@ static void test_resident_state(void)
  * golden base model): decode reads no state back; save -> load -> continue equals the CPU's;
  * an mg_eval that fails half-way (an op made to fail after the first steps changed the
  * device's state) leaves the state as it was. */
-static int (*real_matmul)(mg_backend *, const float *, int, int, const float *, int,
+static int (*real_matmul)(mg_backend *, const float *, int, int, const mg_weight *, int,
                           const float *, float *);
 static long matmul_calls, matmul_fail_at = -1;
-static int failing_matmul(mg_backend *be, const float *x, int M, int K, const float *W, int N,
+static int failing_matmul(mg_backend *be, const float *x, int M, int K, const mg_weight *W, int N,
                           const float *bias, float *y)
 {
     if (matmul_calls++ == matmul_fail_at)
@@ -915,11 +917,12 @@ static double now_s(void)
 static double time_matmul(mg_backend *be, int M, int K, int N)
 {
     float *x = rnd((size_t)M * K, 1), *W = rnd((size_t)N * K, 0.1f), *y = rnd((size_t)M * N, 1);
-    be->matmul(be, x, M, K, W, N, NULL, y); /* upload + warm-up */
+    const mg_weight Wt = mg_weight_of_f32(W, N, K);
+    be->matmul(be, x, M, K, &Wt, N, NULL, y); /* upload + warm-up */
     double best = 1e30;
     for (int r = 0; r < 3; r++) {
         double t0 = now_s();
-        be->matmul(be, x, M, K, W, N, NULL, y);
+        be->matmul(be, x, M, K, &Wt, N, NULL, y);
         double t = now_s() - t0;
         if (t < best) best = t;
     }

@@ -1,4 +1,4 @@
-/* test-configs - the official configurations (spec section 5) are accepted and imply exactly
+/* test-configs - the official configurations (docs/model.md §13) are accepted and imply exactly
  * the published parameter counts; every option combination of a real file loads, and the
  * parameters counted from its tensors equal those implied by its hyper-parameters;
  * inconsistent hyper-parameters are refused with a message naming the problem. */
@@ -48,7 +48,7 @@ int main(void)
         int rc = mg_hparams_validate(&cfg[i].hp);
         CHECK(rc == MG_OK, "%s refused: %s", cfg[i].name, mg_last_error());
         uint64_t n = mg_hparams_n_params(&cfg[i].hp);
-        CHECK(n == cfg[i].params, "%s: %llu parameters, the spec says %llu", cfg[i].name,
+        CHECK(n == cfg[i].params, "%s: %llu parameters, docs/model.md §13 says %llu", cfg[i].name,
               (unsigned long long)n, (unsigned long long)cfg[i].params);
         printf("  %-14s ok, %llu parameters\n", cfg[i].name, (unsigned long long)n);
     }

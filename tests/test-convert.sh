@@ -292,7 +292,7 @@ else
   bad "unknown tensor: $(cat "$tmp/w1.out")"
 fi
 
-# replicated tensors that differ between shards: rank 0's copy (spec section 7), with a warning
+# replicated tensors that differ between shards: rank 0's copy (docs/model.md §17), with a warning
 if "$py" "$conv" "$tmp/w2" -o "$tmp/w2.gguf" --name base > "$tmp/w2.out" 2>&1 &&
    grep -q "warning: replicated tensor layers\.0\.mega\.rmsnorm\.weight differs between consolidated\.00\.pth and consolidated\.01\.pth (max abs diff 0\.5)" "$tmp/w2.out" &&
    cmp -s "$tmp/w2.gguf" "$tmp/base.mp1.gguf"; then

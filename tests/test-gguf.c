@@ -13,22 +13,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-/* `call` must return `status` and leave a message containing `substr`. */
-#define CHECK_ERR(call, status, substr)                                                      \
-    do {                                                                                     \
-        int rc_ = (call);                                                                    \
-        CHECK(rc_ == (status), "got %d, expected %d (%s)", rc_, (int)(status),               \
-              mg_last_error());                                                              \
-        CHECK(strstr(mg_last_error(), (substr)) != NULL, "message '%s' lacks '%s'",          \
-              mg_last_error(), (substr));                                                    \
-    } while (0)
-
-#define CHECK_OK(call)                                                                       \
-    do {                                                                                     \
-        int rc_ = (call);                                                                    \
-        CHECK(rc_ == MG_OK, "got %d (%s)", rc_, mg_last_error());                            \
-    } while (0)
-
 /* ------------------------------------------------------------------ test data */
 
 static float f32_data[15];  /* ne {3, 5} */
@@ -507,6 +491,96 @@ static void *small_image(size_t *size)
     return img;
 }
 
+/* alignment key: patch the value of a valid file */
+static void test_bad_alignment(void)
+{
+    gguf_writer *w = gguf_writer_new();
+    float x[8] = {0};
+    uint64_t ne8[1] = {8};
+    CHECK_OK(gguf_set_u32(w, "general.alignment", 64));
+    CHECK_OK(gguf_add_tensor(w, "t", GGML_TYPE_F32, 1, ne8, x));
+    void *aimg = NULL;
+    size_t asize = 0;
+    CHECK_OK(gguf_write_memory(w, &aimg, &asize));
+    gguf_writer_free(w);
+    size_t at = find_bytes(aimg, asize, "general.alignment");
+    CHECK(at != (size_t)-1, "alignment key in the image");
+    if (aimg && at != (size_t)-1) {
+        uint8_t *a = malloc(asize);
+        size_t val = at + strlen("general.alignment") + 4;
+        memcpy(a, aimg, asize);
+        CHECK_OK(open_bytes(a, asize));
+        memset(a + val, 0, 4);
+        CHECK_ERR(open_bytes(a, asize), MG_ERR_FORMAT, "non-zero power of two");
+        a[val] = 48;
+        CHECK_ERR(open_bytes(a, asize), MG_ERR_FORMAT, "'general.alignment' is 48");
+        memcpy(a, aimg, asize);
+        a[val - 4] = GGUF_TYPE_INT32;
+        CHECK_ERR(open_bytes(a, asize), MG_ERR_FORMAT,
+                  "key 'general.alignment' has type int32, expected uint32");
+        /* alignment 16 instead of 64: the data section moves, the tensor no longer fits */
+        memcpy(a, aimg, asize);
+        a[val] = 16;
+        int rc = open_bytes(a, asize);
+        CHECK(rc == MG_OK || rc == MG_ERR_FORMAT, "alignment 16: rc %d", rc);
+        free(a);
+    }
+    free(aimg);
+}
+
+static void test_bad_tensors(void)
+{
+    tbuf b;
+    uint64_t ne[5] = {8, 1, 1, 1, 1};
+    b = tensor_file(1, ne, GGML_TYPE_F32, 0, 32);
+    CHECK_OK(open_bytes(b.d, b.n));
+    free(b.d);
+    EXPECT_FAIL(tensor_file(0, ne, GGML_TYPE_F32, 0, 32), MG_ERR_FORMAT, "n_dims 0");
+    EXPECT_FAIL(tensor_file(5, ne, GGML_TYPE_F32, 0, 32), MG_ERR_FORMAT, "n_dims 5");
+    EXPECT_FAIL(tensor_file(1, ne, 3, 0, 32), MG_ERR_FORMAT,
+                "tensor 't': unsupported ggml type 3 (q4_1)");
+    /* block types: whole blocks per row, n_elements / 32 * 34 bytes for q8_0 */
+    EXPECT_FAIL(tensor_file(1, ne, GGML_TYPE_Q4_K, 0, 144), MG_ERR_FORMAT,
+                "tensor 't': type q4_K stores rows in blocks of 256 values, but the row length"
+                " ne[0] = 8 is not a multiple of 256");
+    uint64_t ne_q[2] = {64, 3};
+    b = tensor_file(2, ne_q, GGML_TYPE_Q8_0, 0, 6 * 34);
+    CHECK_OK(open_bytes(b.d, b.n));
+    free(b.d);
+    EXPECT_FAIL(tensor_file(2, ne_q, GGML_TYPE_Q8_0, 0, 6 * 34 - 1), MG_ERR_FORMAT,
+                "extends past end");
+    EXPECT_FAIL(tensor_file(1, ne, 99, 0, 32), MG_ERR_FORMAT, "unsupported ggml type 99");
+    EXPECT_FAIL(tensor_file(1, ne, GGML_TYPE_F32, 4, 64), MG_ERR_FORMAT,
+                "offset 4 is not a multiple of the alignment 32");
+    EXPECT_FAIL(tensor_file(1, ne, GGML_TYPE_F32, 0, 31), MG_ERR_FORMAT,
+                "tensor 't': data [offset 0, 32 bytes] extends past end of file");
+    EXPECT_FAIL(tensor_file(1, ne, GGML_TYPE_F32, 32, 32), MG_ERR_FORMAT, "extends past end");
+    EXPECT_FAIL(tensor_file(1, ne, GGML_TYPE_F32, 1ull << 63, 32), MG_ERR_FORMAT,
+                "extends past end");
+    EXPECT_FAIL(tensor_file(1, ne, GGML_TYPE_F32, UINT64_MAX - 31, 32), MG_ERR_FORMAT,
+                "extends past end");
+    uint64_t ne_over[3] = {1ull << 32, 1ull << 32, 2};
+    EXPECT_FAIL(tensor_file(3, ne_over, GGML_TYPE_F32, 0, 32), MG_ERR_FORMAT,
+                "element count overflows");
+    uint64_t ne_big[2] = {1ull << 31, 1ull << 31};
+    EXPECT_FAIL(tensor_file(2, ne_big, GGML_TYPE_F64, 0, 32), MG_ERR_FORMAT,
+                "exceed the file size");
+    uint64_t ne_zero[2] = {4, 0};
+    EXPECT_FAIL(tensor_file(2, ne_zero, GGML_TYPE_F32, 0, 32), MG_ERR_FORMAT, "ne[1] is 0");
+
+    b = (tbuf){0};
+    tb_header(&b, 3, 2, 0);
+    for (int i = 0; i < 2; i++) {
+        tb_str(&b, "same");
+        tb_uint(&b, 1, 4);
+        tb_uint(&b, 8, 8);
+        tb_uint(&b, GGML_TYPE_F32, 4);
+        tb_uint(&b, 0, 8);
+    }
+    tb_zeros(&b, (32 - b.n % 32) % 32 + 32);
+    EXPECT_FAIL(b, MG_ERR_FORMAT, "duplicate tensor name 'same'");
+}
+
 static void test_bad_input(void)
 {
     size_t size = 0;
@@ -633,89 +707,8 @@ static void test_bad_input(void)
     tb_zeros(&b, 8);
     EXPECT_FAIL(b, MG_ERR_FORMAT, "key #0: string is empty");
 
-    /* alignment key: patch the value of a valid file */
-    gguf_writer *w = gguf_writer_new();
-    float x[8] = {0};
-    uint64_t ne8[1] = {8};
-    CHECK_OK(gguf_set_u32(w, "general.alignment", 64));
-    CHECK_OK(gguf_add_tensor(w, "t", GGML_TYPE_F32, 1, ne8, x));
-    void *aimg = NULL;
-    size_t asize = 0;
-    CHECK_OK(gguf_write_memory(w, &aimg, &asize));
-    gguf_writer_free(w);
-    size_t at = find_bytes(aimg, asize, "general.alignment");
-    CHECK(at != (size_t)-1, "alignment key in the image");
-    if (aimg && at != (size_t)-1) {
-        uint8_t *a = malloc(asize);
-        size_t val = at + strlen("general.alignment") + 4;
-        memcpy(a, aimg, asize);
-        CHECK_OK(open_bytes(a, asize));
-        memset(a + val, 0, 4);
-        CHECK_ERR(open_bytes(a, asize), MG_ERR_FORMAT, "non-zero power of two");
-        a[val] = 48;
-        CHECK_ERR(open_bytes(a, asize), MG_ERR_FORMAT, "'general.alignment' is 48");
-        memcpy(a, aimg, asize);
-        a[val - 4] = GGUF_TYPE_INT32;
-        CHECK_ERR(open_bytes(a, asize), MG_ERR_FORMAT,
-                  "key 'general.alignment' has type int32, expected uint32");
-        /* alignment 16 instead of 64: the data section moves, the tensor no longer fits */
-        memcpy(a, aimg, asize);
-        a[val] = 16;
-        int rc = open_bytes(a, asize);
-        CHECK(rc == MG_OK || rc == MG_ERR_FORMAT, "alignment 16: rc %d", rc);
-        free(a);
-    }
-    free(aimg);
-
-    /* tensors */
-    uint64_t ne[5] = {8, 1, 1, 1, 1};
-    b = tensor_file(1, ne, GGML_TYPE_F32, 0, 32);
-    CHECK_OK(open_bytes(b.d, b.n));
-    free(b.d);
-    EXPECT_FAIL(tensor_file(0, ne, GGML_TYPE_F32, 0, 32), MG_ERR_FORMAT, "n_dims 0");
-    EXPECT_FAIL(tensor_file(5, ne, GGML_TYPE_F32, 0, 32), MG_ERR_FORMAT, "n_dims 5");
-    EXPECT_FAIL(tensor_file(1, ne, 3, 0, 32), MG_ERR_FORMAT,
-                "tensor 't': unsupported ggml type 3 (q4_1)");
-    /* block types: whole blocks per row, n_elements / 32 * 34 bytes for q8_0 */
-    EXPECT_FAIL(tensor_file(1, ne, GGML_TYPE_Q4_K, 0, 144), MG_ERR_FORMAT,
-                "tensor 't': type q4_K stores rows in blocks of 256 values, but the row length"
-                " ne[0] = 8 is not a multiple of 256");
-    uint64_t ne_q[2] = {64, 3};
-    b = tensor_file(2, ne_q, GGML_TYPE_Q8_0, 0, 6 * 34);
-    CHECK_OK(open_bytes(b.d, b.n));
-    free(b.d);
-    EXPECT_FAIL(tensor_file(2, ne_q, GGML_TYPE_Q8_0, 0, 6 * 34 - 1), MG_ERR_FORMAT,
-                "extends past end");
-    EXPECT_FAIL(tensor_file(1, ne, 99, 0, 32), MG_ERR_FORMAT, "unsupported ggml type 99");
-    EXPECT_FAIL(tensor_file(1, ne, GGML_TYPE_F32, 4, 64), MG_ERR_FORMAT,
-                "offset 4 is not a multiple of the alignment 32");
-    EXPECT_FAIL(tensor_file(1, ne, GGML_TYPE_F32, 0, 31), MG_ERR_FORMAT,
-                "tensor 't': data [offset 0, 32 bytes] extends past end of file");
-    EXPECT_FAIL(tensor_file(1, ne, GGML_TYPE_F32, 32, 32), MG_ERR_FORMAT, "extends past end");
-    EXPECT_FAIL(tensor_file(1, ne, GGML_TYPE_F32, 1ull << 63, 32), MG_ERR_FORMAT,
-                "extends past end");
-    EXPECT_FAIL(tensor_file(1, ne, GGML_TYPE_F32, UINT64_MAX - 31, 32), MG_ERR_FORMAT,
-                "extends past end");
-    uint64_t ne_over[3] = {1ull << 32, 1ull << 32, 2};
-    EXPECT_FAIL(tensor_file(3, ne_over, GGML_TYPE_F32, 0, 32), MG_ERR_FORMAT,
-                "element count overflows");
-    uint64_t ne_big[2] = {1ull << 31, 1ull << 31};
-    EXPECT_FAIL(tensor_file(2, ne_big, GGML_TYPE_F64, 0, 32), MG_ERR_FORMAT,
-                "exceed the file size");
-    uint64_t ne_zero[2] = {4, 0};
-    EXPECT_FAIL(tensor_file(2, ne_zero, GGML_TYPE_F32, 0, 32), MG_ERR_FORMAT, "ne[1] is 0");
-
-    b = (tbuf){0};
-    tb_header(&b, 3, 2, 0);
-    for (int i = 0; i < 2; i++) {
-        tb_str(&b, "same");
-        tb_uint(&b, 1, 4);
-        tb_uint(&b, 8, 8);
-        tb_uint(&b, GGML_TYPE_F32, 4);
-        tb_uint(&b, 0, 8);
-    }
-    tb_zeros(&b, (32 - b.n % 32) % 32 + 32);
-    EXPECT_FAIL(b, MG_ERR_FORMAT, "duplicate tensor name 'same'");
+    test_bad_alignment();
+    test_bad_tensors();
 
     free(p);
     free(img);

@@ -3,7 +3,7 @@
  * table of this CPU (1 thread) and the best one with 2 threads.
  *
  * Method: each forward op has a double-precision twin written here from the formula in
- * backend.h / the spec. The test first checks the backend's fp32 forward op against its twin
+ * backend.h / docs/model.md. The test first checks the backend's fp32 forward op against its twin
  * (relative TOL_FWD of the output's largest element), then compares the backward op with the
  * central finite differences, in double, of loss = sum(r * y(inputs)) for a random r
  * (step 1e-5 * max(1, |v|): truncation and rounding errors ~1e-9, far below the tolerances).
@@ -204,7 +204,8 @@ static void test_matmul(mg_backend *be, int M, int K, int N, int bias)
                   (size_t)M * N, r};
     double *yt = malloc(sizeof(double) * pb.ny), **g = galloc(&pb);
     fd(&pb, yt, g);
-    CHECK(be->matmul(be, x, M, K, W, N, bias ? b : NULL, y) == MG_OK, "matmul");
+    const mg_weight Wt = mg_weight_of_f32(W, N, K);
+    CHECK(be->matmul(be, x, M, K, &Wt, N, bias ? b : NULL, y) == MG_OK, "matmul");
     cmp("matmul", what, y, yt, pb.ny, TOL_FWD);
 
     for (int dx_add = 0; dx_add <= 1; dx_add++) {
@@ -667,7 +668,7 @@ static void run_all(mg_backend *be, const char *label)
     rng = 0x2545F4914F6CDD1Dull; /* the same inputs for every backend */
     test_matmul(be, 7, 12, 5, 1);
     test_matmul(be, 7, 12, 5, 0);
-    test_matmul(be, 70, 9, 3, 1); /* more than one row block (backend-cpu.c: 64 rows) */
+    test_matmul(be, 70, 9, 3, 1); /* more than one row block (backend-cpu-matmul.c: 64 rows) */
     test_norm(be, 0, 7, 12, 1);
     test_norm(be, 0, 5, 8, 0);
     test_norm(be, 1, 7, 12, 1);

@@ -10,20 +10,14 @@
 #   * the presets are those of megalodon-train (--print-config of both).
 # Environment: MG_TOP_SRCDIR, MG_TOP_BUILDDIR, MG_PYTHON (a python3 with the gguf package;
 # else the source tree's .venv; the checks that need it are skipped without one).
-set -u
-top=${MG_TOP_SRCDIR:-.}
-build=${MG_TOP_BUILDDIR:-.}
+. "${MG_TOP_SRCDIR:-.}/tests/common.sh"
 py=${MG_PYTHON:-}
 [ -n "$py" ] || py="$top/.venv/bin/python3"
 mk="$build/tests/make-tiny-model"
 q="$build/bin/megalodon-quantize"
 train="$build/bin/megalodon-train"
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/mg-test-make-tiny-model.XXXXXX") || exit 1
-trap 'rm -rf "$tmp"' EXIT
-trap 'exit 1' INT TERM
-fail=0
-ok() { echo "ok: $1"; }
-bad() { echo "FAIL: $1"; fail=1; }
+need "$mk" "$q" "$train"
+make_tmp mg-test-make-tiny-model
 
 have_py=1
 if ! "$py" -c "import gguf" >/dev/null 2>&1; then

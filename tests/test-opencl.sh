@@ -11,22 +11,12 @@
 # Skips (77) when the build has no OpenCL backend or no OpenCL platform is installed, unless
 # MG_REQUIRE_OPENCL=1 (CI installs PoCL), where that is a failure.
 # Environment: MG_TOP_SRCDIR, MG_TOP_BUILDDIR (as set by `make check`).
-set -u
-top=${MG_TOP_SRCDIR:-.}
-build=${MG_TOP_BUILDDIR:-.}
+. "${MG_TOP_SRCDIR:-.}/tests/common.sh"
 run=$build/bin/megalodon-run
 bench=$build/bin/megalodon-bench
-golden=$top/tests/golden
-fail=0
 
-ok() { echo "ok: $*"; }
-bad() { echo "FAIL: $*"; fail=1; }
-
-for p in "$run" "$bench" "$build/tests/test-golden"; do
-  [ -x "$p" ] || { echo "FAIL: $p is not there"; exit 1; }
-done
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/test-opencl.XXXXXX") || exit 1
-trap 'rm -rf "$tmp"' EXIT INT TERM
+need "$run" "$bench" "$build/tests/test-golden"
+make_tmp test-opencl
 # the tests' compiled kernels go to a cache of their own
 MEGALODON_OPENCL_CACHE=$tmp/cache
 export MEGALODON_OPENCL_CACHE
@@ -37,26 +27,6 @@ export LSAN_OPTIONS
 # megalodon-bench keeps its option lists to the end (the library's leaks are checked by the
 # other programs here)
 bench="env ASAN_OPTIONS=${ASAN_OPTIONS:-}:detect_leaks=0 $bench"
-
-run_cmd() {
-  "$@" > "$tmp/out" 2> "$tmp/err"
-  rc=$?
-}
-# expect CODE PATTERN WHAT CMD...: exit status CODE and PATTERN (grep -E) in stderr
-expect() {
-  code=$1 pat=$2 what=$3
-  shift 3
-  run_cmd "$@"
-  if [ "$rc" -eq "$code" ] && grep -Eq -- "$pat" "$tmp/err"; then
-    ok "$what -> exit $rc: $(grep -E -- "$pat" "$tmp/err" | head -1)"
-  else
-    bad "$what: exit $rc (expected $code), stderr: $(head -3 "$tmp/err")"
-  fi
-}
-jget() { sed -n "s/.*\"$2\": \([^,}]*\).*/\1/p" "$1" | head -1; }
-gget() { sed -n "s/^  \"$2\": \(.*\),\{0,1\}$/\1/p" "$1" | sed 's/,$//' | head -1; }
-rel_close() { awk -v a="$1" -v b="$2" -v t="$3" 'BEGIN { d = a - b; if (d < 0) d = -d;
-  m = b < 0 ? -b : b; exit !(a != "" && d <= t * m) }'; }
 
 skip_or_fail() {
   if [ "${MG_REQUIRE_OPENCL:-0}" = 1 ]; then

@@ -1,10 +1,7 @@
 #!/bin/sh
 # test-readme-example - the README's API example is exactly examples/simple.c, and the
 # program built from it runs on the small model the build provides.
-set -u
-top=${MG_TOP_SRCDIR:-.}
-build=${MG_TOP_BUILDDIR:-.}
-fail=0
+. "${MG_TOP_SRCDIR:-.}/tests/common.sh"
 
 # The code block after the marker line in README.md must equal examples/simple.c.
 awk '/<!-- example: examples\/simple.c -->/ {f=1; next}
@@ -20,21 +17,19 @@ else
 fi
 rm -f readme-example.c.tmp
 
-out=$("$build/examples/simple" "$build/tiny-random.gguf" 5 6 7 2>&1)
-rc=$?
-if [ $rc -eq 0 ] && echo "$out" | grep -Eq '^generated:( [0-9]+){8}$'; then
-  echo "ok: example generated: $out"
-else
-  echo "FAIL: example exited $rc: $out"
-  fail=1
-fi
-
-out=$("$build/examples/simple" /nonexistent.gguf 2>&1)
-rc=$?
-if [ $rc -eq 1 ] && echo "$out" | grep -q "error: /nonexistent.gguf: "; then
-  echo "ok: missing model reported: $out"
-else
-  echo "FAIL: missing model: exit $rc: $out"
-  fail=1
-fi
+# example WHAT CODE PATTERN ARGS...: examples/simple with ARGS exits CODE, its output (stdout
+# and stderr) matching PATTERN (grep -E)
+example() {
+  what=$1 code=$2 pat=$3
+  shift 3
+  out=$("$build/examples/simple" "$@" 2>&1)
+  rc=$?
+  if [ $rc -eq "$code" ] && echo "$out" | grep -Eq -- "$pat"; then
+    ok "$what: $out"
+  else
+    bad "$what: exit $rc: $out"
+  fi
+}
+example "example generated" 0 '^generated:( [0-9]+){8}$' "$build/tiny-random.gguf" 5 6 7
+example "missing model reported" 1 'error: /nonexistent\.gguf: ' /nonexistent.gguf
 exit $fail

@@ -9,50 +9,14 @@
 #
 # Environment: MG_TOP_SRCDIR, MG_TOP_BUILDDIR (as set by `make check`); MEGALODON_RUN and
 # MG_MAKE_TINY_MODEL override the programs' paths.
-set -u
-top=${MG_TOP_SRCDIR:-.}
-build=${MG_TOP_BUILDDIR:-.}
+. "${MG_TOP_SRCDIR:-.}/tests/common.sh"
 run=${MEGALODON_RUN:-$build/bin/megalodon-run}
 maker=${MG_MAKE_TINY_MODEL:-$build/tests/make-tiny-model}
-golden=$top/tests/golden
-fail=0
 
-ok() { echo "ok: $*"; }
-bad() { echo "FAIL: $*"; fail=1; }
-
-if [ ! -x "$run" ]; then
-  echo "FAIL: $run is not there"
-  exit 1
-fi
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/test-run.XXXXXX") || exit 1
-trap 'rm -rf "$tmp"' EXIT INT TERM
+need "$run"
+make_tmp test-run
 
 # ---------------------------------------------------------------- helpers
-# run_cmd CMD...: runs it; $rc, $tmp/out (stdout), $tmp/err (stderr)
-run_cmd() {
-  "$@" > "$tmp/out" 2> "$tmp/err"
-  rc=$?
-}
-
-# expect CODE PATTERN WHAT CMD...: exit status CODE and PATTERN (grep -E) in stderr
-expect() {
-  code=$1 pat=$2 what=$3
-  shift 3
-  run_cmd "$@"
-  if [ "$rc" -eq "$code" ] && grep -Eq -- "$pat" "$tmp/err"; then
-    ok "$what -> exit $rc: $(grep -E -- "$pat" "$tmp/err" | head -1)"
-  else
-    bad "$what: exit $rc (expected $code), stderr: $(head -3 "$tmp/err")"
-  fi
-}
-
-# key of a one-line JSON object (the program's output)
-jget() { sed -n "s/.*\"$2\": \([^,}]*\).*/\1/p" "$1" | head -1; }
-# key of a golden JSON file (one key per line)
-gget() { sed -n "s/^  \"$2\": \(.*\),\{0,1\}$/\1/p" "$1" | sed 's/,$//' | head -1; }
-# rel_close A B TOL: |A - B| <= TOL |B|
-rel_close() { awk -v a="$1" -v b="$2" -v t="$3" 'BEGIN { d = a - b; if (d < 0) d = -d;
-  m = b < 0 ? -b : b; exit !(a != "" && d <= t * m) }'; }
 # max |a_i - b_i| of two JSON arrays (given as the text between the brackets), or "len" if
 # the lengths differ
 max_diff() {

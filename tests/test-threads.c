@@ -1,4 +1,4 @@
-/* test-threads - results do not depend on the number of threads (design.md, "Threads").
+/* test-threads - results do not depend on the number of threads (docs/architecture.md §5, Threads).
  *
  * The whole model (every golden model, and a bigger random model whose parallel paths
  * really split the work: D=128, C=64, 4 heads, 300 tokens) gives bit-identical logits with

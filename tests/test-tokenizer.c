@@ -24,21 +24,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#define CHECK_ERR(call, status, substr)                                                      \
-    do {                                                                                     \
-        int rc_ = (call);                                                                    \
-        CHECK(rc_ == (status), "got %d, expected %d (%s)", rc_, (int)(status),               \
-              mg_last_error());                                                              \
-        CHECK(strstr(mg_last_error(), (substr)) != NULL, "message '%s' lacks '%s'",          \
-              mg_last_error(), (substr));                                                    \
-    } while (0)
-
-#define CHECK_OK(call)                                                                       \
-    do {                                                                                     \
-        int rc_ = (call);                                                                    \
-        CHECK(rc_ == MG_OK, "got %d (%s)", rc_, mg_last_error());                            \
-    } while (0)
-
 #define NO_KEY INT64_MIN
 #define SP "\xe2\x96\x81" /* U+2581 */
 
@@ -399,6 +384,49 @@ static int vocab_add_unused(vocab *v, int extra)
 
 /* Compare every case of NAME.cases (with `extra` unused placeholders appended to the
  * vocabulary); returns the number of failed cases. */
+/* The llama2 vocabulary: the README example, a few pieces, and counting 1 MiB of the books
+ * of the case file r (c: the case buffer of run_cases, reused). */
+static void check_llama2(mg_model *m, const char *name, const reader *r, tcase *c)
+{
+    /* the README example */
+    int32_t ids[8];
+    size_t n = 0;
+    CHECK_OK(mg_tokenize(m, "Hello world!", 12, 0, ids, 8, &n));
+    CHECK(n == 3 && ids[0] == 15043 && ids[1] == 3186 && ids[2] == 29991,
+          "Hello world! -> %zu ids %d %d %d", n, ids[0], ids[1], ids[2]);
+    CHECK_OK(mg_tokenize(m, "Hello world!", 12, 1, ids, 8, &n));
+    CHECK(n == 4 && ids[0] == 1 && ids[1] == 15043, "with BOS: %zu ids, %d %d", n, ids[0],
+          ids[1]);
+    CHECK(mg_token_bos(m) == 1 && mg_token_eos(m) == 2, "bos %d eos %d", mg_token_bos(m),
+          mg_token_eos(m));
+    const char *t = mg_token_text(m, 15043);
+    CHECK(t && strcmp(t, SP "Hello") == 0, "text of 15043: %s", t ? t : "(null)");
+    t = mg_token_text(m, 13);
+    CHECK(t && strcmp(t, "<0x0A>") == 0, "text of 13: %s", t ? t : "(null)");
+    t = mg_token_text(m, 1);
+    CHECK(t && strcmp(t, "<s>") == 0, "text of 1: %s", t ? t : "(null)");
+
+    /* a 1 MB text: the books concatenated */
+    size_t big_len = 0;
+    char *big = malloc(1 << 20);
+    reader r2 = *r;
+    r2.pos = 0;
+    while (big && big_len < (1 << 20) && next_case(&r2, c) == 1)
+        if (strncmp(c->name, "book-", 5) == 0) {
+            size_t k = c->len < (1u << 20) - big_len ? c->len : (1u << 20) - big_len;
+            memcpy(big + big_len, c->text, k);
+            big_len += k;
+        }
+    if (big && big_len == (1 << 20)) {
+        double t0 = now();
+        size_t nb = 0;
+        int rc2 = mg_tokenize(m, big, big_len, 1, NULL, 0, &nb);
+        CHECK(rc2 == MG_ERR_INVALID_ARG && nb > 200000, "counting 1 MiB: %d, %zu", rc2, nb);
+        printf("%s: 1 MiB of text (%zu tokens) counted in %.3f s\n", name, nb, now() - t0);
+    }
+    free(big);
+}
+
 static int run_cases(const char *dir, const char *vocab_name, int extra)
 {
     char path[4600], name[300];
@@ -519,45 +547,7 @@ static int run_cases(const char *dir, const char *vocab_name, int extra)
                name, book_bytes, book_ids, book_time, book_ids / book_time,
                book_bytes / book_time / 1e6);
 
-    if (strcmp(vocab_name, "llama2") == 0) {
-        /* the README example */
-        int32_t ids[8];
-        size_t n = 0;
-        CHECK_OK(mg_tokenize(m, "Hello world!", 12, 0, ids, 8, &n));
-        CHECK(n == 3 && ids[0] == 15043 && ids[1] == 3186 && ids[2] == 29991,
-              "Hello world! -> %zu ids %d %d %d", n, ids[0], ids[1], ids[2]);
-        CHECK_OK(mg_tokenize(m, "Hello world!", 12, 1, ids, 8, &n));
-        CHECK(n == 4 && ids[0] == 1 && ids[1] == 15043, "with BOS: %zu ids, %d %d", n, ids[0],
-              ids[1]);
-        CHECK(mg_token_bos(m) == 1 && mg_token_eos(m) == 2, "bos %d eos %d", mg_token_bos(m),
-              mg_token_eos(m));
-        const char *t = mg_token_text(m, 15043);
-        CHECK(t && strcmp(t, SP "Hello") == 0, "text of 15043: %s", t ? t : "(null)");
-        t = mg_token_text(m, 13);
-        CHECK(t && strcmp(t, "<0x0A>") == 0, "text of 13: %s", t ? t : "(null)");
-        t = mg_token_text(m, 1);
-        CHECK(t && strcmp(t, "<s>") == 0, "text of 1: %s", t ? t : "(null)");
-
-        /* a 1 MB text: the books concatenated */
-        size_t big_len = 0;
-        char *big = malloc(1 << 20);
-        reader r2 = r;
-        r2.pos = 0;
-        while (big && big_len < (1 << 20) && next_case(&r2, &c) == 1)
-            if (strncmp(c.name, "book-", 5) == 0) {
-                size_t k = c.len < (1u << 20) - big_len ? c.len : (1u << 20) - big_len;
-                memcpy(big + big_len, c.text, k);
-                big_len += k;
-            }
-        if (big && big_len == (1 << 20)) {
-            double t0 = now();
-            size_t nb = 0;
-            int rc2 = mg_tokenize(m, big, big_len, 1, NULL, 0, &nb);
-            CHECK(rc2 == MG_ERR_INVALID_ARG && nb > 200000, "counting 1 MiB: %d, %zu", rc2, nb);
-            printf("%s: 1 MiB of text (%zu tokens) counted in %.3f s\n", name, nb, now() - t0);
-        }
-        free(big);
-    }
+    if (strcmp(vocab_name, "llama2") == 0) check_llama2(m, name, &r, &c);
     free(c.ids);
     free(out);
     free(dec);

@@ -9,57 +9,20 @@
 #
 # Environment: MG_TOP_SRCDIR, MG_TOP_BUILDDIR (as set by `make check`); MEGALODON_TRAIN and
 # MEGALODON_RUN override the programs' paths.
-set -u
-top=${MG_TOP_SRCDIR:-.}
-build=${MG_TOP_BUILDDIR:-.}
+. "${MG_TOP_SRCDIR:-.}/tests/common.sh"
 train=${MEGALODON_TRAIN:-$build/bin/megalodon-train}
 run=${MEGALODON_RUN:-$build/bin/megalodon-run}
-vocab=$top/tests/golden/ppl-byte.gguf # a model with a byte tokenizer (258 tokens)
-fail=0
+vocab=$golden/ppl-byte.gguf # a model with a byte tokenizer (258 tokens)
 
-ok() { echo "ok: $*"; }
-bad() { echo "FAIL: $*"; fail=1; }
-
-for p in "$train" "$run"; do
-  if [ ! -x "$p" ]; then
-    echo "FAIL: $p is not there"
-    exit 1
-  fi
-done
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/test-train-cli.XXXXXX") || exit 1
-trap 'rm -rf "$tmp"' EXIT INT TERM
-
-# run_cmd CMD...: runs it; $rc, $tmp/out (stdout), $tmp/err (stderr)
-run_cmd() {
-  "$@" > "$tmp/out" 2> "$tmp/err"
-  rc=$?
-}
-
-# expect CODE PATTERN WHAT CMD...: exit status CODE and PATTERN (grep -E) in stderr
-expect() {
-  code=$1 pat=$2 what=$3
-  shift 3
-  run_cmd "$@"
-  if [ "$rc" -eq "$code" ] && grep -Eq -- "$pat" "$tmp/err"; then
-    ok "$what -> exit $rc: $(grep -E -- "$pat" "$tmp/err" | head -1)"
-  else
-    bad "$what: exit $rc (expected $code and /$pat/), stderr: $(head -3 "$tmp/err")"
-  fi
-}
+need "$train" "$run"
+make_tmp test-train-cli
 
 # the losses of the log's lines of a type, one per line
 losses() { grep "\"type\": \"$2\"" "$1" | sed 's/.*"loss": \([^,}]*\).*/\1/'; }
 
 # ---------------------------------------------------------------- data and a tiny config
-i=0
-while [ $i -lt 150 ]; do
-  echo "the quick brown fox jumps over the lazy dog."
-  i=$((i + 1))
-done > "$tmp/corpus.txt"
-cat > "$tmp/cfg.json" <<'EOF'
-{"n_layer": 2, "n_embd": 32, "z_dim": 16, "value_dim": 64, "n_head": 1, "n_ff": 64,
- "cema_ndim": 4, "chunk_size": 16, "norm_groups": 4}
-EOF
+tiny_corpus "$tmp/corpus.txt"
+tiny_config "$tmp/cfg.json"
 new="--config $tmp/cfg.json --vocab $vocab"
 small="-L 32 -B 4 -t 2 --no-plot"
 
@@ -167,7 +130,7 @@ bad_config "odd RoPE dimension" "z_dim / n_head = 15 is odd" '{"n_layer": 1, "n_
 # ---------------------------------------------------------------- --print-config
 run_cmd "$train" --preset mega200M --vocab-size 32000 --print-config
 grep -q '"n_layer": 12,' "$tmp/out" && grep -q '"n_embd": 1024,' "$tmp/out" && grep -q '"n_ff": 2560,' \
-  "$tmp/out" && grep -q '"n_vocab": 32000,' "$tmp/out" && ok "mega200M preset (spec 5)" \
+  "$tmp/out" && grep -q '"n_vocab": 32000,' "$tmp/out" && ok "mega200M preset (docs/model.md §13)" \
   || bad "mega200M preset: $(tr -d '\n' < "$tmp/out")"
 run_cmd "$train" --preset mega1.3B_pg19 --vocab-size 32000 --print-config
 grep -q '"n_ff": 3584,' "$tmp/out" && grep -q '"swiglu": true,' "$tmp/out" && grep -q '"share_emb": true,' \

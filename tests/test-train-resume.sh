@@ -16,42 +16,12 @@
 #
 # Environment: MG_TOP_SRCDIR, MG_TOP_BUILDDIR (as set by `make check`); MEGALODON_TRAIN
 # overrides the program's path.
-set -u
-top=${MG_TOP_SRCDIR:-.}
-build=${MG_TOP_BUILDDIR:-.}
+. "${MG_TOP_SRCDIR:-.}/tests/common.sh"
 train=${MEGALODON_TRAIN:-$build/bin/megalodon-train}
-vocab=$top/tests/golden/ppl-byte.gguf # a model with a byte tokenizer (258 tokens)
-fail=0
+vocab=$golden/ppl-byte.gguf # a model with a byte tokenizer (258 tokens)
 
-ok() { echo "ok: $*"; }
-bad() { echo "FAIL: $*"; fail=1; }
-
-if [ ! -x "$train" ]; then
-  echo "FAIL: $train is not there"
-  exit 1
-fi
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/test-train-resume.XXXXXX") || exit 1
-pids=""
-cleanup() {
-  for p in $pids; do kill -9 "$p" 2> /dev/null; done
-  rm -rf "$tmp"
-}
-trap cleanup EXIT INT TERM
-
-run_cmd() {
-  "$@" > "$tmp/out" 2> "$tmp/err"
-  rc=$?
-}
-expect() { # CODE PATTERN WHAT CMD...
-  code=$1 pat=$2 what=$3
-  shift 3
-  run_cmd "$@"
-  if [ "$rc" -eq "$code" ] && grep -Eq -- "$pat" "$tmp/err"; then
-    ok "$what -> exit $rc: $(grep -E -- "$pat" "$tmp/err" | head -1)"
-  else
-    bad "$what: exit $rc (expected $code and /$pat/), stderr: $(head -3 "$tmp/err")"
-  fi
-}
+need "$train"
+make_tmp test-train-resume # (it kills the runs it started in the background, $pids, at exit)
 # "STEP LOSS" of the log's lines of a type (train or val), steps > FROM
 losses() { # LOG TYPE FROM
   grep "\"type\": \"$2\"" "$1" | sed 's/.*"step": \([0-9]*\), "loss": \([^,}]*\).*/\1 \2/' \
@@ -74,15 +44,8 @@ n_train_lines() {
 }
 has_steps() { [ "$(n_train_lines "$1")" -ge "$2" ]; } # LOG N
 
-i=0
-while [ $i -lt 150 ]; do
-  echo "the quick brown fox jumps over the lazy dog."
-  i=$((i + 1))
-done > "$tmp/corpus.txt"
-cat > "$tmp/cfg.json" <<'EOF'
-{"n_layer": 2, "n_embd": 32, "z_dim": 16, "value_dim": 64, "n_head": 1, "n_ff": 64,
- "cema_ndim": 4, "chunk_size": 16, "norm_groups": 4}
-EOF
+tiny_corpus "$tmp/corpus.txt"
+tiny_config "$tmp/cfg.json"
 opts="--config $tmp/cfg.json --vocab $vocab --data $tmp/corpus.txt -L 32 -B 2 --accum 2 -s 7
   --lr 3e-3 --warmup 3 --schedule cosine --eval-every 10 --eval-batches 1 --log-every 10 -t 2
   --no-plot"

@@ -23,6 +23,23 @@ static int test_checks = 0;
         }                                                                                  \
     } while (0)
 
+/* A library call (megalodon.h or error.h, string.h included by the test): CHECK_ERR: `call`
+ * must return `status` and leave a message containing `substr`; CHECK_OK: it must succeed. */
+#define CHECK_ERR(call, status, substr)                                                      \
+    do {                                                                                     \
+        int rc_ = (call);                                                                    \
+        CHECK(rc_ == (status), "got %d, expected %d (%s)", rc_, (int)(status),               \
+              mg_last_error());                                                              \
+        CHECK(strstr(mg_last_error(), (substr)) != NULL, "message '%s' lacks '%s'",          \
+              mg_last_error(), (substr));                                                    \
+    } while (0)
+
+#define CHECK_OK(call)                                                                       \
+    do {                                                                                     \
+        int rc_ = (call);                                                                    \
+        CHECK(rc_ == MG_OK, "got %d (%s)", rc_, mg_last_error());                            \
+    } while (0)
+
 /* Check that |a - b| <= tol for n floats; reports the worst index. Returns max abs error. */
 static inline double check_close_(const char *file, int line, const char *what,
                                   const float *a, const float *b, size_t n, double tol)

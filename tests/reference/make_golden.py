@@ -101,7 +101,7 @@ def timenorm_params(sd, prefix, D, Gn):
 
 
 def init_state_dict(conf, wtype):
-    """Random float32 state dict with the official names (spec section 4 init, with every
+    """Random float32 state dict with the official names (docs/model.md §12 init, with every
     zero-initialized parameter perturbed). Call after torch.manual_seed."""
     D, Z, E, F, N, V = (conf.model_dim, conf.z_dim, conf.value_dim, conf.ffn_hidden_dim,
                         conf.cema_ndim, conf.vocab_size)

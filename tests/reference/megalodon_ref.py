@@ -1,8 +1,8 @@
 """PyTorch reference implementation of the Megalodon architecture (inference only).
 
-Written from the project's architecture specification (section numbers below refer to it), which
-is derived from the official XuezheMax/megalodon code. Parameters use the official state-dict
-names (spec section 4). All computation is done in `dtype` (default float64; complex
+Written from docs/model.md (section numbers below refer to it), which follows the official
+XuezheMax/megalodon code. Parameters use the official state-dict
+names (§12). All computation is done in `dtype` (default float64; complex
 quantities in the matching complex dtype), from whatever values the state dict holds.
 
 Everything is unbatched: tokens is a 1-D tensor of L ids, activations are (L, D).
@@ -10,7 +10,7 @@ Everything is unbatched: tokens is a 1-D tensor of L ids, activations are (L, D)
 Entry points:
     model = Megalodon(conf, state_dict)
     logits, inter, cache = model.forward(tokens)              # full forward (fresh state)
-    logits, inter, cache = model.forward(tokens, cache)       # incremental (spec 9.2)
+    logits, inter, cache = model.forward(tokens, cache)       # incremental (§14)
 `inter` holds the intermediates: "embd" (L,D), "attn_out"[i] (L,D) (MEGA sub-layer output y
 of layer i), "out"[i] (L,D) (block output), "output_norm" (L,D), "logits" (L,V).
 `cache` is the streaming state after the call (a new object; the input is not modified).
@@ -25,7 +25,7 @@ import torch
 # ------------------------------------------------------------------------ configuration
 @dataclass
 class ModelConf:
-    """Official ModelConf fields (spec section 1) that matter for inference."""
+    """Official ModelConf fields (§1) that matter for inference."""
     num_layers: int = 8
     model_dim: int = 1024          # D
     z_dim: int = 256               # Z (all heads)
@@ -58,7 +58,7 @@ class ModelConf:
 # ------------------------------------------------------------------------ streaming state
 @dataclass
 class NormState:
-    """TimestepNorm running statistics (spec 3.2): count n, mean (G,), var (G,)."""
+    """TimestepNorm running statistics (§5): count n, mean (G,), var (G,)."""
     count: int
     mean: torch.Tensor
     var: torch.Tensor
@@ -66,7 +66,7 @@ class NormState:
 
 @dataclass
 class LayerCache:
-    """Per-layer streaming state (spec 9.1). k: (n, Z) keys after RoPE, v: (n, E) values
+    """Per-layer streaming state (§14). k: (n, Z) keys after RoPE, v: (n, E) values
     after SiLU, of the current unfinished chunk; norm: None = fresh (prior) statistics;
     hx: (D, N) complex CEMA hidden state, None = zeros (and no bias term)."""
     k: torch.Tensor
@@ -102,14 +102,14 @@ def silu(x):
     return x * torch.sigmoid(x)
 
 
-# ------------------------------------------------------------------------ spec 3.2
+# ------------------------------------------------------------------------ §5
 def fresh_norm_state(prior_count, prior_mean, prior_logv):
     # fresh state: n = prior_count, mu = prior_mean, var = exp(prior_logv)
     return NormState(int(prior_count), prior_mean.clone(), torch.exp(prior_logv))
 
 
 def timestep_norm(x, weight, bias, state, num_groups, eps):
-    """Grouped TimestepNorm (spec 3.2). x: (L, D); groups are contiguous blocks of D/G
+    """Grouped TimestepNorm (§5). x: (L, D); groups are contiguous blocks of D/G
     features. Each token is one Welford block of weight 1 combined into the carried
     (count, mean, var); token t is normalized with the statistics INCLUDING t.
     Returns y (L, D) and the new NormState."""
@@ -136,7 +136,7 @@ def timestep_norm(x, weight, bias, state, num_groups, eps):
 
 
 def timestep_norm_closed_form(x, weight, bias, num_groups, eps):
-    """Closed form of the TimestepNorm from a fresh state with prior_count = 0 (spec 3.2):
+    """Closed form of the TimestepNorm from a fresh state with prior_count = 0 (§5):
     mu_t = mean of all Dg*(t+1) scalars of the group so far, s2_t = their biased variance.
     Used only to cross-check timestep_norm()."""
     L, D = x.shape
@@ -150,7 +150,7 @@ def timestep_norm_closed_form(x, weight, bias, num_groups, eps):
     return y.reshape(L, D) * (1.0 + weight) + bias
 
 
-# ------------------------------------------------------------------------ spec 3.3
+# ------------------------------------------------------------------------ §6
 def cema_coefficients(alpha, delta, theta, gamma):
     """alpha, delta (D,N,1), theta (D,1,1), gamma (D,N,2) -> p (D,N) real, q, eta (D,N) complex.
         p        = sigmoid(alpha)
@@ -178,7 +178,7 @@ def fft_causal_conv(x, k):
 
 
 def cema_fft(x, p, q, eta, omega, hx):
-    """CEMA by the official FFT path (spec 3.3). x: (L, D) real; hx: (D, N) complex or None.
+    """CEMA by the official FFT path (§6.3). x: (L, D) real; hx: (D, N) complex or None.
     Returns y (L, D) and the new hidden state h_L (D, N)."""
     L, D = x.shape
     xc = x.t()                                                  # channels first (D, L)
@@ -202,7 +202,7 @@ def cema_fft(x, p, q, eta, omega, hx):
 
 
 def cema_recurrence(x, p, q, eta, omega, hx):
-    """CEMA by its defining recurrence (spec 3.3), same interface as cema_fft:
+    """CEMA by its defining recurrence (§6.2), same interface as cema_fft:
         h_t = q h_{t-1} + p x_t,   y_t = Re( sum_n eta h_t ) + omega x_t"""
     L, D = x.shape
     h = torch.zeros(q.shape, dtype=q.dtype) if hx is None else hx.clone()
@@ -213,7 +213,7 @@ def cema_recurrence(x, p, q, eta, omega, hx):
     return y, h
 
 
-# ------------------------------------------------------------------------ spec 3.4
+# ------------------------------------------------------------------------ §4
 def rms_norm(x, weight, eps):
     """y = x rsqrt(mean(x^2) + eps) (* (1 + w) if weight is given), over the last dim."""
     y = x * torch.rsqrt((x * x).mean(dim=-1, keepdim=True) + eps)
@@ -228,7 +228,7 @@ def layer_norm(x, weight, bias, eps):
     return y if weight is None else y * (1.0 + weight) + bias
 
 
-# ------------------------------------------------------------------------ spec 3.6
+# ------------------------------------------------------------------------ §8
 def rope(x, freqs, positions):
     """Interleaved RoPE. x: (L, H, dz), freqs: (dz/2,), positions: (L,) integers.
         theta(t,i) = t freqs[i]
@@ -244,7 +244,7 @@ def rope(x, freqs, positions):
     return torch.stack([out0, out1], dim=-1).reshape(x.shape)
 
 
-# ------------------------------------------------------------------------ spec 3.7
+# ------------------------------------------------------------------------ §9
 def causal_attention(q, k, v):
     """Softmax attention of one chunk, NO 1/sqrt(d) scaling. q: (Lq, H, dz), k: (Lk, H, dz),
     v: (Lk, H, dv), Lk >= Lq (the first Lk - Lq keys are the cache). The causal mask is
@@ -264,7 +264,7 @@ def causal_attention(q, k, v):
 class Megalodon:
     def __init__(self, conf, state_dict, dtype=torch.float64, cema_impl="fft",
                  check_cema=False):
-        """state_dict: official names (spec 4) -> tensors (any float dtype; converted to
+        """state_dict: official names (§12) -> tensors (any float dtype; converted to
         `dtype`). cema_impl: "fft" (official path) or "recurrence". check_cema: also run the
         other CEMA implementation in every call and record the max abs difference in
         self.cema_max_diff (y and h_L)."""
@@ -294,7 +294,7 @@ class Megalodon:
         return fresh_norm_state(self.p[prefix + ".prior_count"], self.p[prefix + ".prior_mean"],
                                 self.p[prefix + ".prior_logv"])
 
-    # ------------------------------------------------------------ spec 3.3 (dispatch)
+    # ------------------------------------------------------------ §6 (dispatch)
     def cema(self, prefix, x, hx):
         P = self.p
         p, q, eta = cema_coefficients(P[prefix + ".alpha"], P[prefix + ".delta"],
@@ -309,7 +309,7 @@ class Megalodon:
             self.cema_max_diff = max(self.cema_max_diff, diff)
         return y, h
 
-    # ------------------------------------------------------------ spec 3.1
+    # ------------------------------------------------------------ §7
     def mega(self, i, x, lc):
         """MEGA sub-layer of layer i. x: (L, D) block input; lc: LayerCache.
         Returns y = x + h (L, D) and the new LayerCache."""
@@ -361,7 +361,7 @@ class Megalodon:
             k_all = torch.cat([lc.k.reshape(n, H, dz), ks], dim=0)
             v_all = torch.cat([lc.v.reshape(n, H, dv), v], dim=0)
             a = causal_attention(qs, k_all, v_all)
-            if n + L == C:        # chunk complete: the KV cache is emptied (spec 9.2 step 4)
+            if n + L == C:        # chunk complete: the KV cache is emptied (§14 step 4)
                 new_k, new_v = lc.k[:0], lc.v[:0]
             else:
                 new_k, new_v = k_all.reshape(n + L, -1), v_all.reshape(n + L, -1)
@@ -371,7 +371,7 @@ class Megalodon:
         y = x + h
         return y, LayerCache(new_k, new_v, norm_state, hx)
 
-    # ------------------------------------------------------------ spec 3.8
+    # ------------------------------------------------------------ §10
     def nffn(self, i, y, x_in):
         """Normalized FFN: out = x_in + alpha * fc2( silu(fc1 xn) [* fc3 xn] ), xn = LN(y)."""
         c, P = self.conf, self.p
@@ -386,9 +386,9 @@ class Megalodon:
         o = linear(a, P[pre + "fc2.weight"])
         if c.rescale_nffn:
             o = o * P[pre + "alpha"]
-        return x_in + o                                       # two-hop residual (spec 14.1)
+        return x_in + o                                       # two-hop residual (§3)
 
-    # ------------------------------------------------------------ spec 2 / 9.2
+    # ------------------------------------------------------------ §2 / §14
     def forward(self, tokens, cache=None):
         """Full forward (cache None: fresh state; L < C or L % C == 0) or incremental
         forward (cache given: cache.n + L <= C, or cache.n == 0 and L % C == 0).

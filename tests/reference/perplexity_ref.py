@@ -14,7 +14,7 @@ Definitions (the same as `megalodon-run perplexity`, docs/megalodon-run.md):
 exact: the streaming recurrence of megalodon_ref (one call per chunk; checked against other
 call patterns).
 
-official window (megalodon/inference.py, spec 9.4): the inputs go in calls of two whole
+official window (megalodon/inference.py, docs/model.md §15): the inputs go in calls of two whole
 chunks (MAX_CHUNKS_PER_BATCH = 2; the last whole chunk alone when their number is odd), then
 the remainder (< C tokens) in one call. After a whole-chunk call ending at e (inputs fed so
 far) with 8C <= e (TRUNCATE_CHUNKS = 8) while inputs remain, the TimestepNorm statistics of

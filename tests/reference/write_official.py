@@ -20,11 +20,11 @@ model files against them (used by tests/test-convert.sh).
     python3 write_official.py compare --expect expected.json --got got.json [--rel R]
         compare the "nll" of two perplexity JSON files (relative tolerance R)
 
-The official layout is what megalodon/reloading.py reads (spec section 7): config.json with
+The official layout is what megalodon/reloading.py reads (docs/model.md §17): config.json with
 the ModelConf fields under "model", consolidate_config.json with model_parallel_size and
-dtype, and torch.save'd state dicts with the official names (spec section 4). The P-way
-model-parallel shards split every tensor exactly inverse to the merge rules of spec section
-7 (contiguous parts along dim 0 or dim 1, or a full copy in every shard).
+dtype, and torch.save'd state dicts with the official names (docs/model.md §12). The P-way
+model-parallel shards split every tensor exactly inverse to the merge rules of docs/model.md
+§17 (contiguous parts along dim 0 or dim 1, or a full copy in every shard).
 
 The weights come from make_golden.init_state_dict (the official initialisation, with every
 zero-initialised parameter perturbed so that nothing is trivially zero). The expected
@@ -85,14 +85,14 @@ VARIANTS = OrderedDict([
     ("noaffine", (dict(norm_affine=False, rope_base=None, vocab_size_in_config=-1), "fp32", (1, 2), 205,
                   "norm_affine false, rope_base null, vocab_size -1 in config.json")),
     ("rescale", (dict(rescale_nffn=True), "fp32", (1,), 206,
-                 "rescale_nffn (cannot be sharded, spec section 7)")),
+                 "rescale_nffn (cannot be sharded, docs/model.md §17)")),
     ("bf16", ({}, "bf16", (1, 2), 207, "bf16 checkpoint (every float tensor, buffers too)")),
 ])
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 # ----------------------------------------------------------------------------- sharding
-# Spec section 7, "Merging MP shards": the dimension along which each tensor is split
+# docs/model.md §17, merging the shards: the dimension along which each tensor is split
 # (0, 1) or None when every rank holds the whole tensor.
 SPLIT_RULES = [
     (r"layers\.\d+\.mega\.(wv|wz|wr|wh1)\.(weight|bias)", 0),
@@ -120,7 +120,7 @@ def split_dim(name):
 
 
 def shard_state_dict(sd, P, share_emb):
-    """Split a full state dict into P per-rank state dicts (inverse of spec section 7)."""
+    """Split a full state dict into P per-rank state dicts (inverse of docs/model.md §17)."""
     shards = [OrderedDict() for _ in range(P)]
     for name, t in sd.items():
         if share_emb and name == "output.output.weight":
@@ -136,7 +136,7 @@ def shard_state_dict(sd, P, share_emb):
         if share_emb and name == "embed.weight":
             for r in range(P):
                 shards[r]["output.output.weight"] = shards[r][name]
-    # self-check: the spec's merge gives back the full tensors
+    # self-check: the merge of docs/model.md §17 gives back the full tensors
     for name, t in sd.items():
         dim = split_dim(name)
         merged = shards[0][name] if dim is None else torch.cat([s[name] for s in shards], dim=dim)
@@ -179,7 +179,7 @@ def build(name, vocab_size=None):
         sd["output.output.weight"] = trunc_normal((conf.out_size, D), 1 / math.sqrt(D),
                                                   -3 / math.sqrt(D), 3 / math.sqrt(D))
     if dtype != "fp32":
-        # model.to(dtype): every floating parameter and buffer (rope.freqs too, spec section 8)
+        # model.to(dtype): every floating parameter and buffer (rope.freqs too, docs/model.md §16)
         cast = OrderedDict()
         for k, t in sd.items():
             cast[k] = t.to(DTYPES[dtype]) if t.is_floating_point() else t

@@ -1,7 +1,9 @@
-/* train.h - megalodon-train: the options, and the parts of the program that live in their own
- * files: a strict reader and a writer of flat JSON objects (train-json.c), model presets and
- * JSON configs (train-config.c), the training data and the rows of a step (train-data.c),
- * checkpoint files, the JSONL log and the plot (train-files.c).
+/* train-cli.h - megalodon-train, the program (megalodon-train.c: main and the set-up), and the
+ * parts of it that live in their own files: the options (train-options.c), a strict reader
+ * and a writer of flat JSON objects (train-json.c), model presets and JSON configs
+ * (train-config.c), the training data and the rows of a step (train-data.c), checkpoint
+ * files, the JSONL log, the plot and output paths (train-files.c), the checkpoint metadata
+ * and --resume (train-meta.c), and the training loop (train-loop.c).
  *
  * The program uses only the public API (megalodon.h), plus the file and token helpers of
  * megalodon-run (args.h: run_read_file, run_read_tokens, run_tokenize, run_now_ms), whose
@@ -84,7 +86,7 @@ int tr_preset(const char *name, mg_hparams *hp);
 /* "tiny, small, base, mega200M, ..." and their descriptions for --help */
 void tr_print_presets(int indent);
 const char *tr_preset_names(void);
-/* The spec's ModelConf defaults (section 1), the base of a JSON config without --preset. */
+/* The official ModelConf defaults (docs/model.md §1), the base of a JSON config without --preset. */
 void tr_config_defaults(mg_hparams *hp);
 /* Read a JSON config (a flat object with mg_hparams field names) over hp: only the keys it
  * has change. Errors name the file and the key; returns the exit code. */
@@ -158,5 +160,101 @@ int tr_plot(const char *log_path, const char *png_path, const char *title);
 /* FNV-1a 64 */
 uint64_t tr_fnv1a(uint64_t h, const void *data, size_t n);
 #define TR_FNV_INIT 0xcbf29ce484222325ull
+
+/* ---------------------------------------------------------------- options (train-options.c) */
+
+enum {
+    O_HELP, O_VERSION, O_MODEL, O_PRESET, O_CONFIG, O_VOCAB, O_VOCAB_SIZE, O_PRINT_CONFIG,
+    O_DATA, O_TOKENS, O_VAL_FRACTION, O_SEQ_LEN, O_BATCH, O_ACCUM, O_DATA_ORDER, O_SEED,
+    O_STEPS, O_LR, O_WARMUP, O_SCHEDULE, O_LR_INIT_RATIO, O_LR_END_RATIO, O_WEIGHT_DECAY,
+    O_CLIP, O_BETA1, O_BETA2, O_ADAM_EPS, O_THREADS, O_CEMA,
+    O_OUT, O_LOG, O_PLOT, O_NO_PLOT, O_LOG_EVERY, O_EVAL_EVERY, O_EVAL_BATCHES,
+    O_CKPT_EVERY, O_CKPT_DIR, O_KEEP, O_RESUME, O_COUNT
+};
+
+typedef struct {
+    /* model */
+    const char *model_path, *preset, *config, *vocab;
+    int32_t vocab_size;
+    int print_config;
+    /* data */
+    const char **data;
+    int *is_tokens;
+    int n_data;
+    double val_fraction;
+    int seq_len, batch, accum;
+    data_order order;
+    uint64_t seed;
+    /* training */
+    mg_train_params tp;
+    /* output */
+    const char *out, *log, *plot;
+    int no_plot;
+    int64_t log_every, eval_every, eval_batches, ckpt_every;
+    const char *ckpt_dir;
+    int keep;
+    int resume;
+    const char *resume_path;
+    unsigned char given[O_COUNT];
+} train_opts;
+
+/* Parse the command line into o (defaults first): -1 to go on, else the exit code (--help
+ * and --version: TR_OK after printing). */
+int tr_parse_args(int argc, char **argv, train_opts *o);
+/* The options that need or exclude each other: -1 when usable, else the exit code. */
+int tr_check_options(train_opts *o);
+/* Append a --data (is_tokens 0) or --tokens file: -1, or the exit code. */
+int tr_add_data(train_opts *o, const char *path, int is_tokens);
+void tr_free_opts(train_opts *o);
+const char *tr_schedule_name(mg_lr_schedule s);
+const char *tr_order_name(data_order d);
+
+/* ---------------------------------------------------------------- checkpoint metadata
+ * (train-meta.c) */
+
+/* The metadata of a checkpoint of step `step`: a flat JSON object ending in its checksum. */
+void tr_meta_build(const train_opts *o, const train_data *d, const char *model_desc,
+                   int64_t step, strbuf *b);
+/* Options of the run from the checkpoint's metadata; given ones that must match are checked
+ * (-1, or the exit code). */
+int tr_meta_apply(const json_object *m, train_opts *o);
+/* The data read now against the checkpoint's: TR_OK or the exit code. */
+int tr_meta_check_data(const json_object *m, const train_data *d);
+/* A string member of the metadata, "" when absent. */
+const char *tr_meta_str(const json_object *m, const char *key);
+/* --resume: load the checkpoint file, or the newest usable one of a directory, with its
+ * metadata (*used: its path, malloc'd). TR_OK or the exit code. */
+int tr_load_resume(train_opts *o, mg_trainer **tr, json_object *meta, char **used);
+
+/* ---------------------------------------------------------------- the run (train-loop.c) */
+
+typedef struct {
+    train_opts *o;
+    mg_trainer *tr;
+    train_data data;
+    FILE *log;
+    char *ckpt_dir;
+    char *model_desc;
+    int32_t *rows; /* B * (L+1) ids */
+    const char *last_ckpt;
+    char *last_ckpt_buf;
+} tr_run;
+
+
+/* One line of the JSONL log (nothing without a log). */
+void tr_log_line(tr_run *r, const char *line);
+/* The log's "end" record. */
+void tr_log_end(tr_run *r, const char *status, const char *message);
+/* Seconds since the epoch. */
+double tr_unix_time(void);
+/* The steps from the trainer's step count to --steps; returns the exit code. */
+int tr_train_loop(tr_run *r);
+
+/* ---------------------------------------------------------------- paths (train-files.c) */
+
+/* path with a trailing ".gguf" replaced by (or, without one, followed by) ext (malloc'd) */
+char *tr_derive(const char *path, const char *ext);
+/* The directory part of path ("." if none; malloc'd). */
+char *tr_dir_of(const char *path);
 
 #endif
