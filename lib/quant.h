@@ -15,6 +15,7 @@
 #include <stdint.h>
 
 #include "blocks.h"
+#include "megalodon.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -42,6 +43,17 @@ size_t mg_row_size(uint32_t type, uint64_t n);
  * is a multiple of its block, else the first that fits along q4_K -> q4_0 -> q8_0 -> f16 and
  * q6_K -> q8_0 -> f16 (f16, bf16 and f32 always fit). */
 uint32_t mg_type_fallback(uint32_t type, uint64_t n);
+
+/* The rule of the recipes of mg_model_quantize (docs/quantization.md) for one tensor of a
+ * Megalodon model: 1 if the tensor is one of the large matrices that the recipe converts
+ * (the 2-D token_embd.weight, output.weight and blk.N.{attn_z,attn_v,attn_r,attn_h1,attn_h2,
+ * ffn_up,ffn_gate,ffn_down}.weight), with *wanted the recipe's type for it (q4_k_m: q6_K for
+ * the output head, attn_v and ffn_down, q4_K for the others) and *type the type it is stored
+ * in (mg_type_fallback of *wanted for rows of ne[0] values); 0, with *type and *wanted
+ * unchanged, for any other tensor (the recipe leaves it as it is). `tied`: the model has no
+ * output.weight, so that token_embd.weight is the output head. type, wanted may be NULL. */
+int mg_recipe_tensor_type(mg_ftype ftype, const char *name, uint32_t n_dims,
+                          const uint64_t *ne, int tied, uint32_t *type, uint32_t *wanted);
 
 /* fp32 -> fp16, round to nearest even (as the F16C instruction): overflow gives inf,
  * subnormal results are rounded exactly, NaN stays NaN (quiet, top payload bits kept). */

@@ -84,12 +84,12 @@ static int ends_with(const char *s, const char *suffix)
 }
 
 /* Is the tensor one of the large matrices that take the recipe's type? */
-static int is_matrix(const gguf_tensor_info *t)
+static int is_matrix(const char *name, uint32_t n_dims)
 {
-    if (t->n_dims != 2) return 0;
-    if (!strcmp(t->name, "token_embd.weight") || !strcmp(t->name, "output.weight")) return 1;
-    if (strncmp(t->name, "blk.", 4) != 0 || !isdigit((unsigned char)t->name[4])) return 0;
-    const char *s = t->name + 4; /* blk.N.<matrix> */
+    if (n_dims != 2) return 0;
+    if (!strcmp(name, "token_embd.weight") || !strcmp(name, "output.weight")) return 1;
+    if (strncmp(name, "blk.", 4) != 0 || !isdigit((unsigned char)name[4])) return 0;
+    const char *s = name + 4; /* blk.N.<matrix> */
     while (isdigit((unsigned char)*s)) s++;
     if (*s++ != '.') return 0;
     for (size_t k = 0; k < sizeof layer_matrices / sizeof layer_matrices[0]; k++)
@@ -99,14 +99,23 @@ static int is_matrix(const gguf_tensor_info *t)
 
 /* q4_k_m: the output head (the tied embedding when there is none), the value projection and
  * the FFN down projection take q6_K, the other matrices q4_K. */
-static uint32_t wanted_type(const gguf_file *in, const gguf_tensor_info *t, mg_ftype ftype)
+static uint32_t wanted_type(const char *name, int tied, mg_ftype ftype)
 {
     if (ftype != MG_FTYPE_Q4_K_M) return recipe_type(ftype);
-    int tied = gguf_find_tensor(in, "output.weight") < 0;
-    if (!strcmp(t->name, "output.weight") || (tied && !strcmp(t->name, "token_embd.weight")) ||
-        ends_with(t->name, ".attn_v.weight") || ends_with(t->name, ".ffn_down.weight"))
+    if (!strcmp(name, "output.weight") || (tied && !strcmp(name, "token_embd.weight")) ||
+        ends_with(name, ".attn_v.weight") || ends_with(name, ".ffn_down.weight"))
         return GGML_TYPE_Q6_K;
     return GGML_TYPE_Q4_K;
+}
+
+int mg_recipe_tensor_type(mg_ftype ftype, const char *name, uint32_t n_dims,
+                          const uint64_t *ne, int tied, uint32_t *type, uint32_t *wanted)
+{
+    if (!is_matrix(name, n_dims)) return 0;
+    uint32_t want = wanted_type(name, tied, ftype);
+    if (wanted) *wanted = want;
+    if (type) *type = mg_type_fallback(want, ne[0]);
+    return 1;
 }
 
 struct job;
@@ -185,6 +194,7 @@ static int fill_tensor(void *user, const char *name, void *buf, size_t n_bytes)
 static int plan_tensors(struct job *job, const char *in_path)
 {
     const int to_f32 = job->p->ftype == MG_FTYPE_F32;
+    int tied = gguf_find_tensor(job->in, "output.weight") < 0;
     for (int64_t i = 0; i < job->count; i++) {
         const gguf_tensor_info *t = gguf_tensor(job->in, i);
         struct plan *pl = &job->plans[i];
@@ -195,14 +205,12 @@ static int plan_tensors(struct job *job, const char *in_path)
                              " %s): quantizing it again adds the errors of both; allow"
                              " requantizing to do it anyway", in_path, t->name, ti->name);
         if (!ti->is_float) continue; /* integer tensors (norm prior counts) as they are */
-        if (to_f32) {
+        if (to_f32)
             pl->type = pl->wanted = GGML_TYPE_F32;
-        } else if (is_matrix(t)) {
-            pl->wanted = wanted_type(job->in, t, job->p->ftype);
-            pl->type = mg_type_fallback(pl->wanted, t->ne[0]);
-        } else if (ti->blck > 1) {
-            pl->type = pl->wanted = GGML_TYPE_F32; /* a small tensor that was quantized */
-        }
+        /* a large matrix takes the recipe's type; a small tensor that was quantized, f32 */
+        else if (!mg_recipe_tensor_type(job->p->ftype, t->name, t->n_dims, t->ne, tied,
+                                        &pl->type, &pl->wanted) && ti->blck > 1)
+            pl->type = pl->wanted = GGML_TYPE_F32;
     }
     return MG_OK;
 }

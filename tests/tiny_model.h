@@ -10,6 +10,9 @@ typedef struct {
         n_vocab;
     int swiglu, scale_emb, share_emb, rescale_nffn, norm_affine;
     uint32_t seed;
+    /* 0: every tensor f32; else a recipe of mg_model_quantize (an mg_ftype): its large
+     * matrices are written in the recipe's types, as megalodon-quantize would make them */
+    int ftype;
     /* breakage */
     const char *arch;           /* general.architecture (default "megalodon") */
     const char *skip_tensor;    /* omit this tensor */
@@ -24,7 +27,18 @@ tiny_opts tiny_default_opts(void);
 /* A wider one (the soak and thread tests): 2 layers of width 64, 4 heads of 16, value_dim and
  * n_ff 128, 8 CEMA dimensions and norm groups, chunks of 64, 160 ids, SwiGLU. */
 tiny_opts tiny_heads4_opts(void);
-/* Write the model to `path`; returns MG_OK or an error (message in mg_last_error()). */
+/* Set the sizes and options of an official configuration ("mega7.3B"; the names of
+ * tiny_preset_names()) with the 32000-token vocabulary; MG_OK, or MG_ERR_INVALID_ARG for an
+ * unknown name. */
+int tiny_preset(const char *name, tiny_opts *o);
+const char *tiny_preset_names(void);
+/* The number of parameters: the values of the random tensors (not rope.freqs, nor the
+ * norms' prior counts). */
+uint64_t tiny_model_n_params(const tiny_opts *o);
+/* Write the model to `path`; returns MG_OK or an error (message in mg_last_error()).
+ * The values come from one xorshift32 stream seeded by o->seed, in file order, whatever
+ * o->ftype is; each tensor is made (and converted) when the writer reaches it, so that
+ * about one tensor is in memory at a time. */
 int tiny_model_write(const char *path, const tiny_opts *o);
 
 #endif
