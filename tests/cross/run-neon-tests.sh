@@ -40,7 +40,8 @@ tmp=$(mktemp -d "${TMPDIR:-/tmp}/neon-tests.XXXXXX") || exit 2
 trap 'rm -rf "$tmp"' EXIT
 trap 'exit 130' INT TERM
 
-printf '#define PACKAGE_VERSION "0.1.0"\n#define MG_HAVE_NEON 1\n' > "$tmp/config.h"
+# (as configure's AC_USE_SYSTEM_EXTENSIONS: POSIX and GNU declarations, e.g. mkdtemp, under -std=c11)
+printf '#define PACKAGE_VERSION "0.1.0"\n#define MG_HAVE_NEON 1\n#define _GNU_SOURCE 1\n' > "$tmp/config.h"
 # our flags (the build's CFLAGS are for the host, not for this cross build)
 XCFLAGS="-std=c11 -O2 -static -Wall -Wextra -Wno-unknown-pragmas"
 
