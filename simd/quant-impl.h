@@ -92,8 +92,8 @@ static void quantize_q8_K(const float *x, void *vy, int n)
         if (amax == 0.0f) {
             memset(qs, 0, MG_QK_K);
         } else {
-            int j = 0;
-            while (fabsf(x[j]) != amax) j++;
+            int j = 0; /* bounded: with a NaN in x, amax may be NaN and match nothing */
+            while (j < MG_QK_K - 1 && fabsf(x[j]) != amax) j++;
             const float iscale = -127.0f / x[j];
             const vf vis = vf_set1(iscale);
             for (int i = 0; i < MG_QK_K; i += VF) vf_store_i8(qs + i, vf_mul(vis, vf_load(x + i)));
