@@ -83,34 +83,42 @@ float mg_scalar_dot_bf16(const uint16_t *w, const float *x, int n)
     return s;
 }
 
-/* sum over blocks of (dw dx) sum_j qw[j] qx[j] */
-float mg_scalar_dot_q8_0(const void *vw, const void *vx, int n)
+/* The exact integer sum of one 32-value block's products: sum_j qw[j] qx[j] for q8_0 weights,
+ * sum_j (q[j] - 8) qx[j] for q4_0 weights (low nibbles are values 0-15, high 16-31). */
+static int32_t isum_q8_0(const uint8_t *qw, const int8_t *qx)
 {
-    const uint8_t *w = vw, *x = vx;
+    int32_t isum = 0;
+    for (int j = 0; j < MG_QK8_0; j++) isum += (int8_t)qw[j] * qx[j];
+    return isum;
+}
+
+static int32_t isum_q4_0(const uint8_t *qw, const int8_t *qx)
+{
+    int32_t isum = 0;
+    for (int j = 0; j < MG_QK4_0 / 2; j++)
+        isum += ((qw[j] & 15) - 8) * qx[j] + ((qw[j] >> 4) - 8) * qx[j + 16];
+    return isum;
+}
+
+/* sum over blocks of (dw dx) isum(block), for weight blocks of `wsize` bytes (a half scale,
+ * then the values) against q8_0 activation blocks */
+static float dot_32(const uint8_t *w, size_t wsize, const uint8_t *x, int n,
+                    int32_t (*isum)(const uint8_t *qw, const int8_t *qx))
+{
     float s = 0.0f;
-    for (int b = 0; b < n / MG_QK8_0; b++, w += MG_Q8_0_SIZE, x += MG_Q8_0_SIZE) {
-        const int8_t *qw = (const int8_t *)(w + 2), *qx = (const int8_t *)(x + 2);
-        int32_t isum = 0;
-        for (int j = 0; j < MG_QK8_0; j++) isum += qw[j] * qx[j];
-        s += (mg_ld_half(w) * mg_ld_half(x)) * (float)isum;
-    }
+    for (int b = 0; b < n / MG_QK8_0; b++, w += wsize, x += MG_Q8_0_SIZE)
+        s += (mg_ld_half(w) * mg_ld_half(x)) * (float)isum(w + 2, (const int8_t *)(x + 2));
     return s;
 }
 
-/* sum over blocks of (dw dx) sum_j (q[j] - 8) qx[j] */
-float mg_scalar_dot_q4_0(const void *vw, const void *vx, int n)
+float mg_scalar_dot_q8_0(const void *w, const void *x, int n)
 {
-    const uint8_t *w = vw, *x = vx;
-    float s = 0.0f;
-    for (int b = 0; b < n / MG_QK4_0; b++, w += MG_Q4_0_SIZE, x += MG_Q8_0_SIZE) {
-        const uint8_t *qw = w + 2;
-        const int8_t *qx = (const int8_t *)(x + 2);
-        int32_t isum = 0;
-        for (int j = 0; j < MG_QK4_0 / 2; j++)
-            isum += ((qw[j] & 15) - 8) * qx[j] + ((qw[j] >> 4) - 8) * qx[j + 16];
-        s += (mg_ld_half(w) * mg_ld_half(x)) * (float)isum;
-    }
-    return s;
+    return dot_32(w, MG_Q8_0_SIZE, x, n, isum_q8_0);
+}
+
+float mg_scalar_dot_q4_0(const void *w, const void *x, int n)
+{
+    return dot_32(w, MG_Q4_0_SIZE, x, n, isum_q4_0);
 }
 
 /* Per super-block: (dx d) sum_s sc[s] sum_{j in s} q[j] qx[j]
