@@ -6,7 +6,7 @@
  * without fused multiply-adds, so every table gives the same bits for AdamW (its exp
  * approximation aside, SiLU backward too); the tail goes through the same vector code.
  *
- * An ISA file includes this after elementwise-impl.h (max_row, exp_sum, scale) and after
+ * An ISA file includes this after elementwise-impl.h (max_row, exp_sum, scale, map2) and after
  * defining, with its own intrinsics:
  *   VF                          lanes of a float vector
  *   typedef ... vf;             a vector of VF floats
@@ -32,12 +32,7 @@ static inline vf silu_bwd_v(vf x, vf dy)
 
 static void silu_backward(const float *x, const float *dy, float *dx, size_t n)
 {
-    size_t i = 0;
-    for (; i + VF <= n; i += VF) vf_store(dx + i, silu_bwd_v(vf_load(x + i), vf_load(dy + i)));
-    if (i < n) {
-        const int k = (int)(n - i);
-        vf_store_part(dx + i, silu_bwd_v(vf_load_part(x + i, k), vf_load_part(dy + i, k)), k);
-    }
+    map2(silu_bwd_v, x, dy, dx, n);
 }
 
 /* max in fp32; e = exp(l - max) summed in double (and kept in dl); dl = e (sc / sum) */
