@@ -93,7 +93,8 @@ static void rope(float *x, int dh, int pos, const float *freqs)
     }
 }
 
-static void softmax(float *x, int n)
+/* x = exp(x - max x) in place with libm's expf; the sum in double, and the max in *max */
+double mg_softmax_exp(float *x, int n, float *max)
 {
     float m = x[0];
     for (int i = 1; i < n; i++) m = x[i] > m ? x[i] : m;
@@ -102,7 +103,14 @@ static void softmax(float *x, int n)
         x[i] = expf(x[i] - m);
         s += x[i];
     }
-    float r = (float)(1.0 / s);
+    *max = m;
+    return s;
+}
+
+static void softmax(float *x, int n)
+{
+    float m;
+    float r = (float)(1.0 / mg_softmax_exp(x, n, &m));
     for (int i = 0; i < n; i++) x[i] *= r;
 }
 
