@@ -80,11 +80,8 @@ static inline float32x4_t v_exp(float32x4_t x)
  * the partial vectors through a zero-padded copy */
 #define VF 4
 typedef float32x4_t vf;
+#include "vf-arith.h" /* vf_add, vf_sub, vf_mul, vf_div */
 static inline vf vf_set1(float a) { return vdupq_n_f32(a); }
-static inline vf vf_add(vf a, vf b) { return vaddq_f32(a, b); }
-static inline vf vf_sub(vf a, vf b) { return vsubq_f32(a, b); }
-static inline vf vf_mul(vf a, vf b) { return vmulq_f32(a, b); }
-static inline vf vf_div(vf a, vf b) { return vdivq_f32(a, b); }
 static inline vf vf_sqrt(vf a) { return vsqrtq_f32(a); }
 static inline vf vf_exp(vf x) { return v_exp(x); }
 static inline vf vf_load(const float *p) { return vld1q_f32(p); }

@@ -11,7 +11,8 @@
  *   VF                          lanes of a float vector
  *   typedef ... vf;             a vector of VF floats
  *   vf vf_set1(float a);        every lane a
- *   vf vf_add(vf a, vf b), vf_sub, vf_mul, vf_div; vf vf_sqrt(vf a)
+ *   vf vf_add(vf a, vf b), vf_sub, vf_mul, vf_div (the ISA file includes vf-arith.h for these)
+ *   vf vf_sqrt(vf a)
  *   vf vf_exp(vf x);            the table's vectorized expf (vecmath.h states its error)
  *   vf vf_load(const float *p);  void vf_store(float *p, vf v);
  *   vf vf_load_part(const float *p, int k);     lanes 0 .. k-1 from p, the others 0
