@@ -135,13 +135,8 @@ static int attn_decode(mg_backend *be, const float *q, const float *k, const flo
         float *s = sc + (size_t)hh * Lk + j0;
         cblas_sgemv(CblasRowMajor, CblasNoTrans, n, dk, 1.0f, k + (size_t)j0 * qs + (size_t)hh * dk,
                     qs, q + (size_t)hh * dk, 1, 0.0f, s, 1);
-        float mx = s[0];
-        for (int j = 1; j < n; j++) mx = s[j] > mx ? s[j] : mx;
-        double sum = 0.0;
-        for (int j = 0; j < n; j++) {
-            s[j] = expf(s[j] - mx);
-            sum += s[j];
-        }
+        float mx;
+        const double sum = mg_softmax_exp(s, n, &mx); /* s = exp(s - mx), unnormalized */
         cblas_sgemv(CblasRowMajor, CblasTrans, n, dv, 1.0f, v + (size_t)j0 * vs + (size_t)hh * dv,
                     vs, s, 1, 0.0f, part + (size_t)t * dv, 1);
         ml[2 * t] = mx;

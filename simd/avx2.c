@@ -111,11 +111,8 @@ static inline void sincos8(__m256 th, __m256 *s, __m256 *c)
  * cema-impl.h) */
 #define VF 8
 typedef __m256 vf;
+#include "vf-arith.h" /* vf_add, vf_sub, vf_mul, vf_div */
 static inline vf vf_set1(float a) { return _mm256_set1_ps(a); }
-static inline vf vf_add(vf a, vf b) { return _mm256_add_ps(a, b); }
-static inline vf vf_sub(vf a, vf b) { return _mm256_sub_ps(a, b); }
-static inline vf vf_mul(vf a, vf b) { return _mm256_mul_ps(a, b); }
-static inline vf vf_div(vf a, vf b) { return _mm256_div_ps(a, b); }
 static inline vf vf_sqrt(vf a) { return _mm256_sqrt_ps(a); }
 static inline vf vf_exp(vf x) { return exp8(x); }
 static inline vf vf_load(const float *p) { return _mm256_loadu_ps(p); }

@@ -86,11 +86,8 @@ static inline __m512d hi_pd(__m512 v) { return _mm512_cvtps_pd(_mm512_extractf32
  * cema-impl.h) */
 #define VF 16
 typedef __m512 vf;
+#include "vf-arith.h" /* vf_add, vf_sub, vf_mul, vf_div */
 static inline vf vf_set1(float a) { return _mm512_set1_ps(a); }
-static inline vf vf_add(vf a, vf b) { return _mm512_add_ps(a, b); }
-static inline vf vf_sub(vf a, vf b) { return _mm512_sub_ps(a, b); }
-static inline vf vf_mul(vf a, vf b) { return _mm512_mul_ps(a, b); }
-static inline vf vf_div(vf a, vf b) { return _mm512_div_ps(a, b); }
 static inline vf vf_sqrt(vf a) { return _mm512_sqrt_ps(a); }
 static inline vf vf_exp(vf x) { return exp16(x); }
 static inline vf vf_load(const float *p) { return _mm512_loadu_ps(p); }

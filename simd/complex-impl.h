@@ -6,8 +6,9 @@
  * one rounding) and rounds the product and the sum separately where it does not (NEON: then
  * every lane is the reference's fp32 expression, bit for bit). The tail is a partial vector.
  *
- * An ISA file includes this after defining the vocabulary of train-impl.h (VF, vf, vf_set1,
- * vf_mul, vf_load, vf_store, vf_load_part, vf_store_part) and, with its own intrinsics:
+ * An ISA file includes this after elementwise-impl.h (map2) and the vocabulary of
+ * train-impl.h (VF, vf, vf_set1, vf_mul, vf_load, vf_store, vf_load_part, vf_store_part)
+ * and, with its own intrinsics:
  *   vf vf_dup_even(vf v);       (v0, v0, v2, v2, ...): the real part over each pair
  *   vf vf_dup_odd(vf v);        (v1, v1, v3, v3, ...): the imaginary part over each pair
  *   vf vf_swap_pairs(vf v);     (v1, v0, v3, v2, ...)
@@ -28,13 +29,7 @@ static inline vf cmul_v(vf a, vf b)
 /* y[i] = a[i] b[i], n complex numbers (y may alias a) */
 static void complex_mul(const float *a, const float *b, float *y, int n)
 {
-    const int nf = 2 * n; /* floats */
-    int i = 0;
-    for (; i + VF <= nf; i += VF) vf_store(y + i, cmul_v(vf_load(a + i), vf_load(b + i)));
-    if (i < nf) {
-        const int k = nf - i;
-        vf_store_part(y + i, cmul_v(vf_load_part(a + i, k), vf_load_part(b + i, k)), k);
-    }
+    map2(cmul_v, a, b, y, 2 * (size_t)n); /* 2n floats: a vector holds whole pairs */
 }
 
 /* (a + i b)(c + i s) = (a c - b s) + i (b c + a s) on VF / 2 pairs */

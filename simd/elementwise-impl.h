@@ -1,5 +1,6 @@
 /* elementwise-impl.h - softmax, SiLU, mul, add, affine_rows and scale of a SIMD kernel table,
- * and the row maximum and exp-sum that softmax and cross_entropy_row share, written once for
+ * the row maximum and exp-sum that softmax and cross_entropy_row share, and map2, the loop
+ * of the binary elementwise kernels (mul, add, complex_mul, silu_backward), written once for
  * every ISA (scalar.c, the reference, has its own plain C; kernels.h states the math).
  *
  * Every element goes through the same vector code wherever it sits: the tail of a row is a
@@ -91,25 +92,21 @@ static void silu(const float *x, float *y, size_t n)
     }
 }
 
-static void mul(const float *a, const float *b, float *y, size_t n)
+/* y = f(a, b) lane by lane over n floats, the tail a partial vector; f is a vf function
+ * (vf_mul, silu_bwd_v, ...), inlined where this is */
+static inline void map2(vf (*f)(vf, vf), const float *a, const float *b, float *y, size_t n)
 {
     size_t i = 0;
-    for (; i + VF <= n; i += VF) vf_store(y + i, vf_mul(vf_load(a + i), vf_load(b + i)));
+    for (; i + VF <= n; i += VF) vf_store(y + i, f(vf_load(a + i), vf_load(b + i)));
     if (i < n) {
         const int k = (int)(n - i);
-        vf_store_part(y + i, vf_mul(vf_load_part(a + i, k), vf_load_part(b + i, k)), k);
+        vf_store_part(y + i, f(vf_load_part(a + i, k), vf_load_part(b + i, k)), k);
     }
 }
 
-static void add(const float *a, const float *b, float *y, size_t n)
-{
-    size_t i = 0;
-    for (; i + VF <= n; i += VF) vf_store(y + i, vf_add(vf_load(a + i), vf_load(b + i)));
-    if (i < n) {
-        const int k = (int)(n - i);
-        vf_store_part(y + i, vf_add(vf_load_part(a + i, k), vf_load_part(b + i, k)), k);
-    }
-}
+static void mul(const float *a, const float *b, float *y, size_t n) { map2(vf_mul, a, b, y, n); }
+
+static void add(const float *a, const float *b, float *y, size_t n) { map2(vf_add, a, b, y, n); }
 
 /* y = x s + t per column of rows of m, two roundings as the reference (t == NULL adds +0) */
 static void affine_rows(const float *x, size_t rows, int m, const float *s, const float *t,

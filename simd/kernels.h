@@ -177,4 +177,9 @@ const char *mg_kernels_available(void);
 /* The table with this name if compiled in and usable here, else NULL. */
 const mg_kernels *mg_kernels_by_name(const char *name);
 
+/* The scalar table's softmax before its division (scalar.c): x[i] = expf(x[i] - max) in
+ * place over n >= 1 values; returns their sum in double and stores the max in *max. (The
+ * attention decode keeps each block of keys unnormalized, lib/backend-cpu-attention.c.) */
+double mg_softmax_exp(float *x, int n, float *max);
+
 #endif

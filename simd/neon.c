@@ -80,11 +80,8 @@ static inline float32x4_t v_exp(float32x4_t x)
  * the partial vectors through a zero-padded copy */
 #define VF 4
 typedef float32x4_t vf;
+#include "vf-arith.h" /* vf_add, vf_sub, vf_mul, vf_div */
 static inline vf vf_set1(float a) { return vdupq_n_f32(a); }
-static inline vf vf_add(vf a, vf b) { return vaddq_f32(a, b); }
-static inline vf vf_sub(vf a, vf b) { return vsubq_f32(a, b); }
-static inline vf vf_mul(vf a, vf b) { return vmulq_f32(a, b); }
-static inline vf vf_div(vf a, vf b) { return vdivq_f32(a, b); }
 static inline vf vf_sqrt(vf a) { return vsqrtq_f32(a); }
 static inline vf vf_exp(vf x) { return v_exp(x); }
 static inline vf vf_load(const float *p) { return vld1q_f32(p); }
@@ -135,19 +132,8 @@ static inline void vf_sincos(vf th, vf *s, vf *c)
     *c = vld1q_f32(cv);
 }
 
-/* four floats summed lane by lane in double (elementwise-impl.h) */
-typedef struct {
-    float64x2_t lo, hi;
-} vfd;
-static inline vfd vfd_zero(void) { return (vfd){vdupq_n_f64(0.0), vdupq_n_f64(0.0)}; }
-static inline vfd vfd_addf(vfd s, vf v)
-{
-    return (vfd){vaddq_f64(s.lo, vcvt_f64_f32(vget_low_f32(v))), vaddq_f64(s.hi, vcvt_high_f64_f32(v))};
-}
-static inline double vfd_sum(vfd s) { return vaddvq_f64(vaddq_f64(s.lo, s.hi)); }
-
 /* four doubles per "vector" (norm-backward-impl.h): two float64x2 registers, summed
- * pairwise at the end; the partial vectors through a zero-padded copy */
+ * pairwise at the end */
 #define VD 4
 typedef struct {
     float64x2_t lo, hi;
@@ -156,46 +142,40 @@ static inline vd vd_set1(double a) { return (vd){vdupq_n_f64(a), vdupq_n_f64(a)}
 static inline vd vd_add(vd a, vd b) { return (vd){vaddq_f64(a.lo, b.lo), vaddq_f64(a.hi, b.hi)}; }
 static inline vd vd_sub(vd a, vd b) { return (vd){vsubq_f64(a.lo, b.lo), vsubq_f64(a.hi, b.hi)}; }
 static inline vd vd_mul(vd a, vd b) { return (vd){vmulq_f64(a.lo, b.lo), vmulq_f64(a.hi, b.hi)}; }
-static inline vd vd_loadf(const float *p)
-{
-    const float32x4_t v = vld1q_f32(p);
-    return (vd){vcvt_f64_f32(vget_low_f32(v)), vcvt_high_f64_f32(v)};
-}
+/* four floats widened to double (exact), and four doubles rounded to float */
+static inline vd vd_widen(vf v) { return (vd){vcvt_f64_f32(vget_low_f32(v)), vcvt_high_f64_f32(v)}; }
+static inline vf vd_narrow(vd v) { return vcvt_high_f32_f64(vcvt_f32_f64(v.lo), v.hi); }
+static inline vd vd_loadf(const float *p) { return vd_widen(vld1q_f32(p)); }
 static inline vd vd_load(const double *p) { return (vd){vld1q_f64(p), vld1q_f64(p + 2)}; }
 static inline void vd_store(double *p, vd v)
 {
     vst1q_f64(p, v.lo);
     vst1q_f64(p + 2, v.hi);
 }
-static inline void vd_storef(float *p, vd v)
-{
-    vst1q_f32(p, vcvt_high_f32_f64(vcvt_f32_f64(v.lo), v.hi));
-}
+static inline void vd_storef(float *p, vd v) { vst1q_f32(p, vd_narrow(v)); }
 static inline double vd_hsum(vd v) { return vaddvq_f64(vaddq_f64(v.lo, v.hi)); }
-static inline vd vd_loadf_part(const float *p, int k)
-{
-    float t[4] = {0, 0, 0, 0};
-    memcpy(t, p, sizeof(float) * (size_t)k);
-    return vd_loadf(t);
-}
+/* the partial forms, 0 < k < 4: the floats through vf's zero-padded copy, the doubles lane
+ * by lane (the first register whole or its low lane, the second's low lane for k = 3) */
+static inline vd vd_loadf_part(const float *p, int k) { return vd_widen(vf_load_part(p, k)); }
+static inline void vd_storef_part(float *p, vd v, int k) { vf_store_part(p, vd_narrow(v), k); }
 static inline vd vd_load_part(const double *p, int k)
 {
-    double t[4] = {0, 0, 0, 0};
-    memcpy(t, p, sizeof(double) * (size_t)k);
-    return vd_load(t);
+    const float64x2_t zero = vdupq_n_f64(0.0);
+    const float64x2_t lo = k == 1 ? vld1q_lane_f64(p, zero, 0) : vld1q_f64(p);
+    return (vd){lo, k == 3 ? vld1q_lane_f64(p + 2, zero, 0) : zero};
 }
 static inline void vd_store_part(double *p, vd v, int k)
 {
-    double t[4];
-    vd_store(t, v);
-    memcpy(p, t, sizeof(double) * (size_t)k);
+    if (k == 1) vst1q_lane_f64(p, v.lo, 0);
+    else vst1q_f64(p, v.lo);
+    if (k == 3) vst1q_lane_f64(p + 2, v.hi, 0);
 }
-static inline void vd_storef_part(float *p, vd v, int k)
-{
-    float t[4];
-    vd_storef(t, v);
-    memcpy(p, t, sizeof(float) * (size_t)k);
-}
+
+/* four floats summed lane by lane in double (elementwise-impl.h): a vd */
+typedef vd vfd;
+static inline vfd vfd_zero(void) { return vd_set1(0.0); }
+static inline vfd vfd_addf(vfd s, vf v) { return vd_add(s, vd_widen(v)); }
+static inline double vfd_sum(vfd s) { return vd_hsum(s); }
 
 /* sum of x[0..n) in double (norms-impl.h) */
 static double sum_d(const float *x, int n)
@@ -258,33 +238,8 @@ static double sumdev_d(const float *x, int n, double c)
 
 /* ------------------------------------------------------------------ CEMA */
 
-/* one channel, exactly the scalar code */
-static void cema_channel(const float *x, int L, int D, int N, int d, const float *p,
-                         const float *q, const float *eta, const float *omega, float *h,
-                         float *y)
-{
-    const float *pd = p + (size_t)d * N;
-    const float *qd = q + (size_t)d * N * 2;
-    const float *ed = eta + (size_t)d * N * 2;
-    float *hd = h + (size_t)d * N * 2;
-    for (int t = 0; t < L; t++) {
-        float xt = x[(size_t)t * D + d];
-        float acc = omega[d] * xt;
-        for (int n = 0; n < N; n++) {
-            float hr = hd[2 * n], hi = hd[2 * n + 1];
-            float qr = qd[2 * n], qi = qd[2 * n + 1];
-            float nr = qr * hr - qi * hi + pd[n] * xt;
-            float ni = qr * hi + qi * hr;
-            hd[2 * n] = nr;
-            hd[2 * n + 1] = ni;
-            acc += ed[2 * n] * nr - ed[2 * n + 1] * ni;
-        }
-        y[(size_t)t * D + d] = acc;
-    }
-}
-
 /* Components per channel that the four-channel path keeps in its local transposed arrays
- * (7 x 16 bytes each); larger N falls back to cema_channel. Megalodon uses N = 16. */
+ * (7 x 16 bytes each); larger N falls back to the scalar table. Megalodon uses N = 16. */
 #define CEMA_MAXN 64
 
 /* Four channels d .. d+3 at once, lane c = channel d + c. The parameters and state are first
@@ -348,7 +303,9 @@ static void cema_scan(const float *x, int L, int D, int N, int d0, int d1, const
     int d = d0;
     if (N <= CEMA_MAXN)
         for (; d + 4 <= d1; d += 4) cema_quad(x, L, D, N, d, p, q, eta, omega, h, y);
-    for (; d < d1; d++) cema_channel(x, L, D, N, d, p, q, eta, omega, h, y);
+    /* the last channels (fewer than four), or all of them for a large N: one channel at a
+     * time is exactly the scalar code */
+    if (d < d1) mg_kernels_scalar.cema_scan(x, L, D, N, d, d1, p, q, eta, omega, h, y);
 }
 
 /* ------------------------------------------------------------------ conversions */

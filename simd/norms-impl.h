@@ -1,5 +1,6 @@
 /* norms-impl.h - RMS norm, layer norm and the grouped timestep norm of a SIMD kernel table,
- * written once for every ISA (scalar.c, the reference, has its own plain C).
+ * written once for every ISA (scalar.c, the reference, has its own plain rms_norm and
+ * norm_out; layer_norm and timestep_norm are welford.h's for every table).
  *
  * The math is that of kernels.h; the statistics are formed in double as in scalar.c, the
  * output with the reference's fp32 operations in its order (the tail a partial vector).
@@ -14,8 +15,6 @@
 #include <math.h>
 #include <stddef.h>
 #include <stdint.h>
-
-#include "welford.h"
 
 /* y = (x - m) r (1 + w) + b (w == NULL multiplies by 1, b == NULL adds nothing) */
 static inline vf norm_out_v(vf x, vf vm, vf vr, vf w1, vf b, int has_w, int has_b)
@@ -51,34 +50,7 @@ static void rms_norm(const float *x, const float *w, float eps, int n, float *y)
     norm_out(x, 0.0f, r, w, NULL, n, y);
 }
 
-/* y = (x - mean) rsqrt(var + eps) (1 + w) + b */
-static void layer_norm(const float *x, const float *w, const float *b, float eps, int n,
-                       float *y)
-{
-    double mean = sum_d(x, n) / n;
-    double v = sumdev_d(x, n, mean);
-    float r = (float)(1.0 / sqrt(v / n + eps));
-    norm_out(x, (float)mean, r, w, b, n, y);
-}
-
-/* Welford combine of the running (count, mean, var) with each token's group moments, then
- * the token normalized with the statistics that include it (kernels.h). */
-static void timestep_norm(const float *x, int L, int D, int G, const float *w, const float *b,
-                          float eps, int64_t *count, float *mean, float *var, float *y)
-{
-    const int Dg = D / G;
-    for (int t = 0; t < L; t++) {
-        const float *xt = x + (size_t)t * D;
-        float *yt = y + (size_t)t * D;
-        for (int g = 0; g < G; g++) {
-            const float *xg = xt + g * Dg;
-            const double gm = sum_d(xg, Dg) / Dg, gv = sumdev_d(xg, Dg, gm) / Dg;
-            const float r = welford_update(*count, gm, gv, eps, &mean[g], &var[g]);
-            norm_out(xg, mean[g], r, w ? w + g * Dg : NULL, b ? b + g * Dg : NULL, Dg,
-                     yt + g * Dg);
-        }
-        *count += 1;
-    }
-}
+/* layer_norm and timestep_norm over sum_d, sumdev_d and norm_out, as the scalar table's */
+#include "welford.h"
 
 #endif

@@ -4,7 +4,6 @@
 
 #include "kernels.h"
 #include "quant-half.h"
-#include "welford.h"
 
 #include <math.h>
 #include <string.h>
@@ -18,43 +17,33 @@ static void rms_norm(const float *x, const float *w, float eps, int n, float *y)
     for (int i = 0; i < n; i++) y[i] = x[i] * r * (w ? 1.0f + w[i] : 1.0f);
 }
 
-/* y = (x - mean) * rsqrt(var + eps) * (1 + w) + b */
-static void layer_norm(const float *x, const float *w, const float *b, float eps, int n,
-                       float *y)
+/* sum x[i] and sum (x[i] - c)^2, in double */
+static double sum_d(const float *x, int n)
 {
     double s = 0.0;
     for (int i = 0; i < n; i++) s += x[i];
-    double mean = s / n, v = 0.0;
-    for (int i = 0; i < n; i++) v += ((double)x[i] - mean) * ((double)x[i] - mean);
-    float r = (float)(1.0 / sqrt(v / n + eps)), m = (float)mean;
+    return s;
+}
+
+static double sumdev_d(const float *x, int n, double c)
+{
+    double v = 0.0;
+    for (int i = 0; i < n; i++) v += ((double)x[i] - c) * ((double)x[i] - c);
+    return v;
+}
+
+/* y = (x - m) * r * (1 + w) + b (w == NULL: * 1, b == NULL: + 0) */
+static void norm_out(const float *x, float m, float r, const float *w, const float *b, int n,
+                     float *y)
+{
     for (int i = 0; i < n; i++)
         y[i] = (x[i] - m) * r * (w ? 1.0f + w[i] : 1.0f) + (b ? b[i] : 0.0f);
 }
 
-/* Welford combine of the running (count, mean, var) with one token's group moments (gm, gv). */
-static void timestep_norm(const float *x, int L, int D, int G, const float *w, const float *b,
-                          float eps, int64_t *count, float *mean, float *var, float *y)
-{
-    const int Dg = D / G;
-    for (int t = 0; t < L; t++) {
-        const float *xt = x + (size_t)t * D;
-        float *yt = y + (size_t)t * D;
-        for (int g = 0; g < G; g++) {
-            const float *xg = xt + g * Dg;
-            double s = 0.0;
-            for (int k = 0; k < Dg; k++) s += xg[k];
-            double gm = s / Dg, sv = 0.0;
-            for (int k = 0; k < Dg; k++) sv += (xg[k] - gm) * (xg[k] - gm);
-            /* the running mean and var updated with (gm, sv / Dg): welford.h */
-            float r = welford_update(*count, gm, sv / Dg, eps, &mean[g], &var[g]), m = mean[g];
-            for (int k = 0; k < Dg; k++) {
-                int j = g * Dg + k;
-                yt[j] = (xg[k] - m) * r * (w ? 1.0f + w[j] : 1.0f) + (b ? b[j] : 0.0f);
-            }
-        }
-        *count += 1;
-    }
-}
+/* layer_norm: y = (x - mean) * rsqrt(var + eps) * (1 + w) + b;
+ * timestep_norm: the Welford combine of the running (count, mean, var) with one token's
+ * group moments, then y as layer_norm's with the running statistics */
+#include "welford.h"
 
 /* h_t = q h_{t-1} + p x_t ;  y_t = Re(sum_n eta_n h_{t,n}) + omega x_t */
 static void cema_scan(const float *x, int L, int D, int N, int d0, int d1, const float *p,
@@ -104,7 +93,8 @@ static void rope(float *x, int dh, int pos, const float *freqs)
     }
 }
 
-static void softmax(float *x, int n)
+/* x = exp(x - max x) in place with libm's expf; the sum in double, and the max in *max */
+double mg_softmax_exp(float *x, int n, float *max)
 {
     float m = x[0];
     for (int i = 1; i < n; i++) m = x[i] > m ? x[i] : m;
@@ -113,7 +103,14 @@ static void softmax(float *x, int n)
         x[i] = expf(x[i] - m);
         s += x[i];
     }
-    float r = (float)(1.0 / s);
+    *max = m;
+    return s;
+}
+
+static void softmax(float *x, int n)
+{
+    float m;
+    float r = (float)(1.0 / mg_softmax_exp(x, n, &m));
     for (int i = 0; i < n; i++) x[i] *= r;
 }
 

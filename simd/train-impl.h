@@ -6,12 +6,13 @@
  * without fused multiply-adds, so every table gives the same bits for AdamW (its exp
  * approximation aside, SiLU backward too); the tail goes through the same vector code.
  *
- * An ISA file includes this after elementwise-impl.h (max_row, exp_sum, scale) and after
+ * An ISA file includes this after elementwise-impl.h (max_row, exp_sum, scale, map2) and after
  * defining, with its own intrinsics:
  *   VF                          lanes of a float vector
  *   typedef ... vf;             a vector of VF floats
  *   vf vf_set1(float a);        every lane a
- *   vf vf_add(vf a, vf b), vf_sub, vf_mul, vf_div; vf vf_sqrt(vf a)
+ *   vf vf_add(vf a, vf b), vf_sub, vf_mul, vf_div (the ISA file includes vf-arith.h for these)
+ *   vf vf_sqrt(vf a)
  *   vf vf_exp(vf x);            the table's vectorized expf (vecmath.h states its error)
  *   vf vf_load(const float *p);  void vf_store(float *p, vf v);
  *   vf vf_load_part(const float *p, int k);     lanes 0 .. k-1 from p, the others 0
@@ -32,12 +33,7 @@ static inline vf silu_bwd_v(vf x, vf dy)
 
 static void silu_backward(const float *x, const float *dy, float *dx, size_t n)
 {
-    size_t i = 0;
-    for (; i + VF <= n; i += VF) vf_store(dx + i, silu_bwd_v(vf_load(x + i), vf_load(dy + i)));
-    if (i < n) {
-        const int k = (int)(n - i);
-        vf_store_part(dx + i, silu_bwd_v(vf_load_part(x + i, k), vf_load_part(dy + i, k)), k);
-    }
+    map2(silu_bwd_v, x, dy, dx, n);
 }
 
 /* max in fp32; e = exp(l - max) summed in double (and kept in dl); dl = e (sc / sum) */
