@@ -28,7 +28,7 @@ QEMU=${QEMU_AARCH64:-qemu-aarch64}
 for f in simd/kernels.h simd/scalar.c simd/neon.c simd/cpu.c simd/welford.h simd/table-impl.h \
          simd/norms-impl.h simd/elementwise-impl.h simd/complex-impl.h simd/train-impl.h \
          simd/norm-backward-impl.h tests/test-kernels.c tests/test.h tests/cross/test-neon-exp.c \
-         simd/quant-scalar.c simd/quant-neon.c tests/test-quant-kernels.c; do
+         simd/quant-scalar.c simd/quant-neon.c simd/vf-arith.h tests/test-quant-kernels.c; do
   [ -f "$srcdir/$f" ] || { echo "run-neon-tests: $srcdir/$f missing" >&2; exit 2; }
 done
 command -v "$XCC" >/dev/null 2>&1 || {
