@@ -78,14 +78,14 @@ LIBS=(-lopenblas -lfftw3f -lm -fopenmp -pthread)
 lib_srcs=("$top"/lib/*.c "$top/simd/scalar.c" "$top/simd/quant-scalar.c" "$top/simd/cpu.c" "$top/bin/args.c" "$top/bin/opt.c" "$top/bin/run-common.c")
 # the OpenCL backend's entry points: the stub (the harnesses run on the CPU backend)
 [ -f "$top/opencl/opencl-stub.c" ] && lib_srcs+=("$top/opencl/opencl-stub.c")
-have MG_HAVE_AVX2 && lib_srcs+=("$top/simd/avx2.c" "$top/simd/quant-avx2.c")
-have MG_HAVE_AVX512 && lib_srcs+=("$top/simd/avx512.c" "$top/simd/quant-avx512.c")
-have MG_HAVE_NEON && [ "$arch" = aarch64 ] && lib_srcs+=("$top/simd/neon.c" "$top/simd/quant-neon.c")
+have MG_HAVE_AVX2 && lib_srcs+=("$top/simd/avx2.c")
+have MG_HAVE_AVX512 && lib_srcs+=("$top/simd/avx512.c")
+have MG_HAVE_NEON && [ "$arch" = aarch64 ] && lib_srcs+=("$top/simd/neon.c")
 
 isa_flags() {
   case $(basename "$1") in
-  avx2.c | quant-avx2.c) echo "-mavx2 -mfma -mf16c" ;;
-  avx512.c | quant-avx512.c) echo "-mavx512f -mavx512bw -mavx512dq -mavx512vl -mfma -mf16c" ;;
+  avx2.c) echo "-mavx2 -mfma -mf16c" ;;
+  avx512.c) echo "-mavx512f -mavx512bw -mavx512dq -mavx512vl -mfma -mf16c" ;;
   *) echo "" ;;
   esac
 }

@@ -306,7 +306,36 @@ void mg_avx2_exp(const float *x, float *y, size_t n)
     }
 }
 
+/* ------------------------------------------------------------------ quantized kernels
+ * (quant-impl.h, over quant-x86.h's 32-byte integer vocabulary and this file's vf) */
+
+#include "quant-half.h"
+#define MG_QUANT(f) mg_avx2_##f
+#include "quant-kernels.h"
+#include "quant-x86.h"
+
+static inline vf vf_zero(void) { return _mm256_setzero_ps(); }
+static inline vf vf_abs(vf a) { return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), a); }
+static inline float vf_hsum(vf a) { return vs_hsum(a); }
+static inline vf vf_load_f16(const uint16_t *p) { return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p)); }
+static inline vf vf_load_bf16(const uint16_t *p)
+{
+    const __m256i v = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
+}
+static inline vf vf_load_i8(const int8_t *p)
+{
+    return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)p)));
+}
+/* vcvtps2dq rounds to nearest even (MXCSR's default), the packs saturate */
+static inline void vf_store_i8(int8_t *p, vf a)
+{
+    const __m256i i = _mm256_cvtps_epi32(a);
+    const __m128i h = _mm_packs_epi32(_mm256_castsi256_si128(i), _mm256_extracti128_si256(i, 1));
+    _mm_storel_epi64((__m128i *)p, _mm_packs_epi16(h, h));
+}
+#include "quant-impl.h"
+
 #define MG_TABLE mg_kernels_avx2
 #define MG_TABLE_NAME "avx2"
-#define MG_QUANT(f) mg_avx2_##f
 #include "table-impl.h"

@@ -252,7 +252,37 @@ void mg_avx512_exp(const float *x, float *y, size_t n)
     }
 }
 
+/* ------------------------------------------------------------------ quantized kernels
+ * (quant-impl.h). The integer dot products use quant-x86.h's 32-byte vocabulary, as the AVX2
+ * table does (a dot product of a weight row is bound by memory bandwidth, which the 256-bit
+ * loop already exceeds; vpdpbusd where compiled with AVX512-VNNI); the fp16 / bf16 dot
+ * products, the activation rounding and the dequantization use this file's 16-float vf. */
+
+#include "quant-half.h"
+#define MG_QUANT(f) mg_avx512_##f
+#include "quant-kernels.h"
+#include "quant-x86.h"
+
+static inline vf vf_zero(void) { return _mm512_setzero_ps(); }
+static inline vf vf_abs(vf a) { return _mm512_abs_ps(a); }
+static inline float vf_hsum(vf a) { return _mm512_reduce_add_ps(a); }
+static inline vf vf_load_f16(const uint16_t *p) { return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p)); }
+static inline vf vf_load_bf16(const uint16_t *p)
+{
+    const __m512i v = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
+}
+static inline vf vf_load_i8(const int8_t *p)
+{
+    return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)p)));
+}
+/* vcvtps2dq rounds to nearest even (MXCSR's default), vpmovsdb saturates */
+static inline void vf_store_i8(int8_t *p, vf a)
+{
+    _mm_storeu_si128((__m128i *)p, _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(a)));
+}
+#include "quant-impl.h"
+
 #define MG_TABLE mg_kernels_avx512
 #define MG_TABLE_NAME "avx512"
-#define MG_QUANT(f) mg_avx512_##f
 #include "table-impl.h"

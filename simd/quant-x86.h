@@ -1,5 +1,5 @@
 /* quant-x86.h - the integer vocabulary of quant-impl.h on x86 (32 bytes in one 256-bit
- * register), shared by quant-avx2.c and quant-avx512.c (which include it with their flags).
+ * register), shared by avx2.c and avx512.c (which include it with their flags).
  *
  * vi_dot: _mm256_maddubs_epi16 multiplies unsigned by signed bytes, so a's sign moves onto b
  * (|a| unsigned, b sign(a)); pairs of products (|.| <= 2 * 128 * 127, no saturation) are

@@ -10,8 +10,8 @@
 # MEGALODON_ISA=neon. tests/cross/test-neon-exp.c then checks the vector exp of simd/neon.c
 # against double exp (error bound) and the fp16/bf16 conversions bit for bit against the
 # scalar table. simd/neon.c must compile without warnings under -Wall -Wextra. Last,
-# tests/test-quant-kernels.c checks simd/quant-neon.c against the scalar table, built with and
-# without the dot-product extension.
+# tests/test-quant-kernels.c checks the quantized kernels of simd/neon.c against the scalar
+# table, built with and without the dot-product extension.
 #
 # Usage: tests/cross/run-neon-tests.sh [SRCDIR]    (SRCDIR: the source tree, default ../..
 #        from this script; it may be run from any directory)
@@ -28,7 +28,7 @@ QEMU=${QEMU_AARCH64:-qemu-aarch64}
 for f in simd/kernels.h simd/scalar.c simd/neon.c simd/cpu.c simd/welford.h simd/table-impl.h \
          simd/norms-impl.h simd/elementwise-impl.h simd/complex-impl.h simd/train-impl.h \
          simd/norm-backward-impl.h tests/test-kernels.c tests/test.h tests/cross/test-neon-exp.c \
-         simd/quant-scalar.c simd/quant-neon.c simd/vf-arith.h tests/test-quant-kernels.c; do
+         simd/quant-scalar.c simd/quant-impl.h simd/vf-arith.h tests/test-quant-kernels.c; do
   [ -f "$srcdir/$f" ] || { echo "run-neon-tests: $srcdir/$f missing" >&2; exit 2; }
 done
 command -v "$XCC" >/dev/null 2>&1 || {
@@ -57,7 +57,7 @@ step "$XCC -c simd/neon.c -Wall -Wextra -Werror"
 step "building test-kernels for AArch64"
 "$XCC" $XCFLAGS -I"$tmp" -I"$srcdir/simd" -I"$srcdir/tests" -o "$tmp/test-kernels" \
     "$srcdir/simd/scalar.c" "$srcdir/simd/neon.c" "$srcdir/simd/cpu.c" "$srcdir/tests/test-kernels.c" \
-    "$srcdir/simd/quant-scalar.c" "$srcdir/simd/quant-neon.c" -lm || {
+    "$srcdir/simd/quant-scalar.c" -lm || {
   echo "FAIL: cannot build test-kernels for AArch64" >&2; exit 1; }
 
 for isa in "" scalar neon; do
@@ -81,21 +81,21 @@ done
 # 3. the vector exp's error bound and the conversions, bit for bit
 step "building test-neon-exp for AArch64"
 "$XCC" $XCFLAGS -I"$tmp" -I"$srcdir/simd" -o "$tmp/test-neon-exp" "$srcdir/simd/scalar.c" \
-    "$srcdir/simd/quant-scalar.c" "$srcdir/simd/quant-neon.c" "$srcdir/tests/cross/test-neon-exp.c" -lm || {
+    "$srcdir/simd/quant-scalar.c" "$srcdir/tests/cross/test-neon-exp.c" -lm || {
   echo "FAIL: cannot build test-neon-exp for AArch64" >&2; exit 1; }
 step "qemu-aarch64 test-neon-exp"
 "$QEMU" "$tmp/test-neon-exp" > "$tmp/out" 2>&1; rc=$?
 sed 's/^/    /' "$tmp/out"
 [ $rc -eq 0 ] || { echo "FAIL: test-neon-exp exited $rc" >&2; fail=1; }
 
-# 4. the quantized kernels (simd/quant-neon.c) against the scalar table, built twice: for
+# 4. the quantized kernels (simd/neon.c, quant-impl.h) against the scalar table, built twice: for
 #    the base architecture (SDOT absent: vmull_s8 / vpadalq_s16) and with the dot-product
 #    extension (vdotq_s32)
 for march in "" "-march=armv8.2-a+dotprod"; do
   step "building test-quant-kernels for AArch64${march:+ ($march)}"
   "$XCC" $XCFLAGS $march -Werror -I"$tmp" -I"$srcdir/simd" -I"$srcdir/tests" -o "$tmp/test-quant-kernels" \
       "$srcdir/simd/scalar.c" "$srcdir/simd/neon.c" "$srcdir/simd/cpu.c" "$srcdir/simd/quant-scalar.c" \
-      "$srcdir/simd/quant-neon.c" "$srcdir/tests/test-quant-kernels.c" -lm || {
+      "$srcdir/tests/test-quant-kernels.c" -lm || {
     echo "FAIL: cannot build test-quant-kernels for AArch64${march:+ ($march)}" >&2; exit 1; }
   step "qemu-aarch64 test-quant-kernels${march:+ ($march)}"
   "$QEMU" "$tmp/test-quant-kernels" > "$tmp/out" 2>&1; rc=$?
