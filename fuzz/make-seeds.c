@@ -119,21 +119,7 @@ static gguf_writer *writer_from(const void *buf, size_t size)
     if (gguf_open_memory(buf, size, &f)) DIE("re-reading: %s", mg_last_error());
     gguf_writer *w = gguf_writer_new();
     int rc = 0;
-    for (int64_t i = 0; !rc && i < gguf_n_kv(f); i++) {
-        const char *key = gguf_key_name(f, i);
-        uint32_t u;
-        float x;
-        int b;
-        const char *s;
-        uint64_t len;
-        switch (gguf_kv_type(f, i)) {
-        case GGUF_TYPE_UINT32: rc = gguf_get_u32(f, key, &u) || gguf_set_u32(w, key, u); break;
-        case GGUF_TYPE_FLOAT32: rc = gguf_get_f32(f, key, &x) || gguf_set_f32(w, key, x); break;
-        case GGUF_TYPE_BOOL: rc = gguf_get_bool(f, key, &b) || gguf_set_bool(w, key, b); break;
-        case GGUF_TYPE_STRING: rc = gguf_get_str(f, key, &s, &len) || gguf_set_str(w, key, s); break;
-        default: DIE("writer_from: key %s has a type not copied", key);
-        }
-    }
+    for (int64_t i = 0; !rc && i < gguf_n_kv(f); i++) rc = gguf_copy_kv(w, f, i);
     for (int64_t i = 0; !rc && i < gguf_n_tensors(f); i++) {
         const gguf_tensor_info *t = gguf_tensor(f, i);
         rc = gguf_add_tensor(w, t->name, t->type, t->n_dims, t->ne, t->data);
@@ -280,17 +266,10 @@ static int add_tokenizer(gguf_writer *w, const char *model, char **pieces, const
 /* the smallest model shape, for vocabulary-sized files */
 static tiny_opts narrow_opts(int n_vocab)
 {
-    tiny_opts o = tiny_default_opts();
-    o.n_layer = 1;
-    o.n_embd = 1;
-    o.z_dim = 2;
-    o.value_dim = 1;
-    o.n_head = 1;
-    o.n_ff = 1;
-    o.cema_ndim = 1;
-    o.chunk_size = 4;
-    o.norm_groups = 1;
-    o.n_vocab = n_vocab;
+    tiny_opts o = tiny_sized_opts((tiny_sizes){.n_layer = 1, .n_embd = 1, .z_dim = 2,
+                                               .value_dim = 1, .n_head = 1, .n_ff = 1,
+                                               .cema_ndim = 1, .chunk_size = 4,
+                                               .norm_groups = 1, .n_vocab = n_vocab});
     o.share_emb = 1;
     return o;
 }
@@ -326,37 +305,41 @@ static void gguf_seeds(void)
 {
     /* every key type, scalar and array, and every tensor type, with an explicit alignment */
     gguf_writer *w = gguf_writer_new();
-    uint8_t u8[3] = {1, 2, 255};
-    int8_t i8[2] = {-1, 7};
-    uint16_t u16[2] = {1, 65535};
-    int16_t i16[2] = {-300, 300};
-    uint32_t u32[2] = {0, 4000000000u};
-    int32_t i32[3] = {-1, 0, 1};
-    float f32[2] = {1.5f, -2.0f};
-    uint8_t bools[3] = {0, 1, 1};
-    uint64_t u64[2] = {1, UINT64_MAX};
-    int64_t i64[2] = {INT64_MIN, 5};
-    double f64[2] = {0.25, -1e300};
-    const char *strs[3] = {"a", "", "\xe2\x96\x81x"};
+    static const uint8_t u8[3] = {1, 2, 255};
+    static const int8_t i8[2] = {-1, 7};
+    static const uint16_t u16[2] = {1, 65535};
+    static const int16_t i16[2] = {-300, 300};
+    static const uint32_t u32[2] = {0, 4000000000u};
+    static const int32_t i32[3] = {-1, 0, 1};
+    static const float f32[2] = {1.5f, -2.0f};
+    static const uint8_t bools[3] = {0, 1, 1};
+    static const uint64_t u64[2] = {1, UINT64_MAX};
+    static const int64_t i64[2] = {INT64_MIN, 5};
+    static const double f64[2] = {0.25, -1e300};
+    static const char *const strs[3] = {"a", "", "\xe2\x96\x81x"};
+    /* the numeric arrays, in file order */
+    static const struct {
+        const char *key;
+        uint32_t type;
+        const void *data;
+        uint64_t n;
+    } arrs[] = {
+        {"a.u8", GGUF_TYPE_UINT8, u8, 3},      {"a.i8", GGUF_TYPE_INT8, i8, 2},
+        {"a.u16", GGUF_TYPE_UINT16, u16, 2},   {"a.i16", GGUF_TYPE_INT16, i16, 2},
+        {"a.u32", GGUF_TYPE_UINT32, u32, 2},   {"a.i32", GGUF_TYPE_INT32, i32, 3},
+        {"a.f32", GGUF_TYPE_FLOAT32, f32, 2},  {"a.bool", GGUF_TYPE_BOOL, bools, 3},
+        {"a.u64", GGUF_TYPE_UINT64, u64, 2},   {"a.i64", GGUF_TYPE_INT64, i64, 2},
+        {"a.f64", GGUF_TYPE_FLOAT64, f64, 2},  {"a.empty", GGUF_TYPE_INT32, i32, 0},
+    };
     int rc = gguf_set_u32(w, "general.alignment", 64) ||
              gguf_set_str(w, "general.architecture", "megalodon") ||
              gguf_set_u32(w, "k.u32", 7) || gguf_set_i32(w, "k.i32", -7) ||
              gguf_set_u64(w, "k.u64", 1ull << 40) || gguf_set_i64(w, "k.i64", -(1ll << 40)) ||
              gguf_set_f32(w, "k.f32", 0.5f) || gguf_set_bool(w, "k.bool", 1) ||
-             gguf_set_str(w, "k.str", "hello") ||
-             gguf_set_arr(w, "a.u8", GGUF_TYPE_UINT8, u8, 3) ||
-             gguf_set_arr(w, "a.i8", GGUF_TYPE_INT8, i8, 2) ||
-             gguf_set_arr(w, "a.u16", GGUF_TYPE_UINT16, u16, 2) ||
-             gguf_set_arr(w, "a.i16", GGUF_TYPE_INT16, i16, 2) ||
-             gguf_set_arr(w, "a.u32", GGUF_TYPE_UINT32, u32, 2) ||
-             gguf_set_arr(w, "a.i32", GGUF_TYPE_INT32, i32, 3) ||
-             gguf_set_arr(w, "a.f32", GGUF_TYPE_FLOAT32, f32, 2) ||
-             gguf_set_arr(w, "a.bool", GGUF_TYPE_BOOL, bools, 3) ||
-             gguf_set_arr(w, "a.u64", GGUF_TYPE_UINT64, u64, 2) ||
-             gguf_set_arr(w, "a.i64", GGUF_TYPE_INT64, i64, 2) ||
-             gguf_set_arr(w, "a.f64", GGUF_TYPE_FLOAT64, f64, 2) ||
-             gguf_set_arr(w, "a.empty", GGUF_TYPE_INT32, i32, 0) ||
-             gguf_set_arr_str(w, "a.str", strs, 3);
+             gguf_set_str(w, "k.str", "hello");
+    for (size_t a = 0; !rc && a < sizeof arrs / sizeof arrs[0]; a++)
+        rc = gguf_set_arr(w, arrs[a].key, arrs[a].type, arrs[a].data, arrs[a].n);
+    if (!rc) rc = gguf_set_arr_str(w, "a.str", strs, 3);
     static const uint32_t types[] = {GGML_TYPE_F32, GGML_TYPE_F16, GGML_TYPE_BF16, GGML_TYPE_I8,
                                      GGML_TYPE_I16, GGML_TYPE_I32, GGML_TYPE_I64, GGML_TYPE_F64};
     unsigned char data[4 * 3 * 2 * 8];
@@ -484,9 +467,10 @@ static void model_seeds(void)
     /* small random models (tests/tiny_model.c), valid and broken */
     struct { const char *name; tiny_opts o; } cases[16];
     int nc = 0;
-    tiny_opts o = tiny_default_opts();
-    o.n_layer = 1, o.n_embd = 8, o.z_dim = 4, o.value_dim = 8, o.n_head = 2, o.n_ff = 8;
-    o.cema_ndim = 2, o.chunk_size = 4, o.norm_groups = 2, o.n_vocab = 16;
+    tiny_opts o = tiny_sized_opts((tiny_sizes){.n_layer = 1, .n_embd = 8, .z_dim = 4,
+                                               .value_dim = 8, .n_head = 2, .n_ff = 8,
+                                               .cema_ndim = 2, .chunk_size = 4,
+                                               .norm_groups = 2, .n_vocab = 16});
     cases[nc].name = "tiny.gguf", cases[nc++].o = o;
     tiny_opts b = o;
     b.swiglu = b.rescale_nffn = b.share_emb = b.scale_emb = 1, b.norm_affine = 0;
@@ -677,17 +661,10 @@ static void args_seeds(void)
  * tensor data no longer matches its checksum, and a plain model file (not a checkpoint). */
 static void checkpoint_seeds(void)
 {
-    tiny_opts o = tiny_default_opts();
-    o.n_layer = 1;
-    o.n_embd = 4;
-    o.z_dim = 2;
-    o.value_dim = 2;
-    o.n_head = 1;
-    o.n_ff = 4;
-    o.cema_ndim = 2;
-    o.chunk_size = 4;
-    o.norm_groups = 2;
-    o.n_vocab = 8;
+    tiny_opts o = tiny_sized_opts((tiny_sizes){.n_layer = 1, .n_embd = 4, .z_dim = 2,
+                                               .value_dim = 2, .n_head = 1, .n_ff = 4,
+                                               .cema_ndim = 2, .chunk_size = 4,
+                                               .norm_groups = 2, .n_vocab = 8});
     size_t msize;
     unsigned char *img = tiny_image(&o, &msize);
     put("checkpoint", "model-not-a-checkpoint.gguf", img, msize);

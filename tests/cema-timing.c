@@ -158,7 +158,9 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < (size_t)D * N * 2; i++) h0[i] = (float)(0.5 * nrand());
 
     static const struct { const char *name; mg_cema_algo algo; } all[] = {
-        {"scan", MG_CEMA_SCAN}, {"scan-chunked", CEMA_ALGO_CHUNKED}, {"fft", MG_CEMA_FFT}};
+        {"scan", MG_CEMA_SCAN},
+        {"scan-chunked", (mg_cema_algo)CEMA_ALGO_CHUNKED}, /* read back as a cema_algo */
+        {"fft", MG_CEMA_FFT}};
     if (S) algos = "scan,fft";
     printf("%s D=%d N=%d coeffs=%s reps=%d; ns per token-channel, %s: median (min)\n",
            S ? "backward" : "forward", D, N, slow ? "slow" : "init", reps,

@@ -52,6 +52,17 @@ expect() {
   fi
 }
 
+# expect_output CODE PATTERN CMD...: exit status CODE and a line of its stdout or stderr
+# matching PATTERN (grep)
+expect_output() {
+  want=$1 pat=$2
+  shift 2
+  "$@" >"$tmp/out" 2>&1
+  got=$?
+  if [ $got -eq "$want" ] && grep -q -- "$pat" "$tmp/out"; then ok "$* -> $got, '$pat'"
+  else bad "$* -> $got (want $want and '$pat'): $(tail -3 "$tmp/out")"; fi
+}
+
 # key of a one-line JSON object (the program's output)
 jget() { sed -n "s/.*\"$2\": \([^,}]*\).*/\1/p" "$1" | head -1; }
 # key of a golden JSON file (one key per line)

@@ -67,20 +67,23 @@ static int alloc_fails(void *pc)
     return fail;
 }
 
+/* p (an allocator's result), counted as a live block unless the allocation failed */
+static void *counted(void *p)
+{
+    if (p) atomic_fetch_add(&live_blocks, 1);
+    return p;
+}
+
 void *__wrap_malloc(size_t n)
 {
     if (alloc_fails(__builtin_return_address(0))) return NULL;
-    void *p = __real_malloc(n);
-    if (p) atomic_fetch_add(&live_blocks, 1);
-    return p;
+    return counted(__real_malloc(n));
 }
 
 void *__wrap_calloc(size_t n, size_t size)
 {
     if (alloc_fails(__builtin_return_address(0))) return NULL;
-    void *p = __real_calloc(n, size);
-    if (p) atomic_fetch_add(&live_blocks, 1);
-    return p;
+    return counted(__real_calloc(n, size));
 }
 
 void *__wrap_realloc(void *old, size_t n)
@@ -108,25 +111,19 @@ int __wrap_posix_memalign(void **out, size_t align, size_t n)
 void *__wrap_aligned_alloc(size_t align, size_t n)
 {
     if (alloc_fails(__builtin_return_address(0))) return NULL;
-    void *p = __real_aligned_alloc(align, n);
-    if (p) atomic_fetch_add(&live_blocks, 1);
-    return p;
+    return counted(__real_aligned_alloc(align, n));
 }
 
 char *__wrap_strdup(const char *s)
 {
     if (alloc_fails(__builtin_return_address(0))) return NULL;
-    char *p = __real_strdup(s);
-    if (p) atomic_fetch_add(&live_blocks, 1);
-    return p;
+    return counted(__real_strdup(s));
 }
 
 void *__wrap_fftwf_malloc(size_t n)
 {
     if (alloc_fails(__builtin_return_address(0))) return NULL;
-    void *p = __real_fftwf_malloc(n);
-    if (p) atomic_fetch_add(&live_blocks, 1);
-    return p;
+    return counted(__real_fftwf_malloc(n));
 }
 
 void __wrap_fftwf_free(void *p)

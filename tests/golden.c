@@ -85,23 +85,21 @@ int golden_trace_init(golden_trace *t, int L, int D, int n_layer)
     t->D = D;
     t->n_layer = n_layer;
     size_t LD = (size_t)L * D;
-    t->embd = calloc(LD, sizeof(float));
-    t->out_norm = calloc(LD, sizeof(float));
-    t->attn_out = calloc(LD * n_layer, sizeof(float));
-    t->blk_out = calloc(LD * n_layer, sizeof(float));
-    t->n_attn = calloc(n_layer, sizeof(int));
-    t->n_blk = calloc(n_layer, sizeof(int));
-    return t->embd && t->out_norm && t->attn_out && t->blk_out && t->n_attn && t->n_blk ? 0 : -1;
+    /* two blocks: the rows (embd, out_norm, attn_out, blk_out) and the counts (n_attn, n_blk) */
+    t->embd = calloc(LD * (2 + 2 * (size_t)n_layer), sizeof(float));
+    t->n_attn = calloc(2 * (size_t)n_layer, sizeof(int));
+    if (!t->embd || !t->n_attn) return -1;
+    t->out_norm = t->embd + LD;
+    t->attn_out = t->out_norm + LD;
+    t->blk_out = t->attn_out + LD * n_layer;
+    t->n_blk = t->n_attn + n_layer;
+    return 0;
 }
 
 void golden_trace_free(golden_trace *t)
 {
     free(t->embd);
-    free(t->out_norm);
-    free(t->attn_out);
-    free(t->blk_out);
     free(t->n_attn);
-    free(t->n_blk);
 }
 
 static void append(float *dst, int *have, int cap, int D, const float *data, size_t rows)

@@ -28,7 +28,8 @@ void golden_close(golden_case *gc);
 const float *golden_f32(const golden_case *gc, const char *name, size_t n);
 int golden_i32(const golden_case *gc, const char *name, int32_t *v);
 
-/* Intermediates collected through mg_eval's callback, concatenated over calls. */
+/* Intermediates collected through mg_eval's callback, concatenated over calls (two
+ * allocations: the rows from embd, the counts from n_attn). */
 typedef struct {
     int L, D, n_layer;
     float *embd, *out_norm, *attn_out, *blk_out; /* L*D, L*D, n_layer*L*D, n_layer*L*D */

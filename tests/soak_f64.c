@@ -35,7 +35,7 @@
 #include "gguf.h"
 #include "model.h"
 
-typedef struct {
+typedef struct { /* one allocation, p its start */
     double *p, *q, *eta, *omega; /* D*N, D*N*2, D*N*2, D */
     double *qk_scale;            /* 2*Z */
 } f64_layer;
@@ -78,14 +78,7 @@ void f64_model_free(f64_model *fm)
 {
     if (!fm) return;
     if (fm->layers)
-        for (int il = 0; il < fm->m->hp.n_layer; il++) {
-            f64_layer *l = &fm->layers[il];
-            free(l->p);
-            free(l->q);
-            free(l->eta);
-            free(l->omega);
-            free(l->qk_scale);
-        }
+        for (int il = 0; il < fm->m->hp.n_layer; il++) free(fm->layers[il].p); /* its one block */
     free(fm->layers);
     free(fm);
 }
@@ -124,15 +117,16 @@ f64_model *f64_model_new(const mg_model *m)
         GET(qkg, 2 * Z, "blk.%d.attn_qk.gamma", il);
 #undef GET
         f64_layer *l = &fm->layers[il];
-        l->p = malloc(sizeof(double) * D * N);
-        l->q = malloc(sizeof(double) * D * N * 2);
-        l->eta = malloc(sizeof(double) * D * N * 2);
-        l->omega = malloc(sizeof(double) * D);
-        l->qk_scale = malloc(sizeof(double) * 2 * Z);
-        if (!l->p || !l->q || !l->eta || !l->omega || !l->qk_scale) {
+        /* one block: p (D N), q and eta (2 D N each), omega (D), qk_scale (2 Z) */
+        l->p = malloc(sizeof(double) * ((size_t)5 * D * N + D + 2 * Z));
+        if (!l->p) {
             f64_model_free(fm);
             return NULL;
         }
+        l->q = l->p + (size_t)D * N;
+        l->eta = l->q + (size_t)2 * D * N;
+        l->omega = l->eta + (size_t)2 * D * N;
+        l->qk_scale = l->omega + D;
         const double pi = 3.14159265358979323846;
         for (int d = 0; d < D; d++) {
             for (int n = 0; n < N; n++) {

@@ -37,26 +37,29 @@ static void test_models(void)
     tiny_opts o = tiny_default_opts();
     expect_load("valid tiny model", &o, MG_OK, "");
 
-    o = tiny_default_opts();
-    o.arch = "llama";
-    expect_load("wrong architecture", &o, MG_ERR_MODEL, "wrong architecture 'llama'");
-
-    o = tiny_default_opts();
-    o.skip_tensor = "blk.1.attn_v.weight";
-    expect_load("missing tensor", &o, MG_ERR_MODEL, "missing tensor 'blk.1.attn_v.weight'");
-
-    o = tiny_default_opts();
-    o.skip_tensor = "output_norm.prior_count";
-    expect_load("missing buffer", &o, MG_ERR_MODEL, "missing tensor 'output_norm.prior_count'");
-
-    o = tiny_default_opts();
-    o.misshape_tensor = "blk.0.attn_z.weight";
-    expect_load("wrong shape", &o, MG_ERR_MODEL,
-                "tensor 'blk.0.attn_z.weight' has shape [33, 16], expected [32, 16]");
-
-    o = tiny_default_opts();
-    o.misshape_tensor = "blk.1.cema.gamma";
-    expect_load("wrong CEMA shape", &o, MG_ERR_MODEL, "tensor 'blk.1.cema.gamma' has shape");
+    /* the file broken by one of tiny_opts' switches (NULL: not set) */
+    static const struct {
+        const char *what, *arch, *skip_tensor, *misshape_tensor, *skip_key, *msg;
+    } broken[] = {
+        {.what = "wrong architecture", .arch = "llama", .msg = "wrong architecture 'llama'"},
+        {.what = "missing tensor", .skip_tensor = "blk.1.attn_v.weight",
+         .msg = "missing tensor 'blk.1.attn_v.weight'"},
+        {.what = "missing buffer", .skip_tensor = "output_norm.prior_count",
+         .msg = "missing tensor 'output_norm.prior_count'"},
+        {.what = "wrong shape", .misshape_tensor = "blk.0.attn_z.weight",
+         .msg = "tensor 'blk.0.attn_z.weight' has shape [33, 16], expected [32, 16]"},
+        {.what = "wrong CEMA shape", .misshape_tensor = "blk.1.cema.gamma",
+         .msg = "tensor 'blk.1.cema.gamma' has shape"},
+        {.what = "missing key", .skip_key = "megalodon.cema_ndim", .msg = "megalodon.cema_ndim"},
+    };
+    for (size_t i = 0; i < sizeof broken / sizeof broken[0]; i++) {
+        o = tiny_default_opts();
+        if (broken[i].arch) o.arch = broken[i].arch;
+        o.skip_tensor = broken[i].skip_tensor;
+        o.misshape_tensor = broken[i].misshape_tensor;
+        o.skip_key = broken[i].skip_key;
+        expect_load(broken[i].what, &o, MG_ERR_MODEL, broken[i].msg);
+    }
 
     o = tiny_default_opts();
     o.swiglu = 1;
@@ -90,10 +93,6 @@ static void test_models(void)
     o = tiny_default_opts();
     o.chunk_size = 0;
     expect_load("zero chunk", &o, MG_ERR_MODEL, "megalodon.chunk_size = 0 is out of range");
-
-    o = tiny_default_opts();
-    o.skip_key = "megalodon.cema_ndim";
-    expect_load("missing key", &o, MG_ERR_MODEL, "megalodon.cema_ndim");
 }
 
 /* A tensor in a type the model does not take for it: refused, naming the tensor and type. */

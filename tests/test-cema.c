@@ -10,55 +10,17 @@
 #include <string.h>
 
 #include "backend.h"
+#include "cema_ref.h"
 #include "test.h"
 
 static uint32_t seed = 777;
-static float frand(void)
-{
-    seed ^= seed << 13;
-    seed ^= seed >> 17;
-    seed ^= seed << 5;
-    return (float)((seed >> 8) / 8388608.0 - 1.0);
-}
-
-/* h_t = q h_{t-1} + p x_t ; y_t = Re(sum_n eta_n h_t,n) + omega x_t, in double */
-static void reference(const float *x, int L, const mg_cema_coeffs *c, const float *h_in,
-                      float *y, float *h_out)
-{
-    const int D = c->D, N = c->N;
-    for (int d = 0; d < D; d++)
-        for (int n = 0; n < N; n++) {
-            int i = d * N + n;
-            double hr = h_in[2 * i], hi = h_in[2 * i + 1];
-            double qr = c->q[2 * i], qi = c->q[2 * i + 1];
-            for (int t = 0; t < L; t++) {
-                double nr = qr * hr - qi * hi + c->p[i] * (double)x[(size_t)t * D + d];
-                hi = qr * hi + qi * hr;
-                hr = nr;
-                double contrib = c->eta[2 * i] * hr - c->eta[2 * i + 1] * hi;
-                if (n == 0) y[(size_t)t * D + d] = (float)(c->omega[d] * (double)x[(size_t)t * D + d]);
-                y[(size_t)t * D + d] += (float)contrib;
-            }
-            h_out[2 * i] = (float)hr;
-            h_out[2 * i + 1] = (float)hi;
-        }
-}
+static float frand(void) { return test_frand(&seed); }
 
 int main(void)
 {
     const int D = 7, N = 5;
-    mg_cema_coeffs c = {D, N, malloc(sizeof(float) * D * N), malloc(sizeof(float) * D * N * 2),
-                        malloc(sizeof(float) * D * N * 2), malloc(sizeof(float) * D)};
-    for (int i = 0; i < D * N; i++) {
-        c.p[i] = 0.5f + 0.45f * frand();
-        /* |q| up to 0.999: slow decay, the hard case for long kernels */
-        float r = i % 3 == 0 ? 0.999f : 0.5f + 0.45f * frand(), ph = 3.1f * frand();
-        c.q[2 * i] = r * cosf(ph);
-        c.q[2 * i + 1] = r * sinf(ph);
-        c.eta[2 * i] = frand();
-        c.eta[2 * i + 1] = frand();
-    }
-    for (int d = 0; d < D; d++) c.omega[d] = frand();
+    /* |q| up to 0.999 (every third): slow decay, the hard case for long kernels */
+    mg_cema_coeffs c = cema_random_coeffs(D, N, 1, 0.45f, frand);
 
     mg_backend *be1, *be2;
     if (mg_backend_cpu_new(1, NULL, &be1) || mg_backend_cpu_new(2, NULL, &be2)) {
@@ -74,7 +36,7 @@ int main(void)
             for (int i = 0; i < L * D; i++) x[i] = 2.0f * frand();
             for (int i = 0; i < D * N * 2; i++) h0[i] = carried ? 3.0f * frand() : 0.0f;
             float *ye = malloc(sizeof(float) * L * D), *he = malloc(sizeof(float) * D * N * 2);
-            reference(x, L, &c, h0, ye, he);
+            cema_reference(x, L, &c, h0, ye, he);
             /* tolerance: fp32 rounding grows with the effective kernel length */
             double tol = 2e-5 * (1.0 + sqrt((double)(L < 1000 ? L : 1000)));
             const mg_cema_algo algos[] = {MG_CEMA_FFT, MG_CEMA_SCAN};
@@ -112,6 +74,6 @@ int main(void)
     printf("max abs error vs double recurrence: fft %.3g, scan %.3g\n", worst_fft, worst_scan);
     be1->free(be1);
     be2->free(be2);
-    free(c.p); free(c.q); free(c.eta); free(c.omega);
+    cema_free_coeffs(&c);
     return test_finish("test-cema");
 }

@@ -276,23 +276,23 @@ expect_error "missing checkpoint" "nonexistent: not found" "$tmp/nonexistent" -o
 expect_error "a shard given alone" "one shard of a 2-way model-parallel checkpoint" "$S/consolidated.00.pth" -o "$tmp/out/x.gguf"
 expect_error "bad --outtype" "invalid choice: 'q4'" "$B" -o "$tmp/out/x.gguf" --outtype q4
 
+# expect_warning NAME DIR PATTERN: DIR converts with a warning matching PATTERN (grep) into
+# the bytes of the base variant's conversion
+expect_warning() {
+  name=$1 dir=$2 pat=$3
+  if "$py" "$conv" "$dir" -o "$dir.gguf" --name base > "$dir.out" 2>&1 &&
+     grep -q "$pat" "$dir.out" && cmp -s "$dir.gguf" "$tmp/base.mp1.gguf"; then
+    ok "$name: $(grep warning "$dir.out")"
+  else
+    bad "$name: $(cat "$dir.out")"
+  fi
+}
 # unknown tensors are reported, not fatal; the result is unchanged
-if "$py" "$conv" "$tmp/w1" -o "$tmp/w1.gguf" --name base > "$tmp/w1.out" 2>&1 &&
-   grep -q "warning: tensors not used by this configuration, ignored: extra\.thing" "$tmp/w1.out" &&
-   cmp -s "$tmp/w1.gguf" "$tmp/base.mp1.gguf"; then
-  ok "unknown tensor: $(grep warning "$tmp/w1.out")"
-else
-  bad "unknown tensor: $(cat "$tmp/w1.out")"
-fi
-
+expect_warning "unknown tensor" "$tmp/w1" \
+  "warning: tensors not used by this configuration, ignored: extra\.thing"
 # replicated tensors that differ between shards: rank 0's copy (docs/model.md §17), with a warning
-if "$py" "$conv" "$tmp/w2" -o "$tmp/w2.gguf" --name base > "$tmp/w2.out" 2>&1 &&
-   grep -q "warning: replicated tensor layers\.0\.mega\.rmsnorm\.weight differs between consolidated\.00\.pth and consolidated\.01\.pth (max abs diff 0\.5)" "$tmp/w2.out" &&
-   cmp -s "$tmp/w2.gguf" "$tmp/base.mp1.gguf"; then
-  ok "replicated tensors differing between shards: $(grep warning "$tmp/w2.out")"
-else
-  bad "replicated tensors differing between shards: $(cat "$tmp/w2.out")"
-fi
+expect_warning "replicated tensors differing between shards" "$tmp/w2" \
+  "warning: replicated tensor layers\.0\.mega\.rmsnorm\.weight differs between consolidated\.00\.pth and consolidated\.01\.pth (max abs diff 0\.5)"
 
 # an existing output file is replaced atomically
 cp "$tmp/heads1.mp1.gguf" "$tmp/out/replace.gguf"

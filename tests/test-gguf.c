@@ -308,6 +308,15 @@ static void tb_str(tbuf *b, const char *s)
     tb_put(b, s, strlen(s));
 }
 
+/* A key of type u8 and its value; the key is len bytes (it may hold a NUL). */
+static void tb_kv_u8(tbuf *b, const char *key, size_t len, uint8_t v)
+{
+    tb_uint(b, len, 8);
+    tb_put(b, key, len);
+    tb_uint(b, GGUF_TYPE_UINT8, 4);
+    tb_uint(b, v, 1);
+}
+
 static void tb_header(tbuf *b, uint32_t version, uint64_t n_tensors, uint64_t n_kv)
 {
     tb_uint(b, GGUF_MAGIC, 4);
@@ -395,9 +404,7 @@ static void test_scalar_kinds(void)
     /* Scalar types the writer has no setter for, assembled by hand. */
     tbuf b = {0};
     tb_header(&b, 3, 0, 4);
-    tb_str(&b, "u8");
-    tb_uint(&b, GGUF_TYPE_UINT8, 4);
-    tb_uint(&b, 200, 1);
+    tb_kv_u8(&b, "u8", 2, 200);
     tb_str(&b, "i16");
     tb_uint(&b, GGUF_TYPE_INT16, 4);
     tb_uint(&b, (uint16_t)-300, 2);
@@ -685,25 +692,16 @@ static void test_bad_input(void)
     /* keys */
     b = (tbuf){0};
     tb_header(&b, 3, 0, 2);
-    tb_str(&b, "dup");
-    tb_uint(&b, GGUF_TYPE_UINT8, 4);
-    tb_uint(&b, 1, 1);
-    tb_str(&b, "dup");
-    tb_uint(&b, GGUF_TYPE_UINT8, 4);
-    tb_uint(&b, 2, 1);
+    tb_kv_u8(&b, "dup", 3, 1);
+    tb_kv_u8(&b, "dup", 3, 2);
     EXPECT_FAIL(b, MG_ERR_FORMAT, "duplicate key 'dup'");
     b = (tbuf){0};
     tb_header(&b, 3, 0, 1);
-    tb_uint(&b, 3, 8);
-    tb_put(&b, "a\0b", 3);
-    tb_uint(&b, GGUF_TYPE_UINT8, 4);
-    tb_uint(&b, 1, 1);
+    tb_kv_u8(&b, "a\0b", 3, 1);
     EXPECT_FAIL(b, MG_ERR_FORMAT, "NUL byte");
     b = (tbuf){0};
     tb_header(&b, 3, 0, 1);
-    tb_str(&b, "");
-    tb_uint(&b, GGUF_TYPE_UINT8, 4);
-    tb_uint(&b, 1, 1);
+    tb_kv_u8(&b, "", 0, 1);
     tb_zeros(&b, 8);
     EXPECT_FAIL(b, MG_ERR_FORMAT, "key #0: string is empty");
 

@@ -23,13 +23,7 @@ void mg_avx512_exp(const float *x, float *y, size_t n);
 #endif
 
 static uint32_t seed = 12345;
-static float frand(void) /* uniform in [-1, 1) */
-{
-    seed ^= seed << 13;
-    seed ^= seed >> 17;
-    seed ^= seed << 5;
-    return (float)((seed >> 8) / 8388608.0 - 1.0);
-}
+static float frand(void) { return test_frand(&seed); }
 
 /* a buffer of n floats starting one float past an aligned address: unaligned on purpose */
 static float *ubuf(size_t n, float scale)

@@ -272,17 +272,10 @@ int main(void)
     snprintf(target, sizeof target, "%s/state.gguf", tmpdir);
     snprintf(pa, sizeof pa, "%s/a.gguf", tmpdir);
     snprintf(pb, sizeof pb, "%s/b.gguf", tmpdir);
-    tiny_opts o = tiny_default_opts();
-    o.n_layer = 4;
-    o.n_embd = 128;
-    o.z_dim = 64;
-    o.value_dim = 128;
-    o.n_head = 2;
-    o.n_ff = 128;
-    o.cema_ndim = 16;
-    o.chunk_size = 128;
-    o.norm_groups = 8;
-    o.n_vocab = 64;
+    tiny_opts o = tiny_sized_opts((tiny_sizes){.n_layer = 4, .n_embd = 128, .z_dim = 64,
+                                               .value_dim = 128, .n_head = 2, .n_ff = 128,
+                                               .cema_ndim = 16, .chunk_size = 128,
+                                               .norm_groups = 8, .n_vocab = 64});
     if (tiny_model_write(model_path, &o) != MG_OK) {
         fprintf(stderr, "cannot write the model: %s\n", mg_last_error());
         return 1;
@@ -355,20 +348,20 @@ int main(void)
             remove_temps("train.ckpt");
             unlink(ctarget);
         }
-        free(cb[0]);
-        free(cb[1]);
-        mg_trainer_free(trainers[0]);
-        mg_trainer_free(trainers[1]);
+        for (int j = 0; j < 2; j++) {
+            free(cb[j]);
+            mg_trainer_free(trainers[j]);
+        }
     }
 
     unlink(model_path);
     CHECK(rmdir(tmpdir) == 0, "the test directory is not empty: %s", strerror(errno));
     free(fa);
     free(fb);
-    free(snaps[0]);
-    free(snaps[1]);
-    mg_state_free(states[0]);
-    mg_state_free(states[1]);
+    for (int j = 0; j < 2; j++) {
+        free(snaps[j]);
+        mg_state_free(states[j]);
+    }
     mg_state_free(probe);
     mg_model_free(m);
     return test_finish("test-kill-save");

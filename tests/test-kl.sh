@@ -9,45 +9,13 @@
 #
 # Environment: MG_TOP_SRCDIR, MG_TOP_BUILDDIR (as set by `make check`); MEGALODON_RUN,
 # MG_MAKE_TINY_MODEL and MG_KL_DIRECT override the programs' paths.
-set -u
-top=${MG_TOP_SRCDIR:-.}
-build=${MG_TOP_BUILDDIR:-.}
+. "${MG_TOP_SRCDIR:-.}/tests/common.sh"
 run=${MEGALODON_RUN:-$build/bin/megalodon-run}
 maker=${MG_MAKE_TINY_MODEL:-$build/tests/make-tiny-model}
 direct=${MG_KL_DIRECT:-$build/tests/kl-direct}
-golden=$top/tests/golden
-fail=0
+need "$run" "$maker" "$direct"
+make_tmp test-kl
 
-ok() { echo "ok: $*"; }
-bad() { echo "FAIL: $*"; fail=1; }
-
-for p in "$run" "$maker" "$direct"; do
-  if [ ! -x "$p" ]; then
-    echo "FAIL: $p is not there"
-    exit 1
-  fi
-done
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/test-kl.XXXXXX") || exit 1
-trap 'rm -rf "$tmp"' EXIT INT TERM
-
-# run_cmd CMD...: runs it; $rc, $tmp/out (stdout), $tmp/err (stderr)
-run_cmd() {
-  "$@" > "$tmp/out" 2> "$tmp/err"
-  rc=$?
-}
-# expect CODE PATTERN WHAT CMD...: exit status CODE and PATTERN (grep -E) in stderr
-expect() {
-  code=$1 pat=$2 what=$3
-  shift 3
-  run_cmd "$@"
-  if [ "$rc" -eq "$code" ] && grep -Eq -- "$pat" "$tmp/err"; then
-    ok "$what -> exit $rc: $(grep -E -- "$pat" "$tmp/err" | head -1)"
-  else
-    bad "$what: exit $rc (expected $code), stderr: $(head -3 "$tmp/err")"
-  fi
-}
-# key of a one-line JSON object (the program's output)
-jget() { sed -n "s/.*\"$2\": \([^,}]*\).*/\1/p" "$1" | head -1; }
 # key of kl-direct's line
 dget() { awk -v k="$2" '{ for (i = 1; i < NF; i++) if ($i == k) print $(i + 1) }' "$1"; }
 # near A B ABS REL: |A - B| <= ABS + REL |B|

@@ -27,66 +27,16 @@
 
 #include "backend.h"
 #include "cema-plan.h"
+#include "cema_ref.h"
 #include "test.h"
 
 static uint32_t seed = 4242;
-static float frand(void)
-{
-    seed ^= seed << 13;
-    seed ^= seed >> 17;
-    seed ^= seed << 5;
-    return (float)((seed >> 8) / 8388608.0 - 1.0);
-}
+static float frand(void) { return test_frand(&seed); }
 
+/* slow: a third at |q| = 0.999 (long memory, the hard case); else |q| <= 0.9 */
 static mg_cema_coeffs make_coeffs(int D, int N, int slow)
 {
-    mg_cema_coeffs c = {D, N, malloc(sizeof(float) * D * N), malloc(sizeof(float) * D * N * 2),
-                        malloc(sizeof(float) * D * N * 2), malloc(sizeof(float) * D)};
-    for (int i = 0; i < D * N; i++) {
-        c.p[i] = 0.5f + 0.45f * frand();
-        /* slow: a third at |q| = 0.999 (long memory, the hard case); else |q| <= 0.9 */
-        float r = slow && i % 3 == 0 ? 0.999f : 0.5f + 0.4f * frand(), ph = 3.1f * frand();
-        c.q[2 * i] = r * cosf(ph);
-        c.q[2 * i + 1] = r * sinf(ph);
-        c.eta[2 * i] = frand();
-        c.eta[2 * i + 1] = frand();
-    }
-    for (int d = 0; d < D; d++) c.omega[d] = frand();
-    return c;
-}
-
-static void free_coeffs(mg_cema_coeffs *c)
-{
-    free(c->p);
-    free(c->q);
-    free(c->eta);
-    free(c->omega);
-}
-
-/* h_t = q h_{t-1} + p x_t ; y_t = Re(sum_n eta_n h_t,n) + omega x_t, in double */
-static void reference(const float *x, int L, const mg_cema_coeffs *c, const float *h_in,
-                      float *y, float *h_out)
-{
-    const int D = c->D, N = c->N;
-    double *acc = calloc((size_t)L, sizeof(double));
-    for (int d = 0; d < D; d++) {
-        for (int t = 0; t < L; t++) acc[t] = c->omega[d] * (double)x[(size_t)t * D + d];
-        for (int n = 0; n < N; n++) {
-            int i = d * N + n;
-            double hr = h_in[2 * i], hi = h_in[2 * i + 1];
-            double qr = c->q[2 * i], qi = c->q[2 * i + 1];
-            for (int t = 0; t < L; t++) {
-                double nr = qr * hr - qi * hi + c->p[i] * (double)x[(size_t)t * D + d];
-                hi = qr * hi + qi * hr;
-                hr = nr;
-                acc[t] += c->eta[2 * i] * hr - c->eta[2 * i + 1] * hi;
-            }
-            h_out[2 * i] = (float)hr;
-            h_out[2 * i + 1] = (float)hi;
-        }
-        for (int t = 0; t < L; t++) y[(size_t)t * D + d] = (float)acc[t];
-    }
-    free(acc);
+    return cema_random_coeffs(D, N, slow, 0.4f, frand);
 }
 
 static mg_backend *backend(int threads)
@@ -99,7 +49,9 @@ static mg_backend *backend(int threads)
     return be;
 }
 
-static const mg_cema_algo algos[3] = {MG_CEMA_SCAN, CEMA_ALGO_CHUNKED, MG_CEMA_FFT};
+/* the chunked scan is no public mg_cema_algo: the ops read its value as a cema_algo */
+#define ALGO_CHUNKED ((mg_cema_algo)CEMA_ALGO_CHUNKED)
+static const mg_cema_algo algos[3] = {MG_CEMA_SCAN, ALGO_CHUNKED, MG_CEMA_FFT};
 static const char *const algo_names[3] = {"scan", "scan-chunked", "fft"};
 
 /* ------------------------------------------------------------------ accuracy, threads */
@@ -123,7 +75,7 @@ static void test_algorithms(int D, int N, int slow, int misalign, const int *Ls,
         for (size_t i = 0; i < (size_t)L * D; i++) x[i] = 2.0f * frand();
         for (int carried = 0; carried < 2; carried++) {
             for (size_t i = 0; i < DN2; i++) h0[i] = carried ? 3.0f * frand() : 0.0f;
-            reference(x, L, &c, h0, ye, he);
+            cema_reference(x, L, &c, h0, ye, he);
             /* fp32 rounding grows with the effective kernel length (1/(1-|q|) at most) */
             const double tol = 2e-5 * (1.0 + sqrt((double)(L < 1000 ? L : 1000)));
             for (int a = 0; a < 3; a++) {
@@ -156,7 +108,7 @@ static void test_algorithms(int D, int N, int slow, int misalign, const int *Ls,
     printf("D=%d N=%d slow=%d misalign=%d: max abs error vs double: scan %.3g, scan-chunked "
            "%.3g, fft %.3g\n", D, N, slow, misalign, worst[0], worst[1], worst[2]);
     for (int th = 0; th < 3; th++) be[th]->free(be[th]);
-    free_coeffs(&c);
+    cema_free_coeffs(&c);
 }
 
 /* ------------------------------------------------------------------ FFT kernel cache */
@@ -251,15 +203,15 @@ static void test_cache(void)
     be->cema(be, MG_CEMA_FFT, x, L, &c1, h, y);
     for (int i = 0; i < D * N * 2; i++) c1.eta[i] *= -0.5f;
     float *ye = malloc(sizeof(float) * n), *he = malloc(sizeof(float) * DN2);
-    reference(x, L, &c1, h0, ye, he);
+    cema_reference(x, L, &c1, h0, ye, he);
     memcpy(h, h0, sizeof(float) * DN2);
     CHECK(be->cema(be, MG_CEMA_FFT, x, L, &c1, h, y) == MG_OK, "%s", mg_last_error());
     CHECK_CLOSE("fft after changing the coefficients in place", y, ye, n, 1e-3);
 
     be->free(be);
     nocache->free(nocache);
-    free_coeffs(&c1);
-    free_coeffs(&c2);
+    cema_free_coeffs(&c1);
+    cema_free_coeffs(&c2);
     free(x); free(h0); free(y1); free(y2); free(y); free(h); free(hw); free(ye); free(he);
 }
 
@@ -318,7 +270,7 @@ static void test_estimate(void)
               "explicit algorithms (and decode) are not obeyed");
         be->free(be);
     }
-    free_coeffs(&c);
+    cema_free_coeffs(&c);
 
     /* the cost model's corners: wide N with a short memory and a cached kernel favours the
      * FFT; one group of channels on many threads with a long input favours the chunked scan;
@@ -335,6 +287,22 @@ static void test_estimate(void)
           "scan-chunked chosen with one thread");
     cema_problem one = {1, 1024, 16, 2, 60, 1, 1};
     CHECK(cema_estimate("avx512", &one, ns) == CEMA_RUN_SCAN, "L=1: scan expected");
+}
+
+/* Replace the file at path with the n bytes b. */
+static void write_file(const char *path, const void *b, size_t n)
+{
+    FILE *f = fopen(path, "wb");
+    int ok = f && fwrite(b, 1, n, f) == n;
+    if (f && fclose(f) != 0) ok = 0;
+    CHECK(ok, "writing %s", path);
+}
+
+/* Replace the wisdom file with text (a corrupt one); returns the measurements so far. */
+static long corrupt_wisdom(const char *path, const char *text)
+{
+    write_file(path, text, strlen(text));
+    return cema_plan_n_measured();
 }
 
 static int count_in_file(const char *path, const char *needle)
@@ -404,10 +372,7 @@ static void test_measure(const char *dir)
     a->free(a);
 
     /* a corrupt file: ignored with one warning, measured again, rewritten */
-    FILE *f = fopen(wisdom, "w");
-    fputs("megalodon-cema-wisdom 1\nthis is not a wisdom line\n", f);
-    fclose(f);
-    m0 = cema_plan_n_measured();
+    m0 = corrupt_wisdom(wisdom, "megalodon-cema-wisdom 1\nthis is not a wisdom line\n");
     for (int k = 0; k < 2; k++) {
         mg_backend *cbe = backend(2);
         const char *cc = cpu_cema_choice(cbe, MG_CEMA_AUTO, 300, &c);
@@ -420,9 +385,7 @@ static void test_measure(const char *dir)
               count_in_file(wisdom, "not a wisdom") == 0,
           "corrupt wisdom file not replaced");
     /* binary garbage and an unreadable path (a directory) are not fatal either */
-    f = fopen(wisdom, "wb");
-    fwrite("\x00\xff\x13garbage", 1, 10, f);
-    fclose(f);
+    write_file(wisdom, "\x00\xff\x13garbage", 10);
     mg_backend *g = backend(2);
     CHECK(cpu_cema_choice(g, MG_CEMA_AUTO, 300, &c) != NULL, "garbage wisdom: no choice");
     g->free(g);
@@ -452,7 +415,7 @@ static void test_measure(const char *dir)
     remove(wisdom);
     unsetenv("MEGALODON_CEMA_PLANNER");
     unsetenv("MEGALODON_CEMA_WISDOM");
-    free_coeffs(&c);
+    cema_free_coeffs(&c);
 }
 
 /* ------------------------------------------------------------------ backward planner */
@@ -564,7 +527,7 @@ static void test_estimate_backward(void)
               "backward estimate S=1, 4, L=40, N=16: %s %s", s1 ? s1 : "NULL", s4 ? s4 : "NULL");
         CHECK(!strcmp(cpu_cema_backward_choice(be, MG_CEMA_FFT, 1, 40, &c), "fft") &&
                   !strcmp(cpu_cema_backward_choice(be, MG_CEMA_SCAN, 4, 40, &c), "scan") &&
-                  !strcmp(cpu_cema_backward_choice(be, CEMA_ALGO_CHUNKED, 4, 40, &c), "scan"),
+                  !strcmp(cpu_cema_backward_choice(be, ALGO_CHUNKED, 4, 40, &c), "scan"),
               "backward: explicit algorithms not obeyed");
         for (int S = 1; S <= 4; S += 3) {
             bwd_case k = bwd_case_new(S, 40, &c);
@@ -573,7 +536,7 @@ static void test_estimate_backward(void)
         }
         be->free(be);
     }
-    free_coeffs(&c);
+    cema_free_coeffs(&c);
 }
 
 static void test_measure_backward(const char *dir)
@@ -641,10 +604,7 @@ static void test_measure_backward(const char *dir)
 
     /* a corrupt file: ignored (the warning was given by test_measure, once per process),
      * measured again, the call's gradients still added once, the file rewritten */
-    FILE *f = fopen(wisdom, "w");
-    fputs("megalodon-cema-wisdom 1\ncpu-bwd/s4 is not a wisdom line\n", f);
-    fclose(f);
-    m0 = cema_plan_n_measured();
+    m0 = corrupt_wisdom(wisdom, "megalodon-cema-wisdom 1\ncpu-bwd/s4 is not a wisdom line\n");
     a = backend(2);
     CHECK(bwd_call(a, MG_CEMA_AUTO, &k, &c, dxa, ga) == MG_OK, "%s", mg_last_error());
     CHECK(cema_plan_n_measured() == m0 + 1, "corrupt wisdom: %ld backward measurements",
@@ -676,7 +636,7 @@ static void test_measure_backward(const char *dir)
     bwd_case_free(&k);
     bwd_case_free(&k1);
     free(dxa); free(dxb); free(ga); free(gb);
-    free_coeffs(&c);
+    cema_free_coeffs(&c);
 }
 
 static void test_env(void)
@@ -741,7 +701,7 @@ static void test_env(void)
           "MEGALODON_CEMA=scan-chunked: the backward runs the scan");
     over->free(over);
     plain->free(plain);
-    free_coeffs(&c);
+    cema_free_coeffs(&c);
 }
 
 int main(void)

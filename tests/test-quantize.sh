@@ -26,16 +26,6 @@ if ! why=$("$py" -c "import numpy, gguf.quants" 2>&1); then
   echo "note: no python3 with numpy and gguf ($py: $(echo "$why" | tail -1)): the checks of the written files are skipped"
 fi
 
-# expect STATUS PATTERN CMD...: exit status and a line of its output matching PATTERN
-expect() {
-  want=$1 pat=$2
-  shift 2
-  "$@" >"$tmp/out" 2>&1
-  got=$?
-  if [ $got -eq "$want" ] && grep -q -- "$pat" "$tmp/out"; then ok "$* -> $got, '$pat'"
-  else bad "$* -> $got (want $want and '$pat'): $(tail -3 "$tmp/out")"; fi
-}
-
 cat >"$tmp/check.py" <<'PY'
 # check.py IN OUT RECIPE: the output's types, keys and values against the input.
 import re, sys
@@ -108,8 +98,8 @@ for m in m256 m256t; do
 done
 
 # the fallback: rows of 32 and 64 do not fit q4_K / q6_K's blocks of 256
-expect 0 "token_embd.weight .* f32 -> q4_0 .*does not fit q4_K" "$q" "$tmp/tiny.gguf" "$tmp/tiny-q4km.gguf" q4_k_m
-expect 0 "blk.0.ffn_down.weight .* f32 -> q8_0 .*does not fit q6_K" "$q" "$tmp/tiny.gguf" "$tmp/tiny-q4km.gguf" q4_k_m
+expect_output 0 "token_embd.weight .* f32 -> q4_0 .*does not fit q4_K" "$q" "$tmp/tiny.gguf" "$tmp/tiny-q4km.gguf" q4_k_m
+expect_output 0 "blk.0.ffn_down.weight .* f32 -> q8_0 .*does not fit q6_K" "$q" "$tmp/tiny.gguf" "$tmp/tiny-q4km.gguf" q4_k_m
 if [ $have_py -eq 1 ]; then
   types=$("$py" -c "
 import gguf, sys
@@ -129,9 +119,9 @@ fi
   bad "1 and 2 threads give different files"
 
 # requantizing
-expect 1 "is already quantized (tensor 'token_embd.weight' is q8_0)" "$q" "$tmp/m256-q8_0.gguf" "$tmp/rq.gguf" q4_0
+expect_output 1 "is already quantized (tensor 'token_embd.weight' is q8_0)" "$q" "$tmp/m256-q8_0.gguf" "$tmp/rq.gguf" q4_0
 [ -e "$tmp/rq.gguf" ] && bad "a refused requantization left a file"
-expect 0 "f32 -> q4_0\|q8_0  -> q4_0\|q8_0 -> q4_0" "$q" --allow-requantize "$tmp/m256-q8_0.gguf" "$tmp/rq.gguf" q4_0
+expect_output 0 "f32 -> q4_0\|q8_0  -> q4_0\|q8_0 -> q4_0" "$q" --allow-requantize "$tmp/m256-q8_0.gguf" "$tmp/rq.gguf" q4_0
 if [ $have_py -eq 1 ]; then
   "$py" -c "
 import gguf, sys
@@ -142,13 +132,13 @@ sys.exit(0 if t['blk.0.attn_z.weight'] == 'Q4_0' and t['blk.0.tnorm.weight'] == 
 fi
 
 # 16-bit inputs are not quantized: f16 and bf16 from them need no --allow-requantize either
-expect 0 "attn_z.weight .* f16 -> bf16" "$q" "$tmp/m256-f16.gguf" "$tmp/x16.gguf" bf16
-expect 0 "attn_z.weight .* bf16 -> f16" "$q" "$tmp/m256-bf16.gguf" "$tmp/x16.gguf" f16
+expect_output 0 "attn_z.weight .* f16 -> bf16" "$q" "$tmp/m256-f16.gguf" "$tmp/x16.gguf" bf16
+expect_output 0 "attn_z.weight .* bf16 -> f16" "$q" "$tmp/m256-bf16.gguf" "$tmp/x16.gguf" f16
 rm -f "$tmp/x16.gguf"
 
 # dequantizing: f32 needs no --allow-requantize, and gives every tensor's values exactly
 for r in q4_k_m q4_0 bf16; do
-  expect 0 "as f32" "$q" -t 2 "$tmp/m256t-$r.gguf" "$tmp/deq-$r.gguf" f32
+  expect_output 0 "as f32" "$q" -t 2 "$tmp/m256t-$r.gguf" "$tmp/deq-$r.gguf" f32
   if [ $have_py -eq 1 ] && [ -e "$tmp/deq-$r.gguf" ]; then
     "$py" -c "
 import sys
@@ -173,18 +163,18 @@ sys.exit(1 if bad else 0)" "$tmp/m256t-$r.gguf" "$tmp/deq-$r.gguf" &&
 done
 
 # usage and failures
-expect 0 "usage: megalodon-quantize" "$q" --help
-expect 0 "libmegalodon" "$q" --version
-expect 2 "unknown quantization type 'q3_k' (known: f32, f16" "$q" "$tmp/m256.gguf" "$tmp/x.gguf" q3_k
-expect 2 "missing TYPE" "$q" "$tmp/m256.gguf" "$tmp/x.gguf"
-expect 2 "missing IN.gguf" "$q"
-expect 2 "unknown option '--bogus'" "$q" --bogus "$tmp/m256.gguf" "$tmp/x.gguf" q8_0
-expect 2 "invalid value 'x' for -t" "$q" -t x "$tmp/m256.gguf" "$tmp/x.gguf" q8_0
-expect 2 "unexpected argument 'extra'" "$q" "$tmp/m256.gguf" "$tmp/x.gguf" q8_0 extra
-expect 1 "cannot open '$tmp/nope.gguf'" "$q" "$tmp/nope.gguf" "$tmp/x.gguf" q8_0
-expect 1 "cannot write '$tmp/no/dir/x.gguf'" "$q" "$tmp/m256.gguf" "$tmp/no/dir/x.gguf" q8_0
+expect_output 0 "usage: megalodon-quantize" "$q" --help
+expect_output 0 "libmegalodon" "$q" --version
+expect_output 2 "unknown quantization type 'q3_k' (known: f32, f16" "$q" "$tmp/m256.gguf" "$tmp/x.gguf" q3_k
+expect_output 2 "missing TYPE" "$q" "$tmp/m256.gguf" "$tmp/x.gguf"
+expect_output 2 "missing IN.gguf" "$q"
+expect_output 2 "unknown option '--bogus'" "$q" --bogus "$tmp/m256.gguf" "$tmp/x.gguf" q8_0
+expect_output 2 "invalid value 'x' for -t" "$q" -t x "$tmp/m256.gguf" "$tmp/x.gguf" q8_0
+expect_output 2 "unexpected argument 'extra'" "$q" "$tmp/m256.gguf" "$tmp/x.gguf" q8_0 extra
+expect_output 1 "cannot open '$tmp/nope.gguf'" "$q" "$tmp/nope.gguf" "$tmp/x.gguf" q8_0
+expect_output 1 "cannot write '$tmp/no/dir/x.gguf'" "$q" "$tmp/m256.gguf" "$tmp/no/dir/x.gguf" q8_0
 printf 'not a gguf file' >"$tmp/junk.gguf"
-expect 1 "junk.gguf" "$q" "$tmp/junk.gguf" "$tmp/x.gguf" q8_0
+expect_output 1 "junk.gguf" "$q" "$tmp/junk.gguf" "$tmp/x.gguf" q8_0
 [ -e "$tmp/x.gguf" ] && bad "a failed run left an output file"
 
 [ $fail -eq 0 ] && echo "test-quantize: all checks passed"

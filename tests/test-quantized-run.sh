@@ -12,29 +12,13 @@
 #     the types of the quantized model;
 #   * megalodon-train -m refuses a quantized model, naming the tensor and its type;
 #   * a quantized tensor cut short by a truncated file is refused at load, naming it.
-# Environment: MG_TOP_BUILDDIR.
-set -u
-build=${MG_TOP_BUILDDIR:-.}
+# Environment: MG_TOP_SRCDIR, MG_TOP_BUILDDIR.
+. "${MG_TOP_SRCDIR:-.}/tests/common.sh"
 q="$build/bin/megalodon-quantize"
 run="$build/bin/megalodon-run"
 train="$build/bin/megalodon-train"
 mk="$build/tests/make-tiny-model"
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/mg-test-quantized-run.XXXXXX") || exit 1
-trap 'rm -rf "$tmp"' EXIT
-trap 'exit 1' INT TERM
-fail=0
-ok() { echo "ok: $*"; }
-bad() { echo "FAIL: $*"; fail=1; }
-
-# expect STATUS PATTERN CMD...: exit status and a line of its output matching PATTERN
-expect() {
-  want=$1 pat=$2
-  shift 2
-  "$@" >"$tmp/out" 2>&1
-  got=$?
-  if [ $got -eq "$want" ] && grep -q -- "$pat" "$tmp/out"; then ok "$* -> $got, '$pat'"
-  else bad "$* -> $got (want $want and '$pat'): $(tail -3 "$tmp/out")"; fi
-}
+make_tmp mg-test-quantized-run
 
 # 300 token ids in 0..63 from a fixed linear congruential sequence
 awk 'BEGIN { s = 12345; for (i = 0; i < 300; i++) { s = (s * 1103515245 + 12345) % 2147483648;
@@ -72,23 +56,23 @@ for m in m mt; do
 done
 
 # the f32 copy has only f32 tensors and the norm prior counts; info names the types
-expect 0 "^weights: f32 ([0-9]* tensors), i32 (3)$" "$run" info -m "$tmp/m-q4_k_m-f32.gguf"
-expect 0 "^weights: q4_K (13 tensors), f32 (41), i32 (3), q6_K (5)$" "$run" info -m "$tmp/m-q4_k_m.gguf"
-expect 0 "^weights: q8_0 (" "$run" info -m "$tmp/m-q8_0.gguf"
-expect 0 "blk.0.attn_v.weight  *q6_K  *\[256, 256\]" "$run" info -m "$tmp/m-q4_k_m.gguf"
+expect_output 0 "^weights: f32 ([0-9]* tensors), i32 (3)$" "$run" info -m "$tmp/m-q4_k_m-f32.gguf"
+expect_output 0 "^weights: q4_K (13 tensors), f32 (41), i32 (3), q6_K (5)$" "$run" info -m "$tmp/m-q4_k_m.gguf"
+expect_output 0 "^weights: q8_0 (" "$run" info -m "$tmp/m-q8_0.gguf"
+expect_output 0 "blk.0.attn_v.weight  *q6_K  *\[256, 256\]" "$run" info -m "$tmp/m-q4_k_m.gguf"
 
 # training needs float weights: the quantized tensor is named
-expect 1 "tensor 'token_embd.weight' is quantized (q4_K)" \
+expect_output 1 "tensor 'token_embd.weight' is quantized (q4_K)" \
   "$train" -m "$tmp/m-q4_k_m.gguf" --tokens "$tmp/ids" -o "$tmp/x.gguf" --steps 1
-expect 1 "tensor 'token_embd.weight' is quantized (q8_0)" \
+expect_output 1 "tensor 'token_embd.weight' is quantized (q8_0)" \
   "$train" -m "$tmp/mt-q8_0.gguf" --tokens "$tmp/ids" -o "$tmp/x.gguf" --steps 1
 [ -e "$tmp/x.gguf" ] && bad "a refused training run wrote a model"
 
 # a truncated file: its last tensor (output.weight, q6_K) is cut short
 size=$(wc -c <"$tmp/m-q4_k_m.gguf")
 head -c $((size - 100)) "$tmp/m-q4_k_m.gguf" >"$tmp/cut.gguf"
-expect 1 "tensor 'output.weight': data .* extends past end of file" "$run" info -m "$tmp/cut.gguf"
-expect 1 "tensor 'output.weight': data .* extends past end of file" \
+expect_output 1 "tensor 'output.weight': data .* extends past end of file" "$run" info -m "$tmp/cut.gguf"
+expect_output 1 "tensor 'output.weight': data .* extends past end of file" \
   "$run" perplexity -m "$tmp/cut.gguf" --tokens "$tmp/ids"
 
 [ $fail -eq 0 ] && echo "test-quantized-run: all checks passed"

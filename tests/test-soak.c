@@ -123,6 +123,17 @@ static void insane(const char *label, const char *fmt, ...)
     fputc('\n', stderr);
 }
 
+/* The length of a layer's CEMA state h: D x N complex values. */
+static size_t cema_h_len(const mg_hparams *hp) { return (size_t)hp->n_embd * hp->cema_ndim * 2; }
+
+/* The model's sizes, once the state's values are back on the host (a backend may keep them
+ * on the device). */
+static const mg_hparams *synced_hparams(const mg_state *st)
+{
+    mg_state_sync((mg_state *)st);
+    return &st->model->hp;
+}
+
 static int check_tnorm(const char *label, const char *which, const mg_tnorm_state *t, int G,
                        int64_t expect_count)
 {
@@ -148,10 +159,9 @@ static int check_tnorm(const char *label, const char *which, const mg_tnorm_stat
 /* Every value of the library state is finite and in range; returns 1 if not. */
 static int check_state(const char *label, const mg_state *st)
 {
-    mg_state_sync((mg_state *)st); /* a backend may keep it on the device */
-    const mg_hparams *hp = &st->model->hp;
+    const mg_hparams *hp = synced_hparams(st);
     const int G = hp->norm_groups;
-    const size_t DN2 = (size_t)hp->n_embd * hp->cema_ndim * 2;
+    const size_t DN2 = cema_h_len(hp);
     int bad = 0;
     char which[64];
     for (int il = 0; il < hp->n_layer; il++) {
@@ -186,10 +196,9 @@ static int check_state(const char *label, const mg_state *st)
 /* State drift of the library state against the twin (logit fields left 0). */
 static drift state_drift(const mg_state *st, const f64_state *tw)
 {
-    mg_state_sync((mg_state *)st); /* a backend may keep it on the device */
-    const mg_hparams *hp = &st->model->hp;
+    const mg_hparams *hp = synced_hparams(st);
     const int G = hp->norm_groups;
-    const size_t DN2 = (size_t)hp->n_embd * hp->cema_ndim * 2;
+    const size_t DN2 = cema_h_len(hp);
     drift d = {0};
     for (int il = 0; il <= hp->n_layer; il++) {
         const mg_tnorm_state *t = il < hp->n_layer ? &st->layers[il].tnorm : &st->out_norm;
@@ -229,7 +238,7 @@ static void print_layers(const mg_state *st, const f64_state *tw)
 {
     const mg_hparams *hp = &st->model->hp;
     const int G = hp->norm_groups;
-    const size_t DN2 = (size_t)hp->n_embd * hp->cema_ndim * 2;
+    const size_t DN2 = cema_h_len(hp);
     for (int il = 0; il <= hp->n_layer; il++) {
         const mg_tnorm_state *t = il < hp->n_layer ? &st->layers[il].tnorm : &st->out_norm;
         const double *m64 = f64_tnorm_mean(tw, il), *v64 = f64_tnorm_var(tw, il);
@@ -279,7 +288,7 @@ static void soak(const char *label, mg_model *m, uint64_t n_tokens, uint64_t eve
 {
     const mg_hparams *hp = mg_model_hparams(m);
     const int C = hp->chunk_size, V = mg_model_n_vocab(m), G = hp->norm_groups;
-    const size_t DN2 = (size_t)hp->n_embd * hp->cema_ndim * 2;
+    const size_t DN2 = cema_h_len(hp);
     f64_model *fm = f64_model_new(m);
     CHECK(fm != NULL, "%s: f64 twin: %s", label, mg_last_error());
     if (!fm) return;

@@ -6,6 +6,7 @@
 #define MG_TEST_H
 
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -39,6 +40,15 @@ static int test_checks = 0;
         int rc_ = (call);                                                                    \
         CHECK(rc_ == MG_OK, "got %d (%s)", rc_, mg_last_error());                            \
     } while (0)
+
+/* The next value of the xorshift32 stream *s, uniform in [-1, 1) (24 random bits). */
+static inline float test_frand(uint32_t *s)
+{
+    *s ^= *s << 13;
+    *s ^= *s >> 17;
+    *s ^= *s << 5;
+    return (float)((*s >> 8) / 8388608.0 - 1.0);
+}
 
 /* Check that |a - b| <= tol for n floats; reports the worst index. Returns max abs error. */
 static inline double check_close_(const char *file, int line, const char *what,

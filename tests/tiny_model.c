@@ -24,39 +24,45 @@
 #include <omp.h>
 #endif
 
-tiny_opts tiny_default_opts(void)
+static void set_sizes(tiny_opts *o, const tiny_sizes *s)
+{
+    o->n_layer = s->n_layer;
+    o->n_embd = s->n_embd;
+    o->z_dim = s->z_dim;
+    o->value_dim = s->value_dim;
+    o->n_head = s->n_head;
+    o->n_ff = s->n_ff;
+    o->cema_ndim = s->cema_ndim;
+    o->chunk_size = s->chunk_size;
+    o->norm_groups = s->norm_groups;
+    o->n_vocab = s->n_vocab;
+}
+
+tiny_opts tiny_sized_opts(tiny_sizes s)
 {
     tiny_opts o;
     memset(&o, 0, sizeof o);
-    o.n_layer = 2;
-    o.n_embd = 32;
-    o.z_dim = 16;
-    o.value_dim = 32;
-    o.n_head = 2;
-    o.n_ff = 64;
-    o.cema_ndim = 4;
-    o.chunk_size = 16;
-    o.norm_groups = 4;
-    o.n_vocab = 64;
+    set_sizes(&o, &s);
     o.norm_affine = 1;
     o.seed = 1234;
     o.arch = "megalodon";
     return o;
 }
 
+tiny_opts tiny_default_opts(void)
+{
+    return tiny_sized_opts((tiny_sizes){.n_layer = 2, .n_embd = 32, .z_dim = 16, .value_dim = 32,
+                                        .n_head = 2, .n_ff = 64, .cema_ndim = 4,
+                                        .chunk_size = 16, .norm_groups = 4, .n_vocab = 64});
+}
+
 tiny_opts tiny_heads4_opts(void)
 {
-    tiny_opts o = tiny_default_opts();
-    o.n_layer = 2;
-    o.n_embd = 64;
-    o.z_dim = 64; /* 4 heads of 16 */
-    o.value_dim = 128;
-    o.n_head = 4;
-    o.n_ff = 128;
-    o.cema_ndim = 8;
-    o.chunk_size = 64;
-    o.norm_groups = 8;
-    o.n_vocab = 160;
+    /* z_dim 64: 4 heads of 16 */
+    tiny_opts o = tiny_sized_opts((tiny_sizes){.n_layer = 2, .n_embd = 64, .z_dim = 64,
+                                               .value_dim = 128, .n_head = 4, .n_ff = 128,
+                                               .cema_ndim = 8, .chunk_size = 64,
+                                               .norm_groups = 8, .n_vocab = 160});
     o.swiglu = 1;
     return o;
 }
@@ -66,35 +72,26 @@ tiny_opts tiny_heads4_opts(void)
  * vocabulary of the official models. */
 static const struct {
     const char *name;
-    int n_layer, n_embd, z_dim, value_dim, n_head, n_ff, cema_ndim, chunk_size, norm_groups;
+    tiny_sizes sizes;
     int swiglu, scale_emb, share_emb;
 } presets[] = {
-    {"mega200M", 12, 1024, 256, 2048, 1, 2560, 16, 2048, 32, 0, 0, 0},
-    {"mega1.3B", 24, 2048, 512, 4096, 2, 4864, 16, 2048, 64, 0, 0, 0},
-    {"mega1.3B_pg19", 24, 2048, 512, 4096, 2, 3584, 16, 2048, 64, 1, 1, 1},
-    {"mega7.1B", 32, 4096, 1024, 8192, 4, 11264, 16, 2048, 64, 0, 0, 0},
-    {"mega7.3B", 32, 4096, 1024, 8192, 4, 8192, 16, 2048, 64, 1, 0, 0},
+    {"mega200M", {12, 1024, 256, 2048, 1, 2560, 16, 2048, 32, 32000}, 0, 0, 0},
+    {"mega1.3B", {24, 2048, 512, 4096, 2, 4864, 16, 2048, 64, 32000}, 0, 0, 0},
+    {"mega1.3B_pg19", {24, 2048, 512, 4096, 2, 3584, 16, 2048, 64, 32000}, 1, 1, 1},
+    {"mega7.1B", {32, 4096, 1024, 8192, 4, 11264, 16, 2048, 64, 32000}, 0, 0, 0},
+    {"mega7.3B", {32, 4096, 1024, 8192, 4, 8192, 16, 2048, 64, 32000}, 1, 0, 0},
 };
 
 int tiny_preset(const char *name, tiny_opts *o)
 {
     for (size_t i = 0; i < sizeof presets / sizeof presets[0]; i++) {
         if (strcmp(presets[i].name, name) != 0) continue;
-        o->n_layer = presets[i].n_layer;
-        o->n_embd = presets[i].n_embd;
-        o->z_dim = presets[i].z_dim;
-        o->value_dim = presets[i].value_dim;
-        o->n_head = presets[i].n_head;
-        o->n_ff = presets[i].n_ff;
-        o->cema_ndim = presets[i].cema_ndim;
-        o->chunk_size = presets[i].chunk_size;
-        o->norm_groups = presets[i].norm_groups;
+        set_sizes(o, &presets[i].sizes);
         o->swiglu = presets[i].swiglu;
         o->scale_emb = presets[i].scale_emb;
         o->share_emb = presets[i].share_emb;
         o->rescale_nffn = 0;
         o->norm_affine = 1;
-        o->n_vocab = 32000;
         return MG_OK;
     }
     return MG_ERR_INVALID_ARG;

@@ -23,7 +23,17 @@ typedef struct {
     uint32_t retype;
 } tiny_opts;
 
+/* The sizes of a model (the first fields of tiny_opts). */
+typedef struct {
+    int n_layer, n_embd, z_dim, value_dim, n_head, n_ff, cema_ndim, chunk_size, norm_groups,
+        n_vocab;
+} tiny_sizes;
+
+/* 2 layers of width 32, 2 heads (z_dim 16), value_dim 32, n_ff 64, 4 CEMA dimensions and norm
+ * groups, chunks of 16, 64 ids; affine norms, seed 1234, architecture "megalodon". */
 tiny_opts tiny_default_opts(void);
+/* tiny_default_opts() with the sizes s. */
+tiny_opts tiny_sized_opts(tiny_sizes s);
 /* A wider one (the soak and thread tests): 2 layers of width 64, 4 heads of 16, value_dim and
  * n_ff 128, 8 CEMA dimensions and norm groups, chunks of 64, 160 ids, SwiGLU. */
 tiny_opts tiny_heads4_opts(void);
