@@ -382,10 +382,21 @@ int tr_parse_args(int argc, char **argv, train_opts *o)
             return tr_error(TR_USAGE, "%s", err);
         if (d->id == O_RESUME && v && !*v) return tr_error(TR_USAGE, "--resume= needs a path");
         o->given[d->id] = 1;
+        o->value[d->id] = v;
         int rc = apply(d, oa.name, v, o);
         if (rc >= 0) return rc;
     }
     return -1;
+}
+
+void tr_apply_given_training(train_opts *o, const mg_train_params *base)
+{
+    o->tp = *base;
+    for (size_t i = 0; i < N_OPTIONS; i++) {
+        const opt_def *d = &options[i];
+        /* the values were checked by the first parse: this cannot fail */
+        if (d->sel == G_TRAIN && o->given[d->id]) apply(d, d->lng, o->value[d->id], o);
+    }
 }
 
 int tr_check_options(train_opts *o)
