@@ -64,19 +64,10 @@ static void cpow_acc(acc_t qr, acc_t qi, int m, acc_t *rr, acc_t *ri)
 
 /* ---------------------------------------------------------------- Stockham passes */
 
-/* One radix-4 pass over nseq sequences of n points (n/4 butterflies each), interleaved:
- * point p of sequence c of block b at [(b n + p) S + c], S = the pairs per block; work-items
- * go through c fastest, so that neighbours read and write neighbouring memory and share
- * their twiddles. Ns: the product of the radices of the passes before (1 for the first).
- * Butterfly j (k = j mod Ns) reads v_r = point j + r n/4, twists v_r by w^(r k n / (4 Ns)),
- * takes the 4-point DFT and writes it to points (j / Ns) 4 Ns + k + r Ns. w: the table
- * exp(-2 pi i m / n), m < n (made on the host in double: a lookup instead of a sine and a
- * cosine per twiddle, which cost more than the butterfly on a CPU device). sign -1:
- * forward; +1: inverse (conjugate twiddles, unscaled). */
-/* The butterfly of work-item g = (b n/R + j) S + c in a radix-R pass (the interleaving
- * above): in points to its first input, point j (the others are n/R points apart), out to
- * its first output, point (j / Ns) R Ns + k (the others Ns points apart), k = j mod Ns;
- * ok is 0 when g is past the last butterfly. */
+/* Butterfly j of sequence c of block b in a radix-R pass, for work-item g = (b n/R + j) S + c
+ * (point p of the sequence at [(b n + p) S + c]): in points to its first input, point j
+ * (the others are n/R points apart), out to its first output, point (j / Ns) R Ns + k (the
+ * others Ns points apart), k = j mod Ns; ok is 0 when g is past the last butterfly. */
 typedef struct {
     __global const float2 *in;
     __global float2 *out;
@@ -97,6 +88,15 @@ static butterfly butterfly_of(size_t g, int R, int n, int Ns, int S, int nblk,
     return f;
 }
 
+/* One radix-4 pass over nseq sequences of n points (n/4 butterflies each), interleaved:
+ * point p of sequence c of block b at [(b n + p) S + c], S = the pairs per block; work-items
+ * go through c fastest, so that neighbours read and write neighbouring memory and share
+ * their twiddles. Ns: the product of the radices of the passes before (1 for the first).
+ * Butterfly j (k = j mod Ns) reads v_r = point j + r n/4, twists v_r by w^(r k n / (4 Ns)),
+ * takes the 4-point DFT and writes it to points (j / Ns) 4 Ns + k + r Ns. w: the table
+ * exp(-2 pi i m / n), m < n (made on the host in double: a lookup instead of a sine and a
+ * cosine per twiddle, which cost more than the butterfly on a CPU device). sign -1:
+ * forward; +1: inverse (conjugate twiddles, unscaled). */
 __kernel void mg_fft_radix4(__global const float2 *src, __global float2 *dst, int n, int Ns,
                             float sign, int S, int nblk, __global const float2 *w)
 {
