@@ -4,7 +4,6 @@
  * and its help; the usage text of a mode is printed from the table, with the defaults. */
 #include "config.h"
 
-#include <errno.h>
 #include <limits.h>
 #include <math.h>
 #include <stdarg.h>
@@ -111,8 +110,11 @@ static const opt_def options[] = {
 };
 #define N_OPTIONS (sizeof options / sizeof options[0])
 
-/* the values of --isa (mg_model_params.isa) */
+/* the values of --isa (mg_model_params.isa), --backend and --cema */
 static const char *const isa_names[] = {"auto", "scalar", "avx2", "avx512", "neon"};
+static const char *const backend_names[] = {"cpu", "opencl"};
+static const char *const cema_names[] = {"fft", "scan", "auto"};
+static const mg_cema_algo cema_algos[] = {MG_CEMA_FFT, MG_CEMA_SCAN, MG_CEMA_AUTO};
 
 static const char *const mode_names[MODE_COUNT] = {"generate", "perplexity", "tokenize", "info"};
 
@@ -294,20 +296,27 @@ static int parse_float(const char *name, const char *v, double lo, int lo_open, 
     return -1;
 }
 
+/* *out: the index of v among names[0 .. n-1] */
+static int parse_choice(const char *name, const char *v, const char *const *names, int n,
+                        int *out)
+{
+    char err[4096];
+    if (opt_parse_choice(name, v, names, n, out, err, sizeof err))
+        return run_error(EXIT_USAGE, "%s", err);
+    return -1;
+}
+
 static int parse_seed(const char *name, const char *v, run_opts *o)
 {
     if (strcmp(v, "-1") == 0) {
         o->seed_from_time = 1;
         return -1;
     }
-    char *end;
-    errno = 0;
-    unsigned long long x = strtoull(v, &end, 10);
-    if (v[0] == '-' || v[0] == '+' || end == v || *end != '\0' || errno == ERANGE)
+    char err[256];
+    if (opt_parse_u64(name, v, &o->sampling.seed, err, sizeof err))
         return run_error(EXIT_USAGE,
                          "invalid value '%s' for %s: expected -1 or an integer in [0, 2^64)", v,
                          name);
-    o->sampling.seed = (uint64_t)x;
     o->seed_from_time = 0;
     return -1;
 }
@@ -315,7 +324,7 @@ static int parse_seed(const char *name, const char *v, run_opts *o)
 static int apply(const opt_def *d, const char *name, const char *v, run_opts *o)
 {
     long x;
-    int rc;
+    int rc, i;
     switch (d->id) {
     case O_MODEL: o->model = v; return -1;
     case O_PROMPT: o->prompt = v; return -1;
@@ -337,9 +346,7 @@ static int apply(const opt_def *d, const char *name, const char *v, run_opts *o)
     case O_KL_SAVE: o->kl_save = 1; return -1;
     case O_VERBOSE: o->verbose = 1; return -1;
     case O_BACKEND:
-        if (strcmp(v, "cpu") != 0 && strcmp(v, "opencl") != 0)
-            return run_error(EXIT_USAGE, "invalid value '%s' for %s: expected cpu or opencl", v,
-                             name);
+        if ((rc = parse_choice(name, v, backend_names, OPT_COUNT(backend_names), &i)) >= 0) return rc;
         o->backend = v;
         return -1;
     case O_DEVICE:
@@ -347,14 +354,9 @@ static int apply(const opt_def *d, const char *name, const char *v, run_opts *o)
         o->device = (int)x;
         return -1;
     case O_ISA:
-        for (size_t i = 0; i < sizeof isa_names / sizeof isa_names[0]; i++)
-            if (strcmp(v, isa_names[i]) == 0) {
-                o->isa = v;
-                return -1;
-            }
-        return run_error(EXIT_USAGE,
-                         "invalid value '%s' for %s: expected auto, scalar, avx2, avx512 or neon",
-                         v, name);
+        if ((rc = parse_choice(name, v, isa_names, OPT_COUNT(isa_names), &i)) >= 0) return rc;
+        o->isa = v;
+        return -1;
     case O_THREADS:
         if ((rc = parse_long(name, v, 0, 4096, &x)) >= 0) return rc;
         o->n_threads = (int)x;
@@ -382,15 +384,8 @@ static int apply(const opt_def *d, const char *name, const char *v, run_opts *o)
     case O_REPEAT_PENALTY: return parse_float(name, v, 0.0, 1, INFINITY, &o->sampling.repeat_penalty);
     case O_SEED: return parse_seed(name, v, o);
     case O_CEMA:
-        if (strcmp(v, "auto") == 0)
-            o->cema = MG_CEMA_AUTO;
-        else if (strcmp(v, "fft") == 0)
-            o->cema = MG_CEMA_FFT;
-        else if (strcmp(v, "scan") == 0)
-            o->cema = MG_CEMA_SCAN;
-        else
-            return run_error(EXIT_USAGE, "invalid value '%s' for %s: expected fft, scan or auto", v,
-                             name);
+        if ((rc = parse_choice(name, v, cema_names, OPT_COUNT(cema_names), &i)) >= 0) return rc;
+        o->cema = cema_algos[i];
         return -1;
     }
     return -1;

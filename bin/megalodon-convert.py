@@ -901,6 +901,15 @@ def finish(tmp, out):
         pass
 
 
+def remove_tmp(tmp):
+    """Remove the temporary file of a write that did not finish (None: it was renamed into place)."""
+    if tmp is not None and os.path.exists(tmp):
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+
+
 def _umask():
     m = os.umask(0)
     os.umask(m)
@@ -999,11 +1008,7 @@ def main_vocab_only(args):
             os.path.getsize(args.output)))
         return 0
     finally:
-        if tmp is not None and os.path.exists(tmp):
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
+        remove_tmp(tmp)
 
 
 def read_tokenizer_size(path):
@@ -1067,11 +1072,7 @@ def main(argv=None):
                                    e.strerror or e), file=sys.stderr)
         return 1
     finally:
-        if tmp is not None and os.path.exists(tmp):
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
+        remove_tmp(tmp)
 
 
 if __name__ == "__main__":

@@ -43,33 +43,25 @@ static void usage(void)
            prog);
 }
 
-/* "error: MESSAGE" on standard error (standard output flushed first), then the hint. */
-static void verror(const char *hint, const char *fmt, va_list ap)
-{
-    fflush(stdout);
-    fprintf(stderr, "error: ");
-    vfprintf(stderr, fmt, ap);
-    fprintf(stderr, "\n");
-    if (hint) fprintf(stderr, "%s\n", hint);
-}
-
-#define HINT "Run 'megalodon-quantize --help' for usage."
-
+/* "error: MESSAGE" on standard error (standard output flushed first), then the pointer to
+ * --help; exit status 2. */
 static int usage_error(const char *fmt, ...)
 {
     va_list ap;
+    fflush(stdout);
+    fprintf(stderr, "error: ");
     va_start(ap, fmt);
-    verror(HINT, fmt, ap);
+    vfprintf(stderr, fmt, ap);
     va_end(ap);
+    fprintf(stderr, "\nRun 'megalodon-quantize --help' for usage.\n");
     return 2;
 }
 
-static int failure(const char *fmt, ...)
+/* The library's message of a failed call as "error: MESSAGE"; exit status 1. */
+static int lib_failure(void)
 {
-    va_list ap;
-    va_start(ap, fmt);
-    verror(NULL, fmt, ap);
-    va_end(ap);
+    fflush(stdout);
+    fprintf(stderr, "error: %s\n", mg_last_error());
     return 1;
 }
 
@@ -146,7 +138,7 @@ int main(int argc, char **argv)
     p.progress_user = &tot;
     printf("quantizing '%s' to '%s' as %s\n", pos[0], pos[1], mg_ftype_name(p.ftype));
     fflush(stdout);
-    if (mg_model_quantize(pos[0], pos[1], &p) != MG_OK) return failure("%s", mg_last_error());
+    if (mg_model_quantize(pos[0], pos[1], &p) != MG_OK) return lib_failure();
     printf("size: %.3f MiB -> %.3f MiB (%.1f%%), %.2f -> %.2f bits per weight\n",
            mib(tot.old_bytes), mib(tot.new_bytes),
            tot.old_bytes ? 100.0 * (double)tot.new_bytes / (double)tot.old_bytes : 100.0,

@@ -110,23 +110,10 @@ static int resume_trainer(train_opts *o, tr_run *r, json_object *meta, char **re
     r->last_ckpt = *resumed;
     if ((rc = tr_meta_apply(meta, o)) >= 0) return rc;
     snprintf(model_desc, desc_size, "%s", tr_meta_str(meta, "model"));
-    mg_train_params tp = *mg_trainer_params(r->tr);
-    if (o->given[O_STEPS]) tp.total_steps = o->tp.total_steps;
-    if (o->given[O_LR]) tp.lr = o->tp.lr;
-    if (o->given[O_WARMUP]) tp.warmup = o->tp.warmup;
-    if (o->given[O_SCHEDULE]) tp.schedule = o->tp.schedule;
-    if (o->given[O_LR_INIT_RATIO]) tp.lr_init_ratio = o->tp.lr_init_ratio;
-    if (o->given[O_LR_END_RATIO]) tp.lr_end_ratio = o->tp.lr_end_ratio;
-    if (o->given[O_WEIGHT_DECAY]) tp.weight_decay = o->tp.weight_decay;
-    if (o->given[O_CLIP]) tp.clip = o->tp.clip;
-    if (o->given[O_BETA1]) tp.beta1 = o->tp.beta1;
-    if (o->given[O_BETA2]) tp.beta2 = o->tp.beta2;
-    if (o->given[O_ADAM_EPS]) tp.eps = o->tp.eps;
-    if (o->given[O_CEMA]) tp.cema = o->tp.cema;
-    tp.n_threads = threads;
-    if (mg_trainer_set_params(r->tr, &tp) != MG_OK)
+    tr_apply_given_training(o, mg_trainer_params(r->tr));
+    o->tp.n_threads = threads;
+    if (mg_trainer_set_params(r->tr, &o->tp) != MG_OK)
         return tr_error(TR_RUNTIME, "cannot apply the training options: %s", mg_last_error());
-    o->tp = tp;
     if (!o->given[O_CKPT_DIR]) o->ckpt_dir = *own_ckpt = tr_dir_of(*resumed);
     return TR_OK;
 }

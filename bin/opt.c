@@ -132,3 +132,32 @@ int opt_parse_real(const char *name, const char *v, double lo, int lo_open, doub
     *out = x;
     return 0;
 }
+
+int opt_parse_choice(const char *name, const char *v, const char *const *names, int n, int *out,
+                     char *err, size_t errsize)
+{
+    for (int i = 0; i < n; i++)
+        if (strcmp(v, names[i]) == 0) {
+            *out = i;
+            return 0;
+        }
+    int len = snprintf(err, errsize, "invalid value '%s' for %s: expected ", v, name);
+    for (int i = 0; i < n && len >= 0 && (size_t)len < errsize; i++)
+        len += snprintf(err + len, errsize - (size_t)len, "%s%s",
+                        i == 0 ? "" : i == n - 1 ? " or " : ", ", names[i]);
+    return -1;
+}
+
+int opt_parse_u64(const char *name, const char *v, uint64_t *out, char *err, size_t errsize)
+{
+    char *end;
+    errno = 0;
+    unsigned long long x = strtoull(v, &end, 10);
+    if (v[0] == '-' || v[0] == '+' || end == v || *end != '\0' || errno == ERANGE) {
+        snprintf(err, errsize, "invalid value '%s' for %s: expected an integer in [0, 2^64)", v,
+                 name);
+        return -1;
+    }
+    *out = (uint64_t)x;
+    return 0;
+}

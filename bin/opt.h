@@ -51,5 +51,14 @@ int opt_parse_i64(const char *name, const char *v, int64_t lo, int64_t hi, int64
                   char *err, size_t errsize);
 int opt_parse_real(const char *name, const char *v, double lo, int lo_open, double hi,
                    int hi_open, double *out, char *err, size_t errsize);
+/* The number of elements of an array (of names). */
+#define OPT_COUNT(a) ((int)(sizeof(a) / sizeof((a)[0])))
+
+/* v as one of names[0 .. n-1]: 0 with *out its index, or -1 with err ("invalid value 'V' for
+ * NAME: expected A, B or C"). */
+int opt_parse_choice(const char *name, const char *v, const char *const *names, int n, int *out,
+                     char *err, size_t errsize);
+/* An unsigned integer in [0, 2^64) (a seed): 0, or -1 with err. */
+int opt_parse_u64(const char *name, const char *v, uint64_t *out, char *err, size_t errsize);
 
 #endif

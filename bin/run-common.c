@@ -184,15 +184,23 @@ typedef struct {
     size_t n, cap;
 } id_vec;
 
+/* Room for at least `room` more ids (the capacity starts at 4096 and doubles); -1 when out
+ * of memory. */
+static int reserve(id_vec *a, size_t room)
+{
+    size_t cap = a->cap ? a->cap : 4096;
+    while (cap - a->n < room) cap *= 2;
+    if (cap == a->cap) return 0;
+    int32_t *nv = realloc(a->v, cap * sizeof *nv);
+    if (!nv) return -1;
+    a->v = nv;
+    a->cap = cap;
+    return 0;
+}
+
 static int push(id_vec *a, int32_t t)
 {
-    if (a->n == a->cap) {
-        size_t cap = a->cap ? a->cap * 2 : 1024;
-        int32_t *nv = realloc(a->v, cap * sizeof *nv);
-        if (!nv) return -1;
-        a->v = nv;
-        a->cap = cap;
-    }
+    if (reserve(a, 1)) return -1;
     a->v[a->n++] = t;
     return 0;
 }
@@ -360,15 +368,9 @@ int run_read_tokens(const char *path, int32_t n_vocab, int32_t **tokens, size_t 
     id_vec a = {0};
     size_t got, want;
     do {
-        if (a.cap - a.n < 1024) {
-            size_t cap = a.cap ? a.cap * 2 : 4096;
-            int32_t *nv = realloc(a.v, cap * sizeof *nv);
-            if (!nv) {
-                rc = run_error(EXIT_RUNTIME, "out of memory reading '%s'", path);
-                break;
-            }
-            a.v = nv;
-            a.cap = cap;
+        if (reserve(&a, 1024)) {
+            rc = run_error(EXIT_RUNTIME, "out of memory reading '%s'", path);
+            break;
         }
         want = a.cap - a.n;
         if ((rc = run_tokens_next(r, a.v + a.n, want, &got))) break;

@@ -196,6 +196,7 @@ typedef struct {
     int resume;
     const char *resume_path;
     unsigned char given[O_COUNT];
+    const char *value[O_COUNT]; /* a given option's (last) value; NULL for a flag */
 } train_opts;
 
 /* Parse the command line into o (defaults first): -1 to go on, else the exit code (--help
@@ -206,6 +207,9 @@ int tr_check_options(train_opts *o);
 /* Append a --data (is_tokens 0) or --tokens file: -1, or the exit code. */
 int tr_add_data(train_opts *o, const char *path, int is_tokens);
 void tr_free_opts(train_opts *o);
+/* --resume: o->tp = base (the checkpoint's), then the training options given on the command
+ * line (the "training" group of --help) applied over it again. */
+void tr_apply_given_training(train_opts *o, const mg_train_params *base);
 const char *tr_schedule_name(mg_lr_schedule s);
 const char *tr_order_name(data_order d);
 

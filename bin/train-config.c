@@ -38,34 +38,25 @@ static const preset presets[] = {
 };
 #define N_PRESETS (sizeof presets / sizeof presets[0])
 
-static void base_hparams(mg_hparams *hp)
+/* A preset's hyper-parameters: its shape and flags, with norm_eps 1e-5, rope_base 10000 and
+ * norm_affine; n_vocab and n_output 0 (the vocabulary gives them). */
+static void preset_hparams(const preset *p, mg_hparams *hp)
 {
-    memset(hp, 0, sizeof *hp);
-    hp->norm_eps = 1e-5f;
-    hp->rope_base = 10000.0f;
-    hp->norm_affine = 1;
+    *hp = (mg_hparams){.n_layer = p->n_layer, .n_embd = p->n_embd, .z_dim = p->z_dim,
+                       .value_dim = p->value_dim, .n_head = p->n_head, .n_ff = p->n_ff,
+                       .cema_ndim = p->cema_ndim, .chunk_size = p->chunk_size,
+                       .norm_groups = p->norm_groups, .swiglu = p->swiglu,
+                       .scale_emb = p->scale_emb, .share_emb = p->share_emb,
+                       .norm_eps = 1e-5f, .rope_base = 10000.0f, .norm_affine = 1};
 }
 
 int tr_preset(const char *name, mg_hparams *hp)
 {
-    for (size_t i = 0; i < N_PRESETS; i++) {
-        const preset *p = &presets[i];
-        if (strcmp(p->name, name) != 0) continue;
-        base_hparams(hp);
-        hp->n_layer = p->n_layer;
-        hp->n_embd = p->n_embd;
-        hp->z_dim = p->z_dim;
-        hp->value_dim = p->value_dim;
-        hp->n_head = p->n_head;
-        hp->n_ff = p->n_ff;
-        hp->cema_ndim = p->cema_ndim;
-        hp->chunk_size = p->chunk_size;
-        hp->norm_groups = p->norm_groups;
-        hp->swiglu = p->swiglu;
-        hp->scale_emb = p->scale_emb;
-        hp->share_emb = p->share_emb;
-        return 0;
-    }
+    for (size_t i = 0; i < N_PRESETS; i++)
+        if (strcmp(presets[i].name, name) == 0) {
+            preset_hparams(&presets[i], hp);
+            return 0;
+        }
     return -1;
 }
 
@@ -88,16 +79,8 @@ void tr_print_presets(int indent)
 
 void tr_config_defaults(mg_hparams *hp)
 {
-    base_hparams(hp);
-    hp->n_layer = 8;
-    hp->n_embd = 1024;
-    hp->z_dim = 256;
-    hp->value_dim = 2048;
-    hp->n_head = 1;
-    hp->n_ff = 2048;
-    hp->cema_ndim = 16;
-    hp->chunk_size = 2048;
-    hp->norm_groups = 32;
+    static const preset official = {"", "", 8, 1024, 256, 2048, 1, 2048, 16, 2048, 32, 0, 0, 0};
+    preset_hparams(&official, hp);
 }
 
 /* ---------------------------------------------------------------- the fields */

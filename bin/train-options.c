@@ -2,7 +2,6 @@
  * command line and the checks between options (docs/megalodon-train.md). */
 #include "config.h"
 
-#include <errno.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
@@ -116,15 +115,31 @@ static void defaults(train_opts *o)
     o->keep = 3;
 }
 
+/* the values of --schedule, --cema and --data-order, by their enums */
+static const char *const schedule_names[] = {[MG_LR_LINEAR] = "linear", [MG_LR_COSINE] = "cosine",
+                                             [MG_LR_CONSTANT] = "constant"};
+static const char *const cema_names[] = {[MG_CEMA_AUTO] = "auto", [MG_CEMA_FFT] = "fft",
+                                         [MG_CEMA_SCAN] = "scan"};
+static const char *const order_names[] = {[ORDER_RANDOM] = "random",
+                                          [ORDER_SEQUENTIAL] = "sequential"};
+
+/* names[i], or for a value out of range names[0] (the default) */
+static const char *name_of(const char *const *names, int n, int i)
+{
+    return i >= 0 && i < n ? names[i] : names[0];
+}
 const char *tr_schedule_name(mg_lr_schedule s)
 {
-    return s == MG_LR_COSINE ? "cosine" : s == MG_LR_CONSTANT ? "constant" : "linear";
+    return name_of(schedule_names, OPT_COUNT(schedule_names), (int)s);
 }
 static const char *cema_name(mg_cema_algo a)
 {
-    return a == MG_CEMA_FFT ? "fft" : a == MG_CEMA_SCAN ? "scan" : "auto";
+    return name_of(cema_names, OPT_COUNT(cema_names), (int)a);
 }
-const char *tr_order_name(data_order d) { return d == ORDER_SEQUENTIAL ? "sequential" : "random"; }
+const char *tr_order_name(data_order d)
+{
+    return name_of(order_names, OPT_COUNT(order_names), (int)d);
+}
 
 static void default_str(int id, char *buf, size_t size)
 {
@@ -215,6 +230,16 @@ static int parse_real(const char *name, const char *v, double lo, int lo_open, d
     return -1;
 }
 
+/* *out: the index of v among names[0 .. n-1] */
+static int parse_choice(const char *name, const char *v, const char *const *names, int n,
+                        int *out)
+{
+    char err[4096];
+    if (opt_parse_choice(name, v, names, n, out, err, sizeof err))
+        return tr_error(TR_USAGE, "%s", err);
+    return -1;
+}
+
 static int parse_f(const char *name, const char *v, double lo, int lo_open, double hi,
                    int hi_open, float *out)
 {
@@ -240,7 +265,7 @@ int tr_add_data(train_opts *o, const char *path, int is_tokens)
 static int apply(const opt_def *d, const char *name, const char *v, train_opts *o)
 {
     int64_t x;
-    int rc;
+    int rc, i;
     switch (d->id) {
     case O_MODEL: o->model_path = v; return -1;
     case O_PRESET: {
@@ -274,23 +299,13 @@ static int apply(const opt_def *d, const char *name, const char *v, train_opts *
         o->accum = (int)x;
         return -1;
     case O_DATA_ORDER:
-        if (strcmp(v, "random") == 0)
-            o->order = ORDER_RANDOM;
-        else if (strcmp(v, "sequential") == 0)
-            o->order = ORDER_SEQUENTIAL;
-        else
-            return tr_error(TR_USAGE,
-                            "invalid value '%s' for %s: expected random or sequential", v, name);
+        if ((rc = parse_choice(name, v, order_names, OPT_COUNT(order_names), &i)) >= 0) return rc;
+        o->order = (data_order)i;
         return -1;
     case O_SEED: {
-        char *end;
-        errno = 0;
-        unsigned long long s = strtoull(v, &end, 10);
-        if (v[0] == '-' || v[0] == '+' || end == v || *end != '\0' || errno == ERANGE)
-            return tr_error(TR_USAGE,
-                            "invalid value '%s' for %s: expected an integer in [0, 2^64)", v,
-                            name);
-        o->seed = (uint64_t)s;
+        char err[256];
+        if (opt_parse_u64(name, v, &o->seed, err, sizeof err))
+            return tr_error(TR_USAGE, "%s", err);
         return -1;
     }
     case O_STEPS:
@@ -303,16 +318,8 @@ static int apply(const opt_def *d, const char *name, const char *v, train_opts *
         o->tp.warmup = x;
         return -1;
     case O_SCHEDULE:
-        if (strcmp(v, "linear") == 0)
-            o->tp.schedule = MG_LR_LINEAR;
-        else if (strcmp(v, "cosine") == 0)
-            o->tp.schedule = MG_LR_COSINE;
-        else if (strcmp(v, "constant") == 0)
-            o->tp.schedule = MG_LR_CONSTANT;
-        else
-            return tr_error(TR_USAGE,
-                            "invalid value '%s' for %s: expected linear, cosine or constant", v,
-                            name);
+        if ((rc = parse_choice(name, v, schedule_names, OPT_COUNT(schedule_names), &i)) >= 0) return rc;
+        o->tp.schedule = (mg_lr_schedule)i;
         return -1;
     case O_LR_INIT_RATIO: return parse_f(name, v, 0.0, 0, 1.0, 0, &o->tp.lr_init_ratio);
     case O_LR_END_RATIO: return parse_f(name, v, 0.0, 0, 1.0, 0, &o->tp.lr_end_ratio);
@@ -326,15 +333,8 @@ static int apply(const opt_def *d, const char *name, const char *v, train_opts *
         o->tp.n_threads = (int)x;
         return -1;
     case O_CEMA:
-        if (strcmp(v, "auto") == 0)
-            o->tp.cema = MG_CEMA_AUTO;
-        else if (strcmp(v, "fft") == 0)
-            o->tp.cema = MG_CEMA_FFT;
-        else if (strcmp(v, "scan") == 0)
-            o->tp.cema = MG_CEMA_SCAN;
-        else
-            return tr_error(TR_USAGE, "invalid value '%s' for %s: expected auto, fft or scan", v,
-                            name);
+        if ((rc = parse_choice(name, v, cema_names, OPT_COUNT(cema_names), &i)) >= 0) return rc;
+        o->tp.cema = (mg_cema_algo)i;
         return -1;
     case O_OUT: o->out = v; return -1;
     case O_LOG: o->log = v; return -1;
@@ -382,10 +382,21 @@ int tr_parse_args(int argc, char **argv, train_opts *o)
             return tr_error(TR_USAGE, "%s", err);
         if (d->id == O_RESUME && v && !*v) return tr_error(TR_USAGE, "--resume= needs a path");
         o->given[d->id] = 1;
+        o->value[d->id] = v;
         int rc = apply(d, oa.name, v, o);
         if (rc >= 0) return rc;
     }
     return -1;
+}
+
+void tr_apply_given_training(train_opts *o, const mg_train_params *base)
+{
+    o->tp = *base;
+    for (size_t i = 0; i < N_OPTIONS; i++) {
+        const opt_def *d = &options[i];
+        /* the values were checked by the first parse: this cannot fail */
+        if (d->sel == G_TRAIN && o->given[d->id]) apply(d, d->lng, o->value[d->id], o);
+    }
 }
 
 int tr_check_options(train_opts *o)

@@ -31,6 +31,26 @@ const char *cema_run_name(cema_run r)
 
 /* ------------------------------------------------------------------ environment */
 
+/* $name as one of names[0 .. n-1] (case-insensitive): *out its index; unchanged when the
+ * variable is unset or empty, an error listing the names when it is none of them. */
+static int env_choice(const char *name, const char *const *names, int n, int *out)
+{
+    const char *v = getenv(name);
+    if (!v || !*v) return MG_OK;
+    for (int i = 0; i < n; i++)
+        if (!strcasecmp(v, names[i])) {
+            *out = i;
+            return MG_OK;
+        }
+    char list[128] = "";
+    for (int i = 0; i < n; i++) {
+        size_t l = strlen(list);
+        snprintf(list + l, sizeof list - l, "%s%s", i == 0 ? "" : i == n - 1 ? " or " : ", ",
+                 names[i]);
+    }
+    return mg_seterr(MG_ERR_INVALID_ARG, "%s='%s': must be %s", name, v, list);
+}
+
 int cema_settings_read(cema_settings *s)
 {
     memset(s, 0, sizeof *s);
@@ -38,25 +58,17 @@ int cema_settings_read(cema_settings *s)
     s->mode = CEMA_PLAN_ESTIMATE;
     s->cache_bytes = (size_t)256 << 20;
 
-    const char *v = getenv("MEGALODON_CEMA");
-    if (v && *v) {
-        if (!strcasecmp(v, "auto")) s->override = CEMA_ALGO_AUTO;
-        else if (!strcasecmp(v, "fft")) s->override = CEMA_ALGO_FFT;
-        else if (!strcasecmp(v, "scan")) s->override = CEMA_ALGO_SCAN;
-        else if (!strcasecmp(v, "scan-chunked")) s->override = CEMA_ALGO_CHUNKED;
-        else
-            return mg_seterr(MG_ERR_INVALID_ARG,
-                             "MEGALODON_CEMA='%s': must be auto, fft, scan or scan-chunked", v);
-    }
-    v = getenv("MEGALODON_CEMA_PLANNER");
-    if (v && *v) {
-        if (!strcasecmp(v, "estimate")) s->mode = CEMA_PLAN_ESTIMATE;
-        else if (!strcasecmp(v, "measure")) s->mode = CEMA_PLAN_MEASURE;
-        else
-            return mg_seterr(MG_ERR_INVALID_ARG,
-                             "MEGALODON_CEMA_PLANNER='%s': must be estimate or measure", v);
-    }
-    v = getenv("MEGALODON_CEMA_CACHE_MB");
+    static const char *const algos[] = {[CEMA_ALGO_AUTO] = "auto", [CEMA_ALGO_FFT] = "fft",
+                                        [CEMA_ALGO_SCAN] = "scan",
+                                        [CEMA_ALGO_CHUNKED] = "scan-chunked"};
+    static const char *const modes[] = {[CEMA_PLAN_ESTIMATE] = "estimate",
+                                        [CEMA_PLAN_MEASURE] = "measure"};
+    int mode = s->mode;
+    int rc = env_choice("MEGALODON_CEMA", algos, 4, &s->override);
+    if (!rc) rc = env_choice("MEGALODON_CEMA_PLANNER", modes, 2, &mode);
+    if (rc) return rc;
+    s->mode = (cema_plan_mode)mode;
+    const char *v = getenv("MEGALODON_CEMA_CACHE_MB");
     if (v && *v) {
         char *end;
         errno = 0;

@@ -144,6 +144,19 @@ static int clampi(int v, int lo, int hi) { return v < lo ? lo : v > hi ? hi : v;
  * undefined conversion. */
 static int8_t to_i8(float v) { return v == v ? (int8_t)v : 0; }
 
+/* The value of largest magnitude in x[0 .. n-1], the first one, sign kept; 0 when all are 0
+ * (NaNs never compare larger). */
+static float max_by_magnitude(const float *x, int n)
+{
+    float amax = 0.0f, max = 0.0f;
+    for (int j = 0; j < n; j++)
+        if (fabsf(x[j]) > amax) {
+            amax = fabsf(x[j]);
+            max = x[j];
+        }
+    return max;
+}
+
 /* ------------------------------------------------------------------ q8_0 */
 
 /* q8_0, per block of 32: d = max|x| / 127, q[j] = round(x[j] / d) (half away from zero; 0 when
@@ -177,13 +190,7 @@ void mg_dequantize_row_q8_0(const mg_block_q8_0 *x, float *y, size_t n)
 void mg_quantize_row_q4_0(const float *x, mg_block_q4_0 *y, size_t n)
 {
     for (size_t b = 0; b < n / MG_QK4_0; b++, x += MG_QK4_0) {
-        float amax = 0.0f, max = 0.0f;
-        for (int j = 0; j < MG_QK4_0; j++)
-            if (fabsf(x[j]) > amax) {
-                amax = fabsf(x[j]);
-                max = x[j];
-            }
-        float d = max / -8.0f;
+        float d = max_by_magnitude(x, MG_QK4_0) / -8.0f;
         float id = d != 0.0f ? 1.0f / d : 0.0f;
         y[b].d = mg_fp32_to_fp16(d);
         for (int j = 0; j < MG_QK4_0 / 2; j++) {
@@ -371,13 +378,8 @@ void mg_dequantize_row_q4_K(const mg_block_q4_K *x, float *y, size_t n)
  * (sum w x L)^2 / sum w L^2 (the smallest squared error). L is stored + nmax. */
 static float fit_scale_sym(int n, int nmax, const float *x, int8_t *L)
 {
-    float max = 0, amax = 0;
-    for (int i = 0; i < n; i++)
-        if (fabsf(x[i]) > amax) {
-            amax = fabsf(x[i]);
-            max = x[i];
-        }
-    if (amax < 1e-15f) {
+    const float max = max_by_magnitude(x, n);
+    if (fabsf(max) < 1e-15f) {
         for (int i = 0; i < n; i++) L[i] = 0;
         return 0.f;
     }
@@ -494,14 +496,9 @@ void mg_dequantize_row_q6_K(const mg_block_q6_K *x, float *y, size_t n)
 void mg_quantize_row_q8_K(const float *x, mg_block_q8_K *y, size_t n)
 {
     for (size_t b = 0; b < n / MG_QK_K; b++, x += MG_QK_K) {
-        float max = 0, amax = 0;
-        for (int j = 0; j < MG_QK_K; j++)
-            if (fabsf(x[j]) > amax) {
-                amax = fabsf(x[j]);
-                max = x[j];
-            }
+        const float max = max_by_magnitude(x, MG_QK_K);
         memset(&y[b], 0, sizeof y[b]);
-        if (amax == 0.0f) continue;
+        if (max == 0.0f) continue;
         float iscale = -127.f / max;
         for (int j = 0; j < MG_QK_K; j++) {
             int v = nearest_int(iscale * x[j]);

@@ -127,22 +127,20 @@ static void scratch_free(mg_scratch *s)
 static int scratch_alloc(mg_scratch *s, const mg_hparams *hp, int cap)
 {
     const size_t D = hp->n_embd, Z = hp->z_dim, E = hp->value_dim, F = hp->n_ff, n = cap;
+    /* the buffers and their floats per token (and u3, the SwiGLU gate, only with swiglu) */
+    const struct { float **p; size_t width; } bufs[] = {
+        {&s->x, D},      {&s->y, D}, {&s->xt, D}, {&s->mx, D}, {&s->proj, D},
+        {&s->z, Z},      {&s->q_step, Z}, {&s->k_step, Z},
+        {&s->v_step, E}, {&s->r, E}, {&s->a, E},
+        {&s->u, F}};
     s->cap = cap;
-    s->x = malloc(sizeof(float) * n * D);
-    s->y = malloc(sizeof(float) * n * D);
-    s->xt = malloc(sizeof(float) * n * D);
-    s->mx = malloc(sizeof(float) * n * D);
-    s->proj = malloc(sizeof(float) * n * D);
-    s->z = malloc(sizeof(float) * n * Z);
-    s->q_step = malloc(sizeof(float) * n * Z);
-    s->k_step = malloc(sizeof(float) * n * Z);
-    s->v_step = malloc(sizeof(float) * n * E);
-    s->r = malloc(sizeof(float) * n * E);
-    s->a = malloc(sizeof(float) * n * E);
-    s->u = malloc(sizeof(float) * n * F);
+    int ok = 1;
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
+        *bufs[i].p = malloc(sizeof(float) * n * bufs[i].width);
+        if (!*bufs[i].p) ok = 0;
+    }
     s->u3 = hp->swiglu ? malloc(sizeof(float) * n * F) : NULL;
-    if (!s->x || !s->y || !s->xt || !s->mx || !s->proj || !s->z || !s->q_step || !s->k_step ||
-        !s->v_step || !s->r || !s->a || !s->u || (hp->swiglu && !s->u3)) {
+    if (!ok || (hp->swiglu && !s->u3)) {
         scratch_free(s);
         return mg_seterr(MG_ERR_NOMEM, "out of memory for the work buffers of a step of %d "
                          "tokens (D=%zu, Z=%zu, E=%zu, F=%zu; a smaller n_batch needs less)",

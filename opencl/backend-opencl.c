@@ -150,18 +150,9 @@ int mg_backend_opencl_new(int device, mg_backend **out)
     }
     be->supports_op = ocl_supports_op;
     be->matmul = ocl_matmul;
-    be->rms_norm = ocl_rms_norm;
-    be->layer_norm = ocl_layer_norm;
-    be->timestep_norm = ocl_timestep_norm;
     be->cema = ocl_cema;
     be->cema_choice = ocl_cema_choice;
-    be->rope = ocl_rope;
-    be->attention = ocl_attention;
-    be->silu = ocl_silu;
-    be->mul = ocl_mul;
-    be->add = ocl_add;
-    be->scale = ocl_scale;
-    be->affine_rows = ocl_affine_rows;
+    ocl_ops_fill(be); /* elementwise, RoPE, norms, attention */
     /* the streaming state kept on the device, unless MEGALODON_OPENCL_RESIDENT=0 (then it
      * is copied in and out by every op, as before; for comparisons) */
     int resident;

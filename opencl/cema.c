@@ -160,6 +160,26 @@ static int fft_passes(ocl_ctx *c, cl_mem a, cl_mem b, int n, int S, int nblk, fl
     return MG_OK;
 }
 
+/* Kernel kid over `items` work-items, with the arguments a[0 .. na-1] and then work buffer 0,
+ * which it fills with nblk blocks of S sequences of n points; then their forward transform.
+ * *zr: the work buffer holding the transform, *zo: the other one. */
+static int fft_forward(ocl_ctx *c, int kid, size_t items, const karg *a, int na, int n, int S,
+                       int nblk, cl_mem *zr, cl_mem *zo)
+{
+    const size_t bytes = (size_t)nblk * S * n * 8;
+    cl_mem z0, z1;
+    karg args[16]; /* na < 16 */
+    int rc;
+    if ((rc = fft_ws(c, 0, bytes, &z0)) || (rc = fft_ws(c, 1, bytes, &z1))) return rc;
+    memcpy(args, a, sizeof *a * (size_t)na);
+    args[na] = (karg)A_MEM(z0);
+    if ((rc = ocl_launch1(c, kid, items, args, na + 1)) ||
+        (rc = fft_passes(c, z0, z1, n, S, nblk, -1.0f, zr)))
+        return rc;
+    *zo = *zr == z0 ? z1 : z0;
+    return MG_OK;
+}
+
 /* cema_decay_steps of the largest |q|: taken from a cached entry of the set when there is one. */
 static int fft_decay(ocl_ctx *c, const mg_cema_coeffs *cf)
 {
@@ -225,17 +245,13 @@ static int fft_kernel(ocl_ctx *c, const mg_cema_coeffs *cf, cl_mem bp, cl_mem bq
     cl_int err;
     cl_mem K = clCreateBuffer(c->ctx, CL_MEM_READ_WRITE, bytes, NULL, &err);
     if (!K) return ocl_fail(err, "clCreateBuffer (CEMA kernel transform)");
-    cl_mem z0, z1, zr;
+    cl_mem zr, zo;
     const int kk = decay < n / 2 ? decay : n / 2, nb = (n + FFT_ROWS - 1) / FFT_ROWS;
     const float scale = 1.0f / (float)n;
-    if ((rc = fft_ws(c, 0, (size_t)npair * n * 8, &z0)) ||
-        (rc = fft_ws(c, 1, (size_t)npair * n * 8, &z1)))
-        goto fail;
     {
-        karg a1[] = {A_INT(D), A_INT(N), A_INT(kk), A_INT(n), A_MEM(bp), A_MEM(bq), A_MEM(beta),
-                     A_MEM(z0)};
-        if ((rc = ocl_launch1(c, K_FFT_KERNEL, (size_t)nb * npair, a1, 8))) goto fail;
-        if ((rc = fft_passes(c, z0, z1, n, npair, 1, -1.0f, &zr))) goto fail;
+        karg a1[] = {A_INT(D), A_INT(N), A_INT(kk), A_INT(n), A_MEM(bp), A_MEM(bq), A_MEM(beta)};
+        if ((rc = fft_forward(c, K_FFT_KERNEL, (size_t)nb * npair, a1, 7, n, npair, 1, &zr, &zo)))
+            goto fail;
         karg a2[] = {A_MEM(zr), A_INT(n), A_INT(npair), A_F(scale), A_MEM(K)};
         if ((rc = ocl_launch1(c, K_FFT_SPLIT, (size_t)npair * h, a2, 5))) goto fail;
     }
@@ -267,19 +283,15 @@ static int cema_fft(ocl_ctx *c, const mg_cema_coeffs *cf, int L, cl_mem bx, cl_m
                          "(use the scan: MEGALODON_CEMA=scan)", L, FFT_MAX_LOG2);
     const int nblk = (L + M - 1) / M, batch = nblk * npair, h = n / 2 + 1;
     if ((rc = ocl_fits(c, (size_t)batch * n, 8, "the CEMA FFT's work buffer"))) return rc;
-    cl_mem K, z0, z1, zr, bE;
+    cl_mem K, zr, zo, bE;
     if ((rc = fft_kernel(c, cf, bp, bq, beta, decay, n, &K))) return rc;
-    if ((rc = fft_ws(c, 0, (size_t)batch * n * 8, &z0)) ||
-        (rc = fft_ws(c, 1, (size_t)batch * n * 8, &z1)))
-        return rc;
     /* y = k * x + omega x */
-    karg a1[] = {A_MEM(bx), A_INT(L), A_INT(D), A_INT(n), A_INT(kl), A_INT(M), A_INT(nblk),
-                 A_MEM(z0)};
-    if ((rc = ocl_launch1(c, K_FFT_LOAD, (size_t)batch * n, a1, 8))) return rc;
-    if ((rc = fft_passes(c, z0, z1, n, npair, nblk, -1.0f, &zr))) return rc;
+    karg a1[] = {A_MEM(bx), A_INT(L), A_INT(D), A_INT(n), A_INT(kl), A_INT(M), A_INT(nblk)};
+    if ((rc = fft_forward(c, K_FFT_LOAD, (size_t)batch * n, a1, 7, n, npair, nblk, &zr, &zo)))
+        return rc;
     karg a2[] = {A_MEM(zr), A_MEM(K), A_INT(n), A_INT(npair), A_INT(nblk)};
     if ((rc = ocl_launch1(c, K_FFT_MUL, (size_t)batch * h, a2, 5))) return rc;
-    if ((rc = fft_passes(c, zr, zr == z0 ? z1 : z0, n, npair, nblk, 1.0f, &zr))) return rc;
+    if ((rc = fft_passes(c, zr, zo, n, npair, nblk, 1.0f, &zr))) return rc;
     karg a3[] = {A_MEM(zr), A_MEM(bx), A_MEM(bom), A_INT(L), A_INT(D), A_INT(n), A_INT(kl),
                  A_INT(M), A_MEM(by)};
     if ((rc = ocl_launch1(c, K_FFT_STORE, (size_t)L * D, a3, 9))) return rc;

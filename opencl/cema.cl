@@ -14,6 +14,18 @@
 
 static float2 cmul(float2 a, float2 b) { return (float2)(a.x * b.x - a.y * b.y, a.x * b.y + a.y * b.x); }
 
+/* Work-item g = b D + d of a pass over blocks of B rows (of L) and channels: its channel d,
+ * block b and the block's rows [t0, t1); 0 when g is past the last block. */
+static int row_block(size_t g, int L, int D, int B, int *d, int *b, int *t0, int *t1)
+{
+    if (g >= (size_t)((L + B - 1) / B) * D) return 0;
+    *d = (int)(g % D);
+    *b = (int)(g / D);
+    *t0 = *b * B;
+    *t1 = min(L, *t0 + B);
+    return 1;
+}
+
 __kernel void mg_cema_block_end(__global const float *x, int L, int D, int N, int B,
                                 int t_first, __global const float *p,
                                 __global const float2 *q, __global float2 *E)
@@ -61,11 +73,8 @@ __kernel void mg_cema_block_out(__global const float *x, int L, int D, int N, in
                                 __global const float2 *S, __global float *y,
                                 __global float2 *h_out)
 {
-    const size_t g = get_global_id(0); /* b * D + d */
-    const int nb = (L + B - 1) / B;
-    if (g >= (size_t)nb * D) return;
-    const int d = (int)(g % D), b = (int)(g / D);
-    const int t0 = b * B, t1 = min(L, t0 + B);
+    int d, b, t0, t1;
+    if (!row_block(get_global_id(0), L, D, B, &d, &b, &t0, &t1)) return;
     const float om = omega[d];
     for (int t = t0; t < t1; t++) y[(size_t)t * D + d] = om * x[(size_t)t * D + d];
     for (int n = 0; n < N; n++) {
@@ -78,6 +87,6 @@ __kernel void mg_cema_block_out(__global const float *x, int L, int D, int N, in
             h = (float2)(qq.x * h.x - qq.y * h.y + pp * xt, qq.x * h.y + qq.y * h.x);
             y[(size_t)t * D + d] += ee.x * h.x - ee.y * h.y;
         }
-        if (b == nb - 1) h_out[dn] = h;
+        if (t1 == L) h_out[dn] = h; /* the last block */
     }
 }

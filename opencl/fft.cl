@@ -36,8 +36,8 @@
  * (mg_cema_block_end of cema.cl from row t_first, then mg_cema_tail_fold).
  *
  * Precision: the transforms are fp32 (twiddles rounded from double); powers of q and the
- * state fold are in acc_t (double with MG_ACC_DOUBLE), as are the kernel's lags. cmul is
- * cema.cl's (the files form one program, cema.cl first). */
+ * state fold are in acc_t (double with MG_ACC_DOUBLE), as are the kernel's lags. cmul and
+ * row_block are cema.cl's (the files form one program, cema.cl first). */
 
 #define FFT_ROWS 64 /* lags or rows per work-item of the kernel and carried-state passes */
 
@@ -64,6 +64,30 @@ static void cpow_acc(acc_t qr, acc_t qi, int m, acc_t *rr, acc_t *ri)
 
 /* ---------------------------------------------------------------- Stockham passes */
 
+/* Butterfly j of sequence c of block b in a radix-R pass, for work-item g = (b n/R + j) S + c
+ * (point p of the sequence at [(b n + p) S + c]): in points to its first input, point j
+ * (the others are n/R points apart), out to its first output, point (j / Ns) R Ns + k (the
+ * others Ns points apart), k = j mod Ns; ok is 0 when g is past the last butterfly. */
+typedef struct {
+    __global const float2 *in;
+    __global float2 *out;
+    int k, ok;
+} butterfly;
+
+static butterfly butterfly_of(size_t g, int R, int n, int Ns, int S, int nblk,
+                              __global const float2 *src, __global float2 *dst)
+{
+    butterfly f = {src, dst, 0, 0};
+    const int m = n / R;
+    if (g >= (size_t)nblk * m * S) return f;
+    const int c = (int)(g % S), j = (int)((g / S) % m), b = (int)(g / ((size_t)S * m));
+    f.k = j % Ns;
+    f.in = src + ((size_t)b * n + j) * S + c;
+    f.out = dst + ((size_t)b * n + (size_t)(j / Ns) * R * Ns + f.k) * S + c;
+    f.ok = 1;
+    return f;
+}
+
 /* One radix-4 pass over nseq sequences of n points (n/4 butterflies each), interleaved:
  * point p of sequence c of block b at [(b n + p) S + c], S = the pairs per block; work-items
  * go through c fastest, so that neighbours read and write neighbouring memory and share
@@ -76,17 +100,13 @@ static void cpow_acc(acc_t qr, acc_t qi, int m, acc_t *rr, acc_t *ri)
 __kernel void mg_fft_radix4(__global const float2 *src, __global float2 *dst, int n, int Ns,
                             float sign, int S, int nblk, __global const float2 *w)
 {
-    const size_t g = get_global_id(0); /* (b n/4 + j) S + c */
+    const butterfly f = butterfly_of(get_global_id(0), 4, n, Ns, S, nblk, src, dst);
+    if (!f.ok) return;
     const int q4 = n / 4;
-    if (g >= (size_t)nblk * q4 * S) return;
-    const int c = (int)(g % S), j = (int)((g / S) % q4), b = (int)(g / ((size_t)S * q4));
-    const int k = j % Ns;
-    __global const float2 *s = src + (size_t)b * n * S + c;
     const size_t st = (size_t)q4 * S;
-    float2 v0 = s[(size_t)j * S], v1 = s[(size_t)j * S + st], v2 = s[(size_t)j * S + 2 * st],
-           v3 = s[(size_t)j * S + 3 * st];
+    float2 v0 = f.in[0], v1 = f.in[st], v2 = f.in[2 * st], v3 = f.in[3 * st];
     if (Ns > 1) {
-        const int step = k * (q4 / Ns); /* r k n / (4 Ns) = r step < n */
+        const int step = f.k * (q4 / Ns); /* r k n / (4 Ns) = r step < n */
         const float2 cj = (float2)(1.0f, -sign);
         v1 = cmul(v1, w[step] * cj);
         v2 = cmul(v2, w[2 * step] * cj);
@@ -94,29 +114,24 @@ __kernel void mg_fft_radix4(__global const float2 *src, __global float2 *dst, in
     }
     const float2 a = v0 + v2, bb = v0 - v2, cc = v1 + v3, e = v1 - v3;
     const float2 d = (float2)(-sign * e.y, sign * e.x); /* (v1 - v3) times sign i */
-    __global float2 *o = dst + ((size_t)b * n + (size_t)(j / Ns) * 4 * Ns + k) * S + c;
     const size_t os = (size_t)Ns * S;
-    o[0] = a + cc;
-    o[os] = bb + d;
-    o[2 * os] = a - cc;
-    o[3 * os] = bb - d;
+    f.out[0] = a + cc;
+    f.out[os] = bb + d;
+    f.out[2 * os] = a - cc;
+    f.out[3 * os] = bb - d;
 }
 
 /* The radix-2 pass, the same way: v_1 twisted by w^(k n / (2 Ns)). */
 __kernel void mg_fft_radix2(__global const float2 *src, __global float2 *dst, int n, int Ns,
                             float sign, int S, int nblk, __global const float2 *w)
 {
-    const size_t g = get_global_id(0); /* (b n/2 + j) S + c */
+    const butterfly f = butterfly_of(get_global_id(0), 2, n, Ns, S, nblk, src, dst);
+    if (!f.ok) return;
     const int h = n / 2;
-    if (g >= (size_t)nblk * h * S) return;
-    const int c = (int)(g % S), j = (int)((g / S) % h), b = (int)(g / ((size_t)S * h));
-    const int k = j % Ns;
-    __global const float2 *s = src + (size_t)b * n * S + c;
-    float2 v0 = s[(size_t)j * S], v1 = s[(size_t)(j + h) * S];
-    if (Ns > 1) v1 = cmul(v1, w[k * (h / Ns)] * (float2)(1.0f, -sign));
-    __global float2 *o = dst + ((size_t)b * n + (size_t)(j / Ns) * 2 * Ns + k) * S + c;
-    o[0] = v0 + v1;
-    o[(size_t)Ns * S] = v0 - v1;
+    float2 v0 = f.in[0], v1 = f.in[(size_t)h * S];
+    if (Ns > 1) v1 = cmul(v1, w[f.k * (h / Ns)] * (float2)(1.0f, -sign));
+    f.out[0] = v0 + v1;
+    f.out[(size_t)Ns * S] = v0 - v1;
 }
 
 /* ---------------------------------------------------------------- the convolution */
@@ -250,11 +265,8 @@ __kernel void mg_cema_fft_carry(int nt, int D, int N, __global const float2 *q,
                                 __global const float2 *eta, __global const float2 *h,
                                 __global float *y)
 {
-    const size_t g = get_global_id(0); /* b * D + d */
-    const int nb = (nt + FFT_ROWS - 1) / FFT_ROWS;
-    if (g >= (size_t)nb * D) return;
-    const int d = (int)(g % D), b = (int)(g / D);
-    const int t0 = b * FFT_ROWS, t1 = min(nt, t0 + FFT_ROWS);
+    int d, b, t0, t1;
+    if (!row_block(get_global_id(0), nt, D, FFT_ROWS, &d, &b, &t0, &t1)) return;
     const float2 zero = (float2)(0.0f, 0.0f);
     for (int k = 0; k < N; k += 4) {
         const size_t dn = (size_t)d * N + k;

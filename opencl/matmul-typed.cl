@@ -11,15 +11,13 @@
  * cl_khr_fp16 needed), the quants as bytes. For q8_0 and q4_0, K is a multiple of 32 (the
  * host checks); f16 rows may have any K (the tail past the last 32 is read value by value).
  * The dequantized values equal lib/quant.c's bit for bit: d q and d (q - 8) are one rounding
- * of exact operands. */
-#define WT_F16 1
-#define WT_Q4_0 2
-#define WT_Q8_0 8
+ * of exact operands. The type ids (WT_...) are matmul.cl's. */
 
-/* W[n, k], one value. */
+/* W[n, k], one value (WT_F32 too: the fp32 weights of mg_matmul's tiles). */
 static float w_at(__global const uchar *W, int wt, int row_bytes, int n, int k)
 {
     __global const uchar *row = W + (size_t)n * row_bytes;
+    if (wt == WT_F32) return ((__global const float *)row)[k];
     if (wt == WT_F16) return vload_half(k, (__global const half *)row);
     __global const uchar *b = row + (size_t)(k / 32) * (wt == WT_Q8_0 ? 34 : 18);
     const float d = vload_half(0, (__global const half *)b);
@@ -120,22 +118,16 @@ __kernel void mg_matmul_typed_direct(__global const float *x, int M, int K,
             for (int a = 0; a < 4; a++) acc[a][b] += sum16(fma(xl[a], wl, xh[a] * wh));
         }
     }
-    for (int a = 0; a < 4; a++) {
-        const int m = m0 + a;
-        if (m >= M) break;
-        for (int b = 0; b < 4; b++) {
-            const int n = n0 + b;
-            if (n >= N) break;
-            float s = acc[a][b];
+    for (int a = 0; a < 4; a++)
+        for (int b = 0; b < 4; b++)
             for (int k = 32 * nb; k < K; k++)
-                s = fma(xr[a][k], w_at(W, wt, row_bytes, n, k), s);
-            y[(size_t)m * N + n] = s + (has_bias ? bias[n] : 0.0f);
-        }
-    }
+                acc[a][b] = fma(xr[a][k], w_at(W, wt, row_bytes, min(n0 + b, N - 1), k),
+                                acc[a][b]);
+    store_block(y, M, N, m0, n0, acc, bias, has_bias);
 }
 
-/* mg_matmul_typed (prefill on GPUs): mg_matmul's tiles (MM_T, MM_K of matmul.cl) of y,
- * the K-slice of W expanded to fp32 in local memory as it is staged. */
+/* mg_matmul_typed (prefill on GPUs): matmul.cl's tiles of y, the K-slice of W expanded to
+ * fp32 in local memory as it is staged. */
 __kernel __attribute__((reqd_work_group_size(8, 8, 1)))
 void mg_matmul_typed(__global const float *x, int M, int K, __global const uchar *W, int wt,
                      int row_bytes, int N, __global const float *bias, int has_bias,
@@ -143,34 +135,5 @@ void mg_matmul_typed(__global const float *x, int M, int K, __global const uchar
 {
     __local float xs[MM_T][MM_K + 1];
     __local float ws[MM_T][MM_K + 1];
-    const int tx = get_local_id(0), ty = get_local_id(1), tid = ty * 8 + tx;
-    const int n0 = get_group_id(0) * MM_T, m0 = get_group_id(1) * MM_T;
-    float acc[4][4];
-    for (int a = 0; a < 4; a++)
-        for (int b = 0; b < 4; b++) acc[a][b] = 0.0f;
-    for (int k0 = 0; k0 < K; k0 += MM_K) {
-        for (int e = tid; e < MM_T * MM_K; e += 64) {
-            const int r = e / MM_K, c = e % MM_K, gc = k0 + c;
-            const int gm = m0 + r, gn = n0 + r;
-            xs[r][c] = (gm < M && gc < K) ? x[(size_t)gm * K + gc] : 0.0f;
-            ws[r][c] = (gn < N && gc < K) ? w_at(W, wt, row_bytes, gn, gc) : 0.0f;
-        }
-        barrier(CLK_LOCAL_MEM_FENCE);
-        for (int kk = 0; kk < MM_K; kk++) {
-            float xa[4], wb[4];
-            for (int a = 0; a < 4; a++) xa[a] = xs[ty + 8 * a][kk];
-            for (int b = 0; b < 4; b++) wb[b] = ws[tx + 8 * b][kk];
-            for (int a = 0; a < 4; a++)
-                for (int b = 0; b < 4; b++) acc[a][b] = fma(xa[a], wb[b], acc[a][b]);
-        }
-        barrier(CLK_LOCAL_MEM_FENCE);
-    }
-    for (int a = 0; a < 4; a++) {
-        const int m = m0 + ty + 8 * a;
-        if (m >= M) continue;
-        for (int b = 0; b < 4; b++) {
-            const int n = n0 + tx + 8 * b;
-            if (n < N) y[(size_t)m * N + n] = acc[a][b] + (has_bias ? bias[n] : 0.0f);
-        }
-    }
+    mm_tile(x, M, K, W, wt, row_bytes, N, bias, has_bias, y, xs, ws);
 }

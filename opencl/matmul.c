@@ -166,6 +166,27 @@ static double time_gemm(ocl_ctx *c, int gemm, int gemv_mode, cl_mem bx, int M, i
     return best;
 }
 
+/* The fastest kernel of the product M x K x N (decode: the gemv kernels, given as gemv_mode),
+ * every usable one's seconds in t[] (-1 for those not run); -1 when none ran. CLBlast must win
+ * by 10%: it compiles its own kernels in every process. */
+static int fastest(ocl_ctx *c, int decode, cl_mem bx, int M, int K, cl_mem bw, int N,
+                   cl_mem by, double t[GEMM_N])
+{
+    int best = -1;
+    for (int g = 0; g < GEMM_N; g++) {
+        t[g] = -1;
+#ifndef MG_HAVE_CLBLAST
+        if (g == GEMM_CLBLAST) continue;
+#endif
+        if (g == GEMM_CLBLAST && c->f16w) continue;
+        t[g] = decode ? time_gemm(c, GEMM_DIRECT, g, bx, M, K, bw, N, by)
+                      : time_gemm(c, g, 0, bx, M, K, bw, N, by);
+        double tg = g == GEMM_CLBLAST ? t[g] * 1.1 : t[g];
+        if (t[g] > 0 && (best < 0 || tg < t[best])) best = g;
+    }
+    return best;
+}
+
 /* The matrix product kernels, by measurement on this device: the prefill shape 64 x 512 x 512
  * among tiled, direct and CLBlast, the decode shape 1 x 512 x 2048 between mg_gemv and
  * CLBlast's sgemv (CLBlast only when 10% faster: it builds its kernels again in every
@@ -205,29 +226,8 @@ int ocl_choose_gemm(ocl_ctx *c)
     clEnqueueFillBuffer(c->queue, bx, &z, 4, 0, (size_t)M * K * 4, 0, NULL, NULL);
     clEnqueueFillBuffer(c->queue, bw, &z, 4, 0, (size_t)N * K * 4, 0, NULL, NULL);
     double t[GEMM_N], tv[GEMM_N];
-    int best = -1;
-    for (int g = 0; g < GEMM_N; g++) {
-        t[g] = -1;
-#ifndef MG_HAVE_CLBLAST
-        if (g == GEMM_CLBLAST) continue;
-#endif
-        if (g == GEMM_CLBLAST && c->f16w) continue;
-        t[g] = time_gemm(c, g, 0, bx, M, K, bw, 512, by);
-        /* CLBlast must win by 10%: it compiles its own kernels in every process */
-        double tg = g == GEMM_CLBLAST ? t[g] * 1.1 : t[g];
-        if (t[g] > 0 && (best < 0 || tg < t[best])) best = g;
-    }
-    int bestv = -1;
-    for (int g = 0; g < GEMM_N; g++) {
-        tv[g] = -1;
-#ifndef MG_HAVE_CLBLAST
-        if (g == GEMM_CLBLAST) continue;
-#endif
-        if (g == GEMM_CLBLAST && c->f16w) continue;
-        tv[g] = time_gemm(c, GEMM_DIRECT, g, bx, 1, K, bw, N, by);
-        double tg = g == GEMM_CLBLAST ? tv[g] * 1.1 : tv[g];
-        if (tv[g] > 0 && (bestv < 0 || tg < tv[bestv])) bestv = g;
-    }
+    const int best = fastest(c, 0, bx, M, K, bw, 512, by, t);
+    const int bestv = fastest(c, 1, bx, 1, K, bw, N, by, tv);
     if (best < 0 || bestv < 0) goto done;
     c->gemm = best;
     c->gemv_mode = bestv;

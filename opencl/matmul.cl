@@ -2,17 +2,26 @@
  *
  * mg_matmul: a work-group of 8 x 8 work-items computes a 32 x 32 tile of y, each work-item
  * a 4 x 4 block (rows ty + 8a, columns tx + 8b); x and W are staged through local memory in
- * K-slices of 16. mg_gemv (M == 1, decode): one work-group per output, a tree reduction over
- * K. docs/opencl.md gives the measurements against CLBlast. */
+ * K-slices of 16 (mm_tile, which mg_matmul_typed of matmul-typed.cl shares). mg_gemv
+ * (M == 1, decode): one work-group per output, a tree reduction over K. docs/opencl.md gives
+ * the measurements against CLBlast. */
 #define MM_T 32
 #define MM_K 16
 
-__kernel __attribute__((reqd_work_group_size(8, 8, 1)))
-void mg_matmul(__global const float *x, int M, int K, __global const wtype *W, int N,
-               __global const float *bias, int has_bias, __global float *y)
+/* The ggml type ids of W that w_at reads (matmul-typed.cl: the layouts and the reader). */
+#define WT_F32 0
+#define WT_F16 1
+#define WT_Q4_0 2
+#define WT_Q8_0 8
+static float w_at(__global const uchar *W, int wt, int row_bytes, int n, int k);
+
+/* The tile of y of this work-group (columns from group 0, rows from group 1), W[n, k] read
+ * with w_at; xs and ws: the kernel's local tiles of x and W. */
+static void mm_tile(__global const float *x, int M, int K, __global const uchar *W, int wt,
+                    int row_bytes, int N, __global const float *bias, int has_bias,
+                    __global float *y, __local float xs[MM_T][MM_K + 1],
+                    __local float ws[MM_T][MM_K + 1])
 {
-    __local float xs[MM_T][MM_K + 1];
-    __local float ws[MM_T][MM_K + 1];
     const int tx = get_local_id(0), ty = get_local_id(1), tid = ty * 8 + tx;
     const int n0 = get_group_id(0) * MM_T, m0 = get_group_id(1) * MM_T;
     float acc[4][4];
@@ -23,7 +32,7 @@ void mg_matmul(__global const float *x, int M, int K, __global const wtype *W, i
             const int r = e / MM_K, c = e % MM_K, gc = k0 + c;
             const int gm = m0 + r, gn = n0 + r;
             xs[r][c] = (gm < M && gc < K) ? x[(size_t)gm * K + gc] : 0.0f;
-            ws[r][c] = (gn < N && gc < K) ? LOADW(W, (size_t)gn * K + gc) : 0.0f;
+            ws[r][c] = (gn < N && gc < K) ? w_at(W, wt, row_bytes, gn, gc) : 0.0f;
         }
         barrier(CLK_LOCAL_MEM_FENCE);
         for (int kk = 0; kk < MM_K; kk++) {
@@ -43,6 +52,27 @@ void mg_matmul(__global const float *x, int M, int K, __global const wtype *W, i
             if (n < N) y[(size_t)m * N + n] = acc[a][b] + (has_bias ? bias[n] : 0.0f);
         }
     }
+}
+
+/* W of wtype: rows of K fp32 or fp16 values. */
+__kernel __attribute__((reqd_work_group_size(8, 8, 1)))
+void mg_matmul(__global const float *x, int M, int K, __global const wtype *W, int N,
+               __global const float *bias, int has_bias, __global float *y)
+{
+    __local float xs[MM_T][MM_K + 1];
+    __local float ws[MM_T][MM_K + 1];
+    mm_tile(x, M, K, (__global const uchar *)W, MG_W_HALF ? WT_F16 : WT_F32,
+            K * (int)sizeof(wtype), N, bias, has_bias, y, xs, ws);
+}
+
+/* y[m0 + a, n0 + b] = s[a][b] (+ bias) for the elements of the 4 x 4 block at (m0, n0) that
+ * lie inside y (the direct kernels clamp their rows past the end instead of testing them). */
+static void store_block(__global float *y, int M, int N, int m0, int n0, float s[4][4],
+                        __global const float *bias, int has_bias)
+{
+    for (int a = 0; a < 4 && m0 + a < M; a++)
+        for (int b = 0; b < 4 && n0 + b < N; b++)
+            y[(size_t)(m0 + a) * N + n0 + b] = s[a][b] + (has_bias ? bias[n0 + b] : 0.0f);
 }
 
 __kernel void mg_gemv(__global const float *x, int K, __global const wtype *W, int N,
@@ -87,17 +117,14 @@ __kernel void mg_matmul_direct(__global const float *x, int M, int K, __global c
         for (int a = 0; a < 4; a++)
             for (int b = 0; b < 4; b++) acc[a][b] = fma(xv[a], wv[b], acc[a][b]);
     }
-    for (int a = 0; a < 4; a++) {
-        const int m = m0 + a;
-        if (m >= M) break;
+    float s[4][4];
+    for (int a = 0; a < 4; a++)
         for (int b = 0; b < 4; b++) {
-            const int n = n0 + b;
-            if (n >= N) break;
-            float s = (acc[a][b].x + acc[a][b].y) + (acc[a][b].z + acc[a][b].w);
-            for (int k = K4; k < K; k++) s = fma(x[xr[a] + k], LOADW(W, wr[b] + k), s);
-            y[(size_t)m * N + n] = s + (has_bias ? bias[n] : 0.0f);
+            s[a][b] = (acc[a][b].x + acc[a][b].y) + (acc[a][b].z + acc[a][b].w);
+            for (int k = K4; k < K; k++)
+                s[a][b] = fma(x[xr[a] + k], LOADW(W, wr[b] + k), s[a][b]);
         }
-    }
+    store_block(y, M, N, m0, n0, s, bias, has_bias);
 }
 
 /* mg_gemv_direct (M == 1): each work-item computes 4 outputs from 4 rows of W read along K as

@@ -252,22 +252,8 @@ int ocl_state_snapshot(mg_backend *be, const void *host, int restore);
 /* ---------------------------------------------------------------- ops.c, matmul.c, cema.c:
  * the ops of the table (lib/backend.h says what each computes) */
 
-int ocl_silu(mg_backend *be, const float *x, float *y, size_t n);
-int ocl_mul(mg_backend *be, const float *a, const float *b, float *y, size_t n);
-int ocl_add(mg_backend *be, const float *a, const float *b, float *y, size_t n);
-int ocl_scale(mg_backend *be, const float *x, float a, float *y, size_t n);
-int ocl_affine_rows(mg_backend *be, const float *x, size_t rows, int m, const float *s,
-                    const float *t, float *y);
-int ocl_rope(mg_backend *be, float *x, int L, int H, int dh, int pos0, const float *freqs);
-int ocl_rms_norm(mg_backend *be, const float *x, size_t rows, int n, const float *w, float eps,
-                 float *y);
-int ocl_layer_norm(mg_backend *be, const float *x, size_t rows, int n, const float *w,
-                   const float *b, float eps, float *y);
-int ocl_timestep_norm(mg_backend *be, const float *x, int L, int D, int G, const float *w,
-                      const float *b, float eps, int64_t *count, float *mean, float *var,
-                      float *y);
-int ocl_attention(mg_backend *be, const float *q, const float *k, const float *v, int L, int Lk,
-                  int H, int dk, int dv, float *out);
+/* The elementwise ops, RoPE, the norms and attention (ops.c) into the table. */
+void ocl_ops_fill(mg_backend *be);
 
 int ocl_matmul(mg_backend *be, const float *x, int M, int K, const mg_weight *W, int N,
                const float *bias, float *y);

@@ -30,12 +30,12 @@ out:
     UNLOCK_RET(c, rc);
 }
 
-int ocl_mul(mg_backend *be, const float *a, const float *b, float *y, size_t n)
+static int ocl_mul(mg_backend *be, const float *a, const float *b, float *y, size_t n)
 {
     return ew2(be, K_MUL, a, b, y, n);
 }
 
-int ocl_add(mg_backend *be, const float *a, const float *b, float *y, size_t n)
+static int ocl_add(mg_backend *be, const float *a, const float *b, float *y, size_t n)
 {
     return ew2(be, K_ADD, a, b, y, n);
 }
@@ -65,17 +65,17 @@ out:
     UNLOCK_RET(c, rc);
 }
 
-int ocl_silu(mg_backend *be, const float *x, float *y, size_t n)
+static int ocl_silu(mg_backend *be, const float *x, float *y, size_t n)
 {
     return ew1(be, K_SILU, x, NULL, y, n);
 }
 
-int ocl_scale(mg_backend *be, const float *x, float a, float *y, size_t n)
+static int ocl_scale(mg_backend *be, const float *x, float a, float *y, size_t n)
 {
     return ew1(be, K_SCALE, x, &a, y, n);
 }
 
-int ocl_affine_rows(mg_backend *be, const float *x, size_t rows, int m, const float *s,
+static int ocl_affine_rows(mg_backend *be, const float *x, size_t rows, int m, const float *s,
                            const float *t, float *y)
 {
     ocl_ctx *c = octx(be);
@@ -100,7 +100,7 @@ out:
     UNLOCK_RET(c, rc);
 }
 
-int ocl_rope(mg_backend *be, float *x, int L, int H, int dh, int pos0, const float *freqs)
+static int ocl_rope(mg_backend *be, float *x, int L, int H, int dh, int pos0, const float *freqs)
 {
     ocl_ctx *c = octx(be);
     size_t n = (size_t)L * H * dh;
@@ -123,7 +123,7 @@ out:
 
 static size_t acc_size(const ocl_ctx *c) { return c->fp64 ? sizeof(double) : sizeof(float); }
 
-int ocl_rms_norm(mg_backend *be, const float *x, size_t rows, int n, const float *w,
+static int ocl_rms_norm(mg_backend *be, const float *x, size_t rows, int n, const float *w,
                         float eps, float *y)
 {
     ocl_ctx *c = octx(be);
@@ -145,7 +145,7 @@ out:
     UNLOCK_RET(c, rc);
 }
 
-int ocl_layer_norm(mg_backend *be, const float *x, size_t rows, int n, const float *w,
+static int ocl_layer_norm(mg_backend *be, const float *x, size_t rows, int n, const float *w,
                           const float *b, float eps, float *y)
 {
     ocl_ctx *c = octx(be);
@@ -168,7 +168,7 @@ out:
     UNLOCK_RET(c, rc);
 }
 
-int ocl_timestep_norm(mg_backend *be, const float *x, int L, int D, int G,
+static int ocl_timestep_norm(mg_backend *be, const float *x, int L, int D, int G,
                              const float *w, const float *b, float eps, int64_t *count,
                              float *mean, float *var, float *y)
 {
@@ -258,7 +258,7 @@ out:
 
 /* ---------------------------------------------------------------- attention */
 
-int ocl_attention(mg_backend *be, const float *q, const float *k, const float *v, int L,
+static int ocl_attention(mg_backend *be, const float *q, const float *k, const float *v, int L,
                          int Lk, int H, int dk, int dv, float *out)
 {
     ocl_ctx *c = octx(be);
@@ -313,3 +313,18 @@ out:
     UNLOCK_RET(c, rc);
 }
 
+/* ---------------------------------------------------------------- the table */
+
+void ocl_ops_fill(mg_backend *be)
+{
+    be->silu = ocl_silu;
+    be->mul = ocl_mul;
+    be->add = ocl_add;
+    be->scale = ocl_scale;
+    be->affine_rows = ocl_affine_rows;
+    be->rope = ocl_rope;
+    be->rms_norm = ocl_rms_norm;
+    be->layer_norm = ocl_layer_norm;
+    be->timestep_norm = ocl_timestep_norm;
+    be->attention = ocl_attention;
+}
