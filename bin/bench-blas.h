@@ -9,8 +9,4 @@ void bench_blas_set_threads(int n);
 /* y[M,N] = x[M,K] w[N,K]^T (row-major), the shape of the library's projections. */
 void bench_sgemm(int M, int N, int K, const float *x, const float *w, float *y);
 
-/* A note for stderr when OpenBLAS runs kernels far below the CPU (its run-time detection did
- * not recognize the CPU and fell back to its oldest x86-64 kernels), else NULL. */
-const char *bench_blas_warning(void);
-
 #endif

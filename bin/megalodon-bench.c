@@ -500,8 +500,6 @@ int main(int argc, char **argv)
     if ((rc = check_args(argv[0], &o)) >= 0) return rc;
 
     static results res; /* 1024 records: not on the stack */
-    const char *blas_note = bench_blas_warning();
-    if (blas_note) fprintf(stderr, "%s: note: %s\n", argv[0], blas_note);
     res.bw = triad_bandwidth();
     for (int bi = 0; bi < o.backends.n; bi++)
         for (int ii = 0; ii < o.isas.n; ii++) {
