@@ -141,7 +141,7 @@ static void expand_rows(const mg_kernels *k, const mg_weight *W, int n0, int n, 
 /* Rows of W fetched ahead of the dot products (software prefetch of the row QV_AHEAD rows
  * further on, into all cache levels): with one row after the other, the hardware prefetcher
  * restarts at every 4 KiB page and the dots read memory slower than sgemv does. */
-#define QV_AHEAD 2
+#define QV_AHEAD 4
 
 static inline void prefetch_row(const mg_weight *W, int n, int N)
 {
