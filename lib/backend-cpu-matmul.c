@@ -123,6 +123,16 @@ static float row_dot(const mg_kernels *k, uint32_t type, const void *w, const vo
     }
 }
 
+/* y[0..1] = rows n and n + 1 of an fp16 / bf16 W dotted with x: the bits of row_dot's */
+static void rows_dot2(const mg_kernels *k, const mg_weight *W, int n, const float *x, int K,
+                      float *y)
+{
+    const uint16_t *w0 = (const uint16_t *)((const char *)W->data + (size_t)n * W->row_bytes);
+    const uint16_t *w1 = (const uint16_t *)((const char *)w0 + W->row_bytes);
+    if (W->type == GGML_TYPE_F16) k->dot2_f16(w0, w1, x, K, y);
+    else k->dot2_bf16(w0, w1, x, K, y);
+}
+
 /* Rows n0 .. n0+n of W expanded to fp32 (n x K). */
 static void expand_rows(const mg_kernels *k, const mg_weight *W, int n0, int n, float *out)
 {
@@ -167,7 +177,15 @@ static int matmul_dots(mg_backend *be, const float *x, int M, int K, const mg_we
 #pragma omp parallel for num_threads(be->n_threads) schedule(static) if (nb > 1 && (size_t)N * K >= 65536)
     for (int b = 0; b < nb; b++) {
         const int n1 = b * MV_ROWS + MV_ROWS < N ? b * MV_ROWS + MV_ROWS : N;
-        for (int n = b * MV_ROWS; n < n1; n++) {
+        int n = b * MV_ROWS;
+        if (M == 1 && !ab) /* fp16 / bf16 decode: rows in pairs, one pass over x each */
+            for (; n + 2 <= n1; n += 2) {
+                prefetch_row(W, n + QV_AHEAD, N);
+                prefetch_row(W, n + 1 + QV_AHEAD, N);
+                rows_dot2(k, W, n, x, K, y + n);
+                for (int r = 0; r < 2; r++) y[n + r] += bias ? bias[n + r] : 0.0f;
+            }
+        for (; n < n1; n++) {
             const void *w = (const char *)W->data + (size_t)n * W->row_bytes;
             prefetch_row(W, n + QV_AHEAD, N);
             for (int m = 0; m < M; m++) {

@@ -131,6 +131,9 @@ typedef struct mg_kernels {
      *     16i + 15] (ggml's quantize_row_q8_K_ref); an all-zero block is all zeros. n a
      *     multiple of 256. Every q is in [-127, 127], which the SIMD dot products need;
      *   dot_f16, dot_bf16: sum_i w[i] x[i] (any n), fp32 accumulation;
+     *   dot2_f16, dot2_bf16: out[r] = the dot_f16 / dot_bf16 of row w_r (r = 0, 1) with x,
+     *     the same bits as two calls (one pass over x for both rows: decode reads rows in
+     *     pairs);
      *   dot_q8_0 (q8_0 activations): sum_b (dw_b dx_b) sum_j qw[j] qx[j];
      *   dot_q4_0 (q8_0 activations): sum_b (dw_b dx_b) sum_j (q[j] - 8) qx[j];
      *   dot_q4_K (q8_K activations): sum_b (dx d) sum_s sc[s] sum_{j in s} q[j] qx[j]
@@ -151,6 +154,8 @@ typedef struct mg_kernels {
     void (*quantize_q8_K)(const float *x, void *y, int n);
     float (*dot_f16)(const uint16_t *w, const float *x, int n);
     float (*dot_bf16)(const uint16_t *w, const float *x, int n);
+    void (*dot2_f16)(const uint16_t *w0, const uint16_t *w1, const float *x, int n, float out[2]);
+    void (*dot2_bf16)(const uint16_t *w0, const uint16_t *w1, const float *x, int n, float out[2]);
     float (*dot_q8_0)(const void *w, const void *xq, int n);
     float (*dot_q4_0)(const void *w, const void *xq, int n);
     float (*dot_q4_K)(const void *w, const void *xq, int n);

@@ -108,6 +108,20 @@ static void quantize_q8_K(const float *x, void *vy, int n)
 /* VF weights, fp16 (bf == 0) or bf16 (bf == 1), as floats */
 static inline vf load_16(const uint16_t *w, int bf) { return bf ? vf_load_bf16(w) : vf_load_f16(w); }
 
+/* the sum of eight accumulators of a dot product, then its tail from i on */
+static inline float finish_16(vf a[8], const uint16_t *w, const float *x, int i, int n, int bf)
+{
+    for (int j = 0; j < 4; j++) a[j] = vf_add(a[j], a[j + 4]);
+    float s = vf_hsum(vf_add(vf_add(a[0], a[1]), vf_add(a[2], a[3])));
+    for (; i < n; i++) {
+        const uint32_t bits = (uint32_t)w[i] << 16;
+        float wf;
+        memcpy(&wf, &bits, 4);
+        s += (bf ? wf : half_to_f32(w[i])) * x[i];
+    }
+    return s;
+}
+
 /* sum_i w[i] x[i] with fp16 / bf16 weights: eight accumulators of VF lanes (enough
  * independent multiply-adds to hide their latency behind the conversions), then the tail */
 static inline float dot_16(const uint16_t *w, const float *x, int n, int bf)
@@ -118,15 +132,33 @@ static inline float dot_16(const uint16_t *w, const float *x, int n, int bf)
     for (; i + 8 * VF <= n; i += 8 * VF)
         for (int j = 0; j < 8; j++) a[j] = vf_fmadd(load_16(w + i + j * VF, bf), vf_load(x + i + j * VF), a[j]);
     for (; i + VF <= n; i += VF) a[0] = vf_fmadd(load_16(w + i, bf), vf_load(x + i), a[0]);
-    for (int j = 0; j < 4; j++) a[j] = vf_add(a[j], a[j + 4]);
-    float s = vf_hsum(vf_add(vf_add(a[0], a[1]), vf_add(a[2], a[3])));
-    for (; i < n; i++) {
-        const uint32_t bits = (uint32_t)w[i] << 16;
-        float wf;
-        memcpy(&wf, &bits, 4);
-        s += (bf ? wf : half_to_f32(w[i])) * x[i];
+    return finish_16(a, w, x, i, n, bf);
+}
+
+/* dot_16 of two rows in one pass over x: each row's accumulators take the same products in
+ * the same order as dot_16's, so each result has its bits. */
+static inline void dot2_16(const uint16_t *w0, const uint16_t *w1, const float *x, int n, int bf,
+                           float out[2])
+{
+    vf a[8], b[8];
+    for (int j = 0; j < 8; j++) a[j] = b[j] = vf_zero();
+    int i = 0;
+    for (; i + 8 * VF <= n; i += 8 * VF)
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC unroll 8 /* the accumulators stay in registers only if the loop is unrolled */
+#endif
+        for (int j = 0; j < 8; j++) {
+            const vf xv = vf_load(x + i + j * VF);
+            a[j] = vf_fmadd(load_16(w0 + i + j * VF, bf), xv, a[j]);
+            b[j] = vf_fmadd(load_16(w1 + i + j * VF, bf), xv, b[j]);
+        }
+    for (; i + VF <= n; i += VF) {
+        const vf xv = vf_load(x + i);
+        a[0] = vf_fmadd(load_16(w0 + i, bf), xv, a[0]);
+        b[0] = vf_fmadd(load_16(w1 + i, bf), xv, b[0]);
     }
-    return s;
+    out[0] = finish_16(a, w0, x, i, n, bf);
+    out[1] = finish_16(b, w1, x, i, n, bf);
 }
 
 static float dot_f16(const uint16_t *w, const float *x, int n) { return dot_16(w, x, n, 0); }
@@ -328,6 +360,14 @@ void MG_QUANT(quantize_q8_0)(const float *x, void *y, int n) { quantize_q8_0(x, 
 void MG_QUANT(quantize_q8_K)(const float *x, void *y, int n) { quantize_q8_K(x, y, n); }
 float MG_QUANT(dot_f16)(const uint16_t *w, const float *x, int n) { return dot_f16(w, x, n); }
 float MG_QUANT(dot_bf16)(const uint16_t *w, const float *x, int n) { return dot_bf16(w, x, n); }
+void MG_QUANT(dot2_f16)(const uint16_t *w0, const uint16_t *w1, const float *x, int n, float out[2])
+{
+    dot2_16(w0, w1, x, n, 0, out);
+}
+void MG_QUANT(dot2_bf16)(const uint16_t *w0, const uint16_t *w1, const float *x, int n, float out[2])
+{
+    dot2_16(w0, w1, x, n, 1, out);
+}
 float MG_QUANT(dot_q8_0)(const void *w, const void *xq, int n) { return dot_q8_0(w, xq, n); }
 float MG_QUANT(dot_q4_0)(const void *w, const void *xq, int n) { return dot_q4_0(w, xq, n); }
 float MG_QUANT(dot_q4_K)(const void *w, const void *xq, int n) { return dot_q4_K(w, xq, n); }

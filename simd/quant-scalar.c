@@ -83,6 +83,19 @@ float mg_scalar_dot_bf16(const uint16_t *w, const float *x, int n)
     return s;
 }
 
+/* two rows: two dot products */
+void mg_scalar_dot2_f16(const uint16_t *w0, const uint16_t *w1, const float *x, int n, float out[2])
+{
+    out[0] = mg_scalar_dot_f16(w0, x, n);
+    out[1] = mg_scalar_dot_f16(w1, x, n);
+}
+
+void mg_scalar_dot2_bf16(const uint16_t *w0, const uint16_t *w1, const float *x, int n, float out[2])
+{
+    out[0] = mg_scalar_dot_bf16(w0, x, n);
+    out[1] = mg_scalar_dot_bf16(w1, x, n);
+}
+
 /* The exact integer sum of one 32-value block's products: sum_j qw[j] qx[j] for q8_0 weights,
  * sum_j (q[j] - 8) qx[j] for q4_0 weights (low nibbles are values 0-15, high 16-31). */
 static int32_t isum_q8_0(const uint8_t *qw, const int8_t *qx)

@@ -168,6 +168,17 @@ static void test_f16(const mg_kernels *K, const mg_kernels *S, int n, int off)
         if (ek > worst_dot) worst_dot = ek;
         CHECK(es <= TOL, "%s dot_%s n=%d: scalar %.9g vs double %.9g", K->name, k ? "bf16" : "f16", n, ds, ref);
         CHECK(ek <= TOL, "%s dot_%s n=%d: %.9g vs scalar %.9g", K->name, k ? "bf16" : "f16", n, dk, ds);
+        /* two rows in one pass: the bits of two single dot products (the second row is the
+         * other buffer's bits, finite in both types) */
+        const uint16_t *w0 = k ? bf : h, *w1 = k ? h : bf;
+        float two[2];
+        if (k) K->dot2_bf16(w0, w1, x, n, two);
+        else K->dot2_f16(w0, w1, x, n, two);
+        const float one0 = k ? K->dot_bf16(w0, x, n) : K->dot_f16(w0, x, n);
+        const float one1 = k ? K->dot_bf16(w1, x, n) : K->dot_f16(w1, x, n);
+        CHECK(memcmp(&two[0], &one0, 4) == 0 && memcmp(&two[1], &one1, 4) == 0,
+              "%s dot2_%s n=%d: %.9g %.9g vs single rows %.9g %.9g", K->name,
+              k ? "bf16" : "f16", n, two[0], two[1], one0, one1);
     }
     free(hb); free(bb); free(xb); free(wf);
 }
