@@ -311,6 +311,7 @@ void mg_avx2_exp(const float *x, float *y, size_t n)
 
 #include "quant-half.h"
 #define MG_QUANT(f) mg_avx2_##f
+#define MG_QUANT_FEW_REGS /* 16 ymm registers */
 #include "quant-kernels.h"
 #include "quant-x86.h"
 
